@@ -1,0 +1,139 @@
+"""The one error tree of xio.
+
+    XioError
+    ├── HTTPError                 an HTTP status with a title and a description
+    │   ├── BadRequest (400)      ├── Conflict (409)
+    │   ├── Unauthorized (401)    ├── PayloadTooLarge (413)
+    │   ├── Forbidden (403)       ├── UnsupportedMediaType (415)
+    │   ├── NotFound (404)        ├── TooManyRequests (429)
+    │   ├── MethodNotAllowed (405)├── InternalServerError (500)
+    │   ├── NotAcceptable (406)   ├── BadGateway (502)
+    │   └── RequestTimeout (408)  ├── ServiceUnavailable (503)
+    │                             └── GatewayTimeout (504)
+    ├── TransportError            the Python client could not complete an exchange
+    │   ├── ConnectError          no connection to the server
+    │   ├── ReadTimeout           the server did not answer in time
+    │   └── ResponseError         the server's answer was not valid HTTP
+    ├── ProtocolError             the peering protocol was broken
+    │   ├── LocalProtocolError    by this process (a bug or a misuse of the API)
+    │   └── RemoteProtocolError   by the peer; ``reason`` is a short code that is counted
+    └── ConfigError               bad command line, configuration or app spec
+
+Handlers raise an ``HTTPError`` to answer with that status; anything else raised by a
+handler becomes a 500. Library exceptions (msgpack, cryptography, ws4py, zeroconf) are
+translated where they enter, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+
+class XioError(Exception):
+    """Base of every error raised by xio."""
+
+
+class HTTPError(XioError):
+    """Answer the current request with ``status`` and a JSON error body.
+
+    ``title`` defaults to the standard reason phrase; ``description`` says what went
+    wrong in words a client developer can act on; ``headers`` are added to the response.
+    """
+
+    status = 500
+
+    def __init__(
+        self,
+        status: int | None = None,
+        description: str | None = None,
+        *,
+        title: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if status is not None:
+            self.status = int(status)
+        try:
+            phrase = HTTPStatus(self.status).phrase
+        except ValueError:
+            phrase = "Error"
+        self.title = title or phrase
+        self.description = description
+        self.headers = dict(headers or {})
+        super().__init__(f"{self.status} {self.title}" + (f": {description}" if description else ""))
+
+    def to_dict(self) -> dict:
+        """Return the JSON error body."""
+        body = {"status": self.status, "title": self.title}
+        if self.description:
+            body["description"] = self.description
+        return body
+
+
+def _status_error(name: str, code: int) -> type[HTTPError]:
+    def __init__(self, description=None, *, title=None, headers=None):
+        HTTPError.__init__(self, code, description, title=title, headers=headers)
+
+    return type(name, (HTTPError,), {"status": code, "__init__": __init__, "__doc__": f"HTTP {code}."})
+
+
+BadRequest = _status_error("BadRequest", 400)
+Unauthorized = _status_error("Unauthorized", 401)
+Forbidden = _status_error("Forbidden", 403)
+NotFound = _status_error("NotFound", 404)
+NotAcceptable = _status_error("NotAcceptable", 406)
+RequestTimeout = _status_error("RequestTimeout", 408)
+Conflict = _status_error("Conflict", 409)
+PayloadTooLarge = _status_error("PayloadTooLarge", 413)
+UnsupportedMediaType = _status_error("UnsupportedMediaType", 415)
+TooManyRequests = _status_error("TooManyRequests", 429)
+InternalServerError = _status_error("InternalServerError", 500)
+BadGateway = _status_error("BadGateway", 502)
+ServiceUnavailable = _status_error("ServiceUnavailable", 503)
+GatewayTimeout = _status_error("GatewayTimeout", 504)
+
+
+class MethodNotAllowed(HTTPError):
+    """HTTP 405; ``allowed`` becomes the ``Allow`` header."""
+
+    status = 405
+
+    def __init__(self, allowed, description=None, *, title=None, headers=None):
+        self.allowed = sorted(allowed)
+        headers = {**(headers or {}), "Allow": ", ".join(self.allowed)}
+        super().__init__(405, description, title=title, headers=headers)
+
+
+class TransportError(XioError):
+    """The Python client could not complete an exchange with the server."""
+
+
+class ConnectError(TransportError):
+    """No connection could be made to the server."""
+
+
+class ReadTimeout(TransportError):
+    """The server did not answer within the timeout."""
+
+
+class ResponseError(TransportError):
+    """The server's answer was not valid HTTP."""
+
+
+class ProtocolError(XioError):
+    """The peering protocol was broken."""
+
+
+class LocalProtocolError(ProtocolError):
+    """This process broke the protocol: a bug or a misuse of the API."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer broke the protocol. ``reason`` is a short code, counted per link."""
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        self.reason = reason
+        super().__init__(f"{reason}: {message}" if message else reason)
+
+
+class ConfigError(XioError):
+    """A bad command line, configuration file or app spec."""

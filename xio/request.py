@@ -1,0 +1,281 @@
+"""Requests, responses and their headers: the values a handler sees and returns.
+
+One ``Request`` type serves every way a request arrives (HTTP, in-process, over the
+mesh), so a handler never knows or cares which. Parsing is lazy where it is free to be
+(query string, headers from a WSGI environ, the profile header) and strict where a
+client's mistake must be reported: a malformed body raises ``BadRequest`` as soon as
+the resource tree asks for ``req.data``, before the handler runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from urllib.parse import parse_qsl, urlencode
+
+from . import content as _content
+from .errors import BadRequest
+
+#: Methods every handler accepts unless it declares its own list.
+STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
+#: Methods the resource tree answers by itself unless a handler declares them.
+AUTOMATIC_METHODS = frozenset({"ABOUT", "OPTIONS"})
+#: Header whose JSON object becomes ``req.profile``.
+PROFILE_HEADER = "X-Xio-Profile"
+
+_UNSET = object()
+
+
+class Headers(MutableMapping):
+    """A case-insensitive mapping of header names to values that keeps the names' case."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] | None = None):
+        self._items: dict[str, tuple[str, str]] = {}
+        if items:
+            pairs = items.items() if isinstance(items, Mapping) else items
+            for name, value in pairs:
+                self.add(name, value)
+
+    def add(self, name: str, value: str) -> None:
+        """Add a value, joining it to an existing one with a comma as HTTP allows."""
+        key = name.lower()
+        old = self._items.get(key)
+        self._items[key] = (name, f"{old[1]}, {value}" if old else str(value))
+
+    def __getitem__(self, name: str) -> str:
+        return self._items[name.lower()][1]
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self._items[name.lower()] = (name, str(value))
+
+    def __delitem__(self, name: str) -> None:
+        del self._items[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({dict(self.items())!r})"
+
+    def items(self):  # type: ignore[override]  # cheaper than the mixin's
+        return list(self._items.values())
+
+    def copy(self) -> Headers:
+        """Return an independent copy."""
+        clone = Headers()
+        clone._items = dict(self._items)
+        return clone
+
+
+def _environ_headers(environ: dict) -> Headers:
+    headers = Headers()
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            headers[key[5:].replace("_", "-").title()] = value
+    if environ.get("CONTENT_TYPE"):
+        headers["Content-Type"] = environ["CONTENT_TYPE"]
+    if environ.get("CONTENT_LENGTH"):
+        headers["Content-Length"] = environ["CONTENT_LENGTH"]
+    return headers
+
+
+class Response:
+    """What a request gets back: ``status``, ``content``, ``content_type``, ``headers``.
+
+    ``content`` is a Python value (see ``xio.content``); ``content_type`` is ``None``
+    until someone sets it, and is then chosen from the content when the response is
+    encoded.
+    """
+
+    __slots__ = ("status", "content", "content_type", "headers")
+
+    def __init__(self, content=None, status: int = 200, content_type: str | None = None, headers=None):
+        self.status = status
+        self.content = content
+        self.content_type = content_type
+        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+
+    @property
+    def ok(self) -> bool:
+        """Tell whether the status is a success (2xx or 3xx)."""
+        return 200 <= self.status < 400
+
+    @property
+    def text(self) -> str:
+        """Return the content as text."""
+        if isinstance(self.content, str):
+            return self.content
+        if isinstance(self.content, (bytes, bytearray)):
+            return bytes(self.content).decode("utf-8", "replace")
+        body, _ = _content.encode(self.content, None)
+        return body.decode("utf-8", "replace") if isinstance(body, bytes) else ""
+
+    def json(self):
+        """Return the content as a JSON value, decoding it if it arrived as text."""
+        if isinstance(self.content, (str, bytes, bytearray)):
+            return json.loads(self.content)
+        return self.content
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.content_type or ''}>".replace(" >", ">")
+
+
+class Request:
+    """One request as a handler sees it.
+
+    ``method``: upper-case method name; ``path``: the part of the path below the
+    resource that answers (``''`` at the resource itself); ``query``: dict of query
+    parameters (first value of each; ``query_all`` has every value); ``data``: the
+    decoded body (dict for JSON objects and forms, ``{}`` when empty, ``bytes`` for
+    other types); ``body``: the raw bytes; ``headers``: case-insensitive;
+    ``params``: path parameters; ``profile``: the JSON object sent in the
+    ``X-Xio-Profile`` header (``{}`` when absent); ``response``: the ``Response`` being
+    built, whose attributes a handler may set. ``req.GET``, ``req.POST``, ... are true
+    only for the request's own method.
+    """
+
+    __slots__ = (
+        "method", "path", "url_path", "route", "params", "inputs", "response", "context",
+        "_query", "_query_string", "_headers", "_environ", "_body", "_data", "_profile",
+        "_methods",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        method: str = "GET",
+        path: str = "",
+        *,
+        query: Mapping | str | None = None,
+        headers=None,
+        body: bytes = b"",
+        data=_UNSET,
+        environ: dict | None = None,
+    ) -> None:
+        self.method = method.upper()
+        self.url_path = path
+        self.path = path
+        self.route = ""
+        self.params: dict[str, str] = {}
+        self.inputs: dict = {}
+        self.response = Response()
+        self.context: dict = {}
+        self._query = dict(query) if isinstance(query, Mapping) else None
+        self._query_string = query if isinstance(query, str) else ""
+        self._headers = headers if headers is None or isinstance(headers, Headers) else Headers(headers)
+        self._environ = environ
+        self._body = body
+        self._data = data
+        self._profile = None
+        self._methods: frozenset = STANDARD_METHODS
+
+    # -- query ---------------------------------------------------------------------------
+
+    @property
+    def query(self) -> dict:
+        """Return the query parameters, first value of each."""
+        if self._query is None:
+            self._query = {}
+            for name, value in parse_qsl(self._query_string, keep_blank_values=True):
+                self._query.setdefault(name, value)
+        return self._query
+
+    @property
+    def query_all(self) -> dict[str, list[str]]:
+        """Return every value of every query parameter."""
+        if not self._query_string and self._query:
+            return {k: v if isinstance(v, list) else [v] for k, v in self._query.items()}
+        result: dict[str, list[str]] = {}
+        for name, value in parse_qsl(self._query_string, keep_blank_values=True):
+            result.setdefault(name, []).append(value)
+        return result
+
+    @property
+    def query_string(self) -> str:
+        """Return the raw query string (rebuilt from ``query`` for in-process requests)."""
+        if self._query_string or not self._query:
+            return self._query_string
+        return urlencode(self._query, doseq=True)
+
+    @property
+    def GET(self) -> bool:  # noqa: N802 - the seed README's spelling
+        return self.method == "GET"
+
+    @property
+    def POST(self) -> bool:  # noqa: N802
+        return self.method == "POST"
+
+    # -- headers and body ------------------------------------------------------------------
+
+    @property
+    def headers(self) -> Headers:
+        """Return the request headers (case-insensitive)."""
+        if self._headers is None:
+            self._headers = _environ_headers(self._environ) if self._environ else Headers()
+        return self._headers
+
+    @property
+    def content_type(self) -> str | None:
+        """Return the request's Content-Type header, if any."""
+        if self._environ is not None and self._headers is None:
+            return self._environ.get("CONTENT_TYPE") or None
+        return self.headers.get("Content-Type")
+
+    @property
+    def body(self) -> bytes:
+        """Return the raw body bytes (in-process data is encoded on demand)."""
+        if not self._body and self._data is not _UNSET and self._data is not None:
+            encoded, content_type = _content.encode(self._data, None)
+            if isinstance(encoded, bytes):
+                self._body = encoded
+                self.headers.setdefault("Content-Type", content_type)
+        return self._body
+
+    @property
+    def data(self):
+        """Return the decoded body; raise ``BadRequest`` if it does not parse."""
+        if self._data is _UNSET:
+            self._data = _content.decode(self._body, self.content_type) if self._body else {}
+        return self._data
+
+    @property
+    def profile(self) -> dict:
+        """Return the caller's profile, a JSON object from the ``X-Xio-Profile`` header."""
+        if self._profile is None:
+            raw = self.headers.get(PROFILE_HEADER)
+            if not raw:
+                self._profile = {}
+            else:
+                try:
+                    value = json.loads(raw)
+                except ValueError as exc:
+                    raise BadRequest(f"malformed {PROFILE_HEADER} header: {exc}") from exc
+                if not isinstance(value, dict):
+                    raise BadRequest(f"{PROFILE_HEADER} header must be a JSON object")
+                self._profile = value
+        return self._profile
+
+    @property
+    def client_address(self) -> str | None:
+        """Return the peer address of an HTTP request, if known."""
+        return self._environ.get("REMOTE_ADDR") if self._environ else None
+
+    def __getattr__(self, name: str) -> bool:
+        # req.PUT, req.ABOUT, req.MYMETHOD...: true only for the request's own method.
+        # Unknown upper-case names fail loudly so that a typo is not silently False.
+        if name.isupper() and (name in self._methods or name in AUTOMATIC_METHODS):
+            return self.method == name
+        raise AttributeError(
+            f"'Request' has no attribute {name!r}"
+            + (f" (method {name} is not declared by this resource)" if name.isupper() else "")
+        )
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.url_path!r}>"

@@ -1,0 +1,231 @@
+"""The HTTP adapter: WSGI in front of a ``handle(Request) -> Response`` callable, and a
+gevent server to run it.
+
+``WSGIApp`` is the only place where WSGI environ turns into a ``Request`` and a
+``Response`` turns into status, headers and body bytes; everything behind it (the
+resource tree, the node's router, the mesh forwarder) deals in xio values only.
+
+``Server`` runs any WSGI app on gevent's pywsgi with two changes that matter:
+``TCP_NODELAY`` on every accepted socket (measured here: stock pywsgi holds each
+response ~40 ms, because headers and body leave as two writes and Nagle waits for the
+client's delayed ACK), and one access-log line per request on the ``xio.access``
+logger. WebSocket upgrades to a path the app names are handed to ws4py.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from http import HTTPStatus
+
+import gevent
+from gevent.pywsgi import WSGIHandler, WSGIServer
+
+from . import content as _content
+from .errors import HTTPError, PayloadTooLarge
+from .request import Request, Response
+from .resource import error_response
+
+log = logging.getLogger("xio")
+access_log = logging.getLogger("xio.access")
+
+DEFAULT_MAX_BODY = 16 * 1024 * 1024
+
+_STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+def status_line(status: int) -> str:
+    """Return ``"404 Not Found"`` for 404, inventing nothing for unknown codes."""
+    return _STATUS_LINES.get(status) or f"{status} Status {status}"
+
+
+class WSGIApp:
+    """Serve ``handle`` over WSGI; ``prefix`` is put before every request path."""
+
+    def __init__(
+        self,
+        handle: Callable[[Request], Response],
+        *,
+        prefix: str = "",
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        self.handle = handle
+        self.prefix = prefix
+        self.max_body = max_body
+
+    def __call__(self, environ: dict, start_response):
+        method = environ["REQUEST_METHOD"]
+        try:
+            body = self._read_body(environ)
+        except HTTPError as exc:
+            _stop_reading(environ)
+            return self._send(environ, start_response, error_response(exc), close=True)
+        path = environ.get("PATH_INFO", "")
+        try:  # WSGI hands the path over as latin-1; URLs are UTF-8
+            path = path.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            pass
+        req = Request(
+            method,
+            self.prefix + path,
+            query=environ.get("QUERY_STRING", ""),
+            body=body,
+            environ=environ,
+        )
+        return self._send(environ, start_response, self.handle(req))
+
+    def _read_body(self, environ: dict) -> bytes:
+        length = environ.get("CONTENT_LENGTH")
+        stream = environ["wsgi.input"]
+        if length:
+            try:
+                size = int(length)
+            except ValueError:
+                raise HTTPError(400, f"bad Content-Length {length!r}") from None
+            if size > self.max_body:
+                raise PayloadTooLarge(f"body of {size} bytes is over the limit of {self.max_body}")
+            return stream.read(size) if size else b""
+        if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+            body = stream.read(self.max_body + 1)
+            if len(body) > self.max_body:
+                raise PayloadTooLarge(f"body is over the limit of {self.max_body} bytes")
+            return body
+        return b""
+
+    def _send(self, environ: dict, start_response, response: Response, close: bool = False):
+        status = response.status
+        try:
+            body, content_type = _content.encode(
+                response.content, response.content_type, environ.get("HTTP_ACCEPT")
+            )
+        except TypeError as exc:
+            log.error("cannot encode the response to %s: %s", environ.get("PATH_INFO"), exc)
+            response = error_response(HTTPError(500, f"TypeError: {exc}"))
+            status = 500
+            body, content_type = _content.encode(response.content, None)
+        headers = [] if status in _NO_BODY_STATUSES else [("Content-Type", content_type)]
+        headers.extend(response.headers.items())
+        if isinstance(body, bytes) and status not in _NO_BODY_STATUSES:
+            if "Content-Length" not in response.headers:
+                headers.append(("Content-Length", str(len(body))))
+        if close:
+            headers.append(("Connection", "close"))
+        start_response(status_line(status), headers)
+        if environ["REQUEST_METHOD"] == "HEAD" or status in _NO_BODY_STATUSES:
+            if not isinstance(body, bytes) and hasattr(body, "close"):
+                body.close()
+            return [b""]
+        return [body] if isinstance(body, bytes) else body
+
+
+def _stop_reading(environ: dict) -> None:
+    # gevent reads and discards an unread body to keep the connection usable; a body
+    # refused as too large must not be read, so the connection is closed instead.
+    stream = environ.get("wsgi.input")
+    if hasattr(stream, "content_length"):
+        stream.content_length = 0
+        stream.chunked_input = False
+
+
+class _Handler(WSGIHandler):
+    """pywsgi's handler with xio's access log and ws4py upgrades."""
+
+    def run_application(self):
+        if self.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            upgrade = getattr(self.server, "websocket_app", None)
+            if upgrade is not None and self.environ.get("PATH_INFO") == upgrade.path:
+                return self._run_websocket(upgrade)
+        return super().run_application()
+
+    def _run_websocket(self, upgrade):
+        # As ws4py's own gevent handler does: answer the handshake, then hand the raw
+        # socket to the websocket object and serve it until it closes.
+        self.environ["ws4py.socket"] = self.socket or self.environ["wsgi.input"].rfile._sock
+        self.result = upgrade(self.environ, self.start_response) or []
+        self.process_result()
+        del self.environ["ws4py.socket"]
+        self.socket = None
+        self.rfile.close()
+        websocket = self.environ.pop("ws4py.websocket", None)
+        if websocket is not None:
+            gevent.spawn(websocket.run).join()
+
+    def log_request(self):
+        if access_log.isEnabledFor(logging.INFO):
+            delta = (self.time_finish or 0) - (self.time_start or 0)
+            status = (self.status or "000").split(" ", 1)[0]
+            client = self.client_address[0] if isinstance(self.client_address, tuple) else "-"
+            path = self.environ.get("PATH_INFO", "") if self.environ else ""
+            access_log.info(
+                "%s %s %s %s %.2fms", client, self.command or "-", path, status, delta * 1000
+            )
+
+
+class _NoDelayServer(WSGIServer):
+    handler_class = _Handler
+    websocket_app = None
+
+    def handle(self, sock, address):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # a Unix socket has no Nagle to turn off
+            pass
+        super().handle(sock, address)
+
+
+class Server:
+    """Serve a WSGI app on gevent at ``host``:``port`` (0 picks a free port)."""
+
+    def __init__(
+        self,
+        app,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        websocket_app=None,
+    ) -> None:
+        ssl_args = {}
+        if certfile:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(certfile, keyfile)
+            ssl_args = {"ssl_context": context}
+        self.tls = bool(certfile)
+        self._server = _NoDelayServer((host, port), app, log=None, error_log=log, **ssl_args)
+        self._server.websocket_app = websocket_app
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Return the address actually bound."""
+        return self._server.address[:2]
+
+    @property
+    def port(self) -> int:
+        """Return the port actually bound."""
+        return self.address[1]
+
+    @property
+    def url(self) -> str:
+        """Return a URL for this server."""
+        host = self.address[0]
+        if host in ("0.0.0.0", "", "::"):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    def start(self) -> None:
+        """Bind and start accepting in the background."""
+        self._server.start()
+
+    def serve_forever(self) -> None:
+        """Serve until ``stop`` is called."""
+        self._server.serve_forever()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop accepting, give requests in progress ``timeout`` seconds, then close."""
+        self._server.stop(timeout=timeout)
