@@ -131,7 +131,18 @@ def _stop_reading(environ: dict) -> None:
 
 
 class _Handler(WSGIHandler):
-    """pywsgi's handler with xio's access log and ws4py upgrades."""
+    """pywsgi's handler with stricter parsing, xio's access log and ws4py upgrades."""
+
+    def read_request(self, raw_requestline):
+        # The stdlib header parser skips a line with no colon and drops every header
+        # after it; a request whose headers do not parse cleanly is refused (400), as
+        # is an HTTP/1.1 request without Host (RFC 9112, 3.2).
+        parsed = super().read_request(raw_requestline)
+        if self.headers.defects:
+            raise ValueError(f"malformed header section: {self.headers.defects[0]!r}")
+        if self.request_version == "HTTP/1.1" and "host" not in self.headers:
+            raise ValueError("HTTP/1.1 request without Host header")
+        return parsed
 
     def run_application(self):
         if self.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
@@ -156,7 +167,7 @@ class _Handler(WSGIHandler):
     def log_request(self):
         if access_log.isEnabledFor(logging.INFO):
             delta = (self.time_finish or 0) - (self.time_start or 0)
-            status = (self.status or "000").split(" ", 1)[0]
+            status = getattr(self, "code", None) or "-"
             client = self.client_address[0] if isinstance(self.client_address, tuple) else "-"
             path = self.environ.get("PATH_INFO", "") if self.environ else ""
             access_log.info(
