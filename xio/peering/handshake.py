@@ -1,0 +1,231 @@
+"""The link handshake as a pure state machine: frames in, frames out, no IO.
+
+Theory of operation
+-------------------
+Both ends send ``hello`` as soon as the WebSocket is open (neither waits for the other). A hello
+carries the protocol version, node id, public key, a fresh 32-byte nonce, a display name, the
+sender's role on this link (``initiator`` opened the WebSocket, ``responder`` accepted it) and,
+optionally, the id the sender expects the other end to have.
+
+On the peer's hello each side checks, in order: version (``bad_version``), that the roles differ
+(``role_conflict``), ``node_id_of(key) == id`` (``id_mismatch``), that the peer is not itself
+(``self_link``), and the pins (``pinned_id_mismatch``: the peer is not the node we expected, or
+the peer expected a node that is not us). Then it signs the transcript
+
+    b"xio-link-v1\\x00" + msgpack([signer_role, initiator_id, initiator_nonce,
+                                   responder_id, responder_nonce])
+
+and sends it in ``auth``. Both nonces make the signature fresh for this link only; the signer's
+role inside the signed bytes stops a peer from reflecting our own signature back at us. When the
+peer's auth verifies against the key of its hello (``bad_signature`` otherwise) the link is
+ESTABLISHED. Any other frame before that is ``unexpected_frame``; a ``bye`` is reported as
+``peer_bye`` with the peer's reason.
+
+States::
+
+    IDLE --start()--> AWAIT_HELLO --peer hello / send auth--> AWAIT_AUTH --peer auth--> ESTABLISHED
+                  any RemoteProtocolError -----------------------------------------> FAILED
+
+Misuse by the caller (``receive`` before ``start``, ``start`` twice, anything after FAILED)
+raises ``LocalProtocolError`` naming the event and the state. After a ``RemoteProtocolError``
+the caller should send ``Bye(exc.reason)`` and close the link. Timeouts belong to the caller.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+
+import msgpack
+
+from xio.errors import LocalProtocolError, RemoteProtocolError
+from xio.peering.codec import NONCE_LENGTH, PROTOCOL_VERSION, Auth, Bye, Hello, Message
+from xio.peering.identity import Identity, is_node_id, node_id_of, verify
+
+__all__ = [
+    "HANDSHAKE_REASONS",
+    "LINK_DOMAIN",
+    "SUPPORTED_VERSIONS",
+    "Handshake",
+    "HandshakeState",
+    "Role",
+    "transcript",
+]
+
+LINK_DOMAIN = b"xio-link-v1\x00"
+SUPPORTED_VERSIONS = frozenset({PROTOCOL_VERSION})
+HANDSHAKE_REASONS = (
+    "bad_version",
+    "role_conflict",
+    "id_mismatch",
+    "self_link",
+    "pinned_id_mismatch",
+    "bad_signature",
+    "unexpected_frame",
+    "peer_bye",
+)
+
+
+class Role(str, enum.Enum):
+    """Which end of the link this side is."""
+
+    INITIATOR = "initiator"
+    RESPONDER = "responder"
+
+
+class HandshakeState(enum.Enum):
+    """Where a handshake stands."""
+
+    IDLE = "idle"
+    AWAIT_HELLO = "await_hello"
+    AWAIT_AUTH = "await_auth"
+    ESTABLISHED = "established"
+    FAILED = "failed"
+
+
+def transcript(
+    signer_role: Role | str,
+    initiator_id: str,
+    initiator_nonce: bytes,
+    responder_id: str,
+    responder_nonce: bytes,
+) -> bytes:
+    """Return the bytes the ``signer_role`` end of a link signs in its ``auth``."""
+    role = signer_role.value if isinstance(signer_role, Role) else signer_role
+    fields = [role, initiator_id, initiator_nonce, responder_id, responder_nonce]
+    return LINK_DOMAIN + msgpack.packb(fields, use_bin_type=True)
+
+
+class Handshake:
+    """Authenticate one link end, sans IO: feed it frames, send what it returns."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        role: Role | str,
+        name: str = "",
+        expected_peer_id: str | None = None,
+        nonce: bytes | None = None,
+    ) -> None:
+        self.identity = identity
+        try:
+            self.role = Role(role)
+        except ValueError:
+            raise LocalProtocolError(f"role must be one of {[r.value for r in Role]}") from None
+        self.name = name
+        if expected_peer_id is not None and not is_node_id(expected_peer_id):
+            raise LocalProtocolError(f"expected_peer_id {expected_peer_id!r} is not a node id")
+        self.expected_peer_id = expected_peer_id
+        self.nonce = os.urandom(NONCE_LENGTH) if nonce is None else nonce
+        if not isinstance(self.nonce, bytes) or len(self.nonce) != NONCE_LENGTH:
+            raise LocalProtocolError(f"a handshake nonce is {NONCE_LENGTH} bytes")
+        self.state = HandshakeState.IDLE
+        self.peer_hello: Hello | None = None
+
+    def __repr__(self) -> str:
+        return f"Handshake({self.role.value}, {self.state.name}, peer={self.peer_id})"
+
+    @property
+    def established(self) -> bool:
+        """Tell whether the peer has proved its key."""
+        return self.state is HandshakeState.ESTABLISHED
+
+    @property
+    def peer_id(self) -> str | None:
+        """Return the peer's node id, once its hello has been accepted."""
+        return self.peer_hello.node_id if self.peer_hello else None
+
+    @property
+    def peer_key(self) -> bytes | None:
+        """Return the peer's raw public key, once its hello has been accepted."""
+        return self.peer_hello.public_key if self.peer_hello else None
+
+    @property
+    def peer_name(self) -> str | None:
+        """Return the name the peer gave itself, once its hello has been accepted."""
+        return self.peer_hello.name if self.peer_hello else None
+
+    @property
+    def link_key(self) -> tuple[str, bytes]:
+        """Return ``(initiator_id, initiator_nonce)``, which names this link for ``keep_link``."""
+        if self.peer_hello is None:
+            raise LocalProtocolError(f"link_key asked in state {self.state.name}")
+        if self.role is Role.INITIATOR:
+            return self.identity.node_id, self.nonce
+        return self.peer_hello.node_id, self.peer_hello.nonce
+
+    def start(self) -> list[Message]:
+        """Return the frames to send as soon as the link opens (our hello)."""
+        if self.state is not HandshakeState.IDLE:
+            raise LocalProtocolError(f"cannot start a handshake in state {self.state.name}")
+        self.state = HandshakeState.AWAIT_HELLO
+        hello = Hello(
+            version=PROTOCOL_VERSION,
+            node_id=self.identity.node_id,
+            public_key=self.identity.public_key,
+            nonce=self.nonce,
+            name=self.name,
+            role=self.role.value,
+            expect=self.expected_peer_id,
+        )
+        return [hello]
+
+    def receive(self, message: Message) -> list[Message]:
+        """Take one frame from the peer and return the frames to send in answer."""
+        state = self.state
+        kind = getattr(message, "TYPE", type(message).__name__)
+        if state in (HandshakeState.IDLE, HandshakeState.FAILED):
+            raise LocalProtocolError(f"cannot receive {kind} in state {state.name}")
+        if state is HandshakeState.ESTABLISHED and not isinstance(message, (Hello, Auth)):
+            raise LocalProtocolError(f"handshake is done; {kind} belongs to the link")
+        try:
+            if isinstance(message, Bye):
+                raise RemoteProtocolError(
+                    "peer_bye", f"peer closed in {state.name}: {message.reason}"
+                )
+            if isinstance(message, Hello) and state is HandshakeState.AWAIT_HELLO:
+                return self._on_hello(message)
+            if isinstance(message, Auth) and state is HandshakeState.AWAIT_AUTH:
+                return self._on_auth(message)
+            raise RemoteProtocolError("unexpected_frame", f"{kind} in state {state.name}")
+        except RemoteProtocolError:
+            self.state = HandshakeState.FAILED
+            raise
+
+    def _on_hello(self, hello: Hello) -> list[Message]:
+        own_id = self.identity.node_id
+        if hello.version not in SUPPORTED_VERSIONS:
+            raise RemoteProtocolError(
+                "bad_version",
+                f"peer speaks v{hello.version}, we speak {sorted(SUPPORTED_VERSIONS)}",
+            )
+        if hello.role == self.role.value:
+            raise RemoteProtocolError("role_conflict", f"both ends say they are {hello.role}")
+        if node_id_of(hello.public_key) != hello.node_id:
+            raise RemoteProtocolError("id_mismatch", f"key does not hash to {hello.node_id}")
+        if hello.node_id == own_id:
+            raise RemoteProtocolError("self_link", "the peer is this node")
+        if self.expected_peer_id is not None and hello.node_id != self.expected_peer_id:
+            raise RemoteProtocolError(
+                "pinned_id_mismatch", f"expected {self.expected_peer_id}, got {hello.node_id}"
+            )
+        if hello.expect is not None and hello.expect != own_id:
+            raise RemoteProtocolError(
+                "pinned_id_mismatch", f"peer expected {hello.expect}, we are {own_id}"
+            )
+        self.peer_hello = hello
+        self.state = HandshakeState.AWAIT_AUTH
+        return [Auth(self.identity.sign(self._transcript(self.role)))]
+
+    def _on_auth(self, auth: Auth) -> list[Message]:
+        peer_role = Role.RESPONDER if self.role is Role.INITIATOR else Role.INITIATOR
+        if not verify(self.peer_key, auth.signature, self._transcript(peer_role)):
+            raise RemoteProtocolError("bad_signature", f"auth of {self.peer_id} does not verify")
+        self.state = HandshakeState.ESTABLISHED
+        return []
+
+    def _transcript(self, signer: Role) -> bytes:
+        own = (self.identity.node_id, self.nonce)
+        peer = (self.peer_hello.node_id, self.peer_hello.nonce)
+        initiator, responder = (own, peer) if self.role is Role.INITIATOR else (peer, own)
+        return transcript(signer.value, *initiator, *responder)

@@ -1,0 +1,188 @@
+"""Node identity: an Ed25519 key pair and the node id derived from its public key.
+
+Theory of operation
+-------------------
+A node is its key. The node id is a digest of the raw 32-byte Ed25519 public key:
+
+    node_id = lowercase(base32(SHA-256(public_key)[:20]))      # RFC 4648, no padding, 32 chars
+
+so an id alone proves nothing, and a key proves its id (``node_id_of(key) == id``). Anyone can
+check that offline; the handshake and the record parser do.
+
+The private key lives in ``<state_dir>/node.key`` as an unencrypted PKCS#8 PEM file with mode
+0600 (readable by ``openssl pkey``). On load a file holding exactly the raw 32-byte seed is
+accepted too, for keys made by other tools. A key file readable by group or others is refused, as
+ssh does, because a copied key is a stolen identity.
+
+Library exceptions from ``cryptography`` never leave this module: ``verify`` answers a bool and
+file problems become ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from xio.errors import ConfigError, LocalProtocolError
+
+__all__ = [
+    "KEY_FILE",
+    "NODE_ID_PATTERN",
+    "NODE_ID_LENGTH",
+    "PUBLIC_KEY_LENGTH",
+    "SIGNATURE_LENGTH",
+    "Identity",
+    "is_node_id",
+    "node_id_of",
+    "verify",
+]
+
+KEY_FILE = "node.key"
+PUBLIC_KEY_LENGTH = 32
+SIGNATURE_LENGTH = 64
+SEED_LENGTH = 32
+NODE_ID_LENGTH = 32
+
+NODE_ID_PATTERN = re.compile(r"[a-z2-7]{32}")
+
+
+def node_id_of(public_key: bytes) -> str:
+    """Return the node id of a raw 32-byte Ed25519 public key."""
+    if not isinstance(public_key, bytes) or len(public_key) != PUBLIC_KEY_LENGTH:
+        raise LocalProtocolError("node_id_of needs the 32 raw bytes of an Ed25519 public key")
+    digest = hashlib.sha256(public_key).digest()[:20]
+    return base64.b32encode(digest).decode("ascii").lower()
+
+
+def is_node_id(value: object) -> bool:
+    """Tell whether ``value`` has the shape of a node id (32 chars of ``a-z2-7``)."""
+    return type(value) is str and NODE_ID_PATTERN.fullmatch(value) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _public_key_object(public_key: bytes) -> Ed25519PublicKey:
+    # Loading a key costs a few µs; records of the same origin are verified again and again.
+    return Ed25519PublicKey.from_public_bytes(public_key)
+
+
+def verify(public_key: bytes, signature: bytes, data: bytes) -> bool:
+    """Tell whether ``signature`` is a valid Ed25519 signature of ``data`` by ``public_key``.
+
+    Any malformed input (wrong lengths, wrong types, a key that is not a curve point) answers
+    False: no exception from the crypto library escapes.
+    """
+    if not isinstance(public_key, bytes) or len(public_key) != PUBLIC_KEY_LENGTH:
+        return False
+    if not isinstance(signature, bytes) or len(signature) != SIGNATURE_LENGTH:
+        return False
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        return False
+    try:
+        _public_key_object(public_key).verify(signature, bytes(data))
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+class Identity:
+    """An Ed25519 private key and the node id it proves."""
+
+    __slots__ = ("_private", "public_key", "node_id")
+
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._private = private_key
+        self.public_key: bytes = private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.node_id: str = node_id_of(self.public_key)
+
+    def __repr__(self) -> str:
+        return f"Identity(node_id={self.node_id!r})"
+
+    @classmethod
+    def generate(cls) -> Identity:
+        """Create a new random identity."""
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> Identity:
+        """Build the identity of a raw 32-byte Ed25519 seed (private key)."""
+        if not isinstance(seed, bytes) or len(seed) != SEED_LENGTH:
+            raise LocalProtocolError("an Ed25519 seed is exactly 32 bytes")
+        return cls(Ed25519PrivateKey.from_private_bytes(seed))
+
+    @classmethod
+    def load(cls, path: Path) -> Identity:
+        """Load the key in ``path`` (PKCS#8 PEM, or a raw 32-byte seed)."""
+        path = Path(path)
+        try:
+            mode = path.stat().st_mode
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read node key {path}: {exc.strerror}") from exc
+        if mode & 0o077:
+            raise ConfigError(
+                f"node key {path} is readable by group or others "
+                f"(mode {mode & 0o777:o}); run: chmod 600 {path}"
+            )
+        if len(data) == SEED_LENGTH:
+            return cls.from_seed(data)
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise ConfigError(f"node key {path} is not an unencrypted PKCS#8 PEM key") from exc
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigError(f"node key {path} is not an Ed25519 key")
+        return cls(key)
+
+    @classmethod
+    def load_or_create(cls, state_dir: Path) -> Identity:
+        """Load ``state_dir/node.key``, creating the directory and a new key if missing.
+
+        A new key is written atomically (temporary file, fsync, rename) with mode 0600, so a
+        crash never leaves a half-written key behind.
+        """
+        state_dir = Path(state_dir)
+        path = state_dir / KEY_FILE
+        if path.exists():
+            return cls.load(path)
+        try:
+            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create state directory {state_dir}: {exc}") from exc
+        identity = cls.generate()
+        identity._write(path)
+        return identity
+
+    def _write(self, path: Path) -> None:
+        pem = self._private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, pem)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ConfigError(f"cannot write node key {path}: {exc}") from exc
+
+    def sign(self, data: bytes) -> bytes:
+        """Return the 64-byte Ed25519 signature of ``data``."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise LocalProtocolError(f"can only sign bytes, not {type(data).__name__}")
+        return self._private.sign(bytes(data))

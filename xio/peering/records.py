@@ -1,0 +1,492 @@
+"""Signed link-state records and the pure store that accepts, dedupes and expires them.
+
+Theory of operation
+-------------------
+Every node originates one record: who it is (id, key), a sequence number, when the record was
+issued and when it expires, its name, software version, URLs, its live links with their cost and
+the apps it hosts. The record body is a msgpack array in a fixed order (``_encode_body``) and the
+node signs ``RECORD_DOMAIN + body``. The wire carries the body bytes themselves, so a receiver
+verifies exactly the bytes that were signed; a body must also be *canonical* (decode + re-encode
+gives the same bytes), so one record has exactly one encoding and ``(origin, seq)`` names it.
+
+``parse_record`` checks, in this order and cheapest first: size, msgpack, version, shape and
+caps, canonical form, ``id == node_id_of(key)``, time window, signature. ``RecordStore.offer``
+does the same checks but looks at its stored copy *before* the signature, because every record
+arrives once per neighbour and a duplicate must not cost a 100 µs verification.
+
+Times are integer milliseconds since the Unix epoch and always passed in (``now_ms``); nothing
+here reads a clock. A relay can forward a record but cannot alter one (signature), forge one for
+another node (id is the key's digest) or replay an older one (the store keeps the highest seq per
+origin, and remembers it for a while after the record expires).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any
+
+import msgpack
+
+from xio.errors import LocalProtocolError, RemoteProtocolError
+from xio.peering.identity import (
+    PUBLIC_KEY_LENGTH,
+    SIGNATURE_LENGTH,
+    Identity,
+    is_node_id,
+    node_id_of,
+    verify,
+)
+
+__all__ = [
+    "DEFAULT_LIFETIME_MS",
+    "MAX_FUTURE_MS",
+    "MAX_LIFETIME_MS",
+    "MAX_RECORD_SIZE",
+    "RECORD_DOMAIN",
+    "RECORD_REASONS",
+    "RECORD_VERSION",
+    "STORE_REASONS",
+    "Record",
+    "RecordStore",
+    "SignedRecord",
+    "Verdict",
+    "parse_record",
+]
+
+RECORD_VERSION = 1
+RECORD_DOMAIN = b"xio-record-v1\x00"
+MAX_RECORD_SIZE = 64 * 1024
+MAX_LINKS = 256
+MAX_APPS = 256
+MAX_URLS = 16
+MAX_EXT = 16
+MAX_NAME = 255  # node name, app name
+MAX_VERSION = 64
+MAX_URL = 1024
+MAX_SUMMARY = 1024
+MAX_COST = 65535
+MAX_UINT64 = 2**64 - 1
+MAX_FUTURE_MS = 60_000  # clock skew tolerated on issued_ms
+MAX_LIFETIME_MS = 3_600_000  # expires_ms - issued_ms
+DEFAULT_LIFETIME_MS = 60_000
+RECORD_FIELDS = 12
+
+RECORD_REASONS = (
+    "too_large",
+    "malformed_record",
+    "bad_version",
+    "id_mismatch",
+    "expired",
+    "from_future",
+    "bad_signature",
+)
+STORE_REASONS = ("accepted", *RECORD_REASONS, "stale", "duplicate", "own_record", "store_full")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """The content of one signed record (all times in ms since the epoch)."""
+
+    node_id: str
+    public_key: bytes
+    seq: int
+    issued_ms: int
+    expires_ms: int
+    name: str
+    version: str
+    urls: tuple[str, ...]
+    links: tuple[tuple[str, int], ...]  # (neighbour id, cost), sorted by id
+    apps: tuple[tuple[str, str], ...]  # (app name, summary), sorted by name
+    ext: tuple[tuple[str, Any], ...] = ()  # reserved (membership certificates), sorted by key
+
+    @staticmethod
+    def build(
+        identity: Identity,
+        seq: int,
+        now_ms: int,
+        lifetime_ms: int,
+        name: str,
+        version: str,
+        urls: Iterable[str],
+        links: Mapping[str, int] | Iterable[tuple[str, int]],
+        apps: Mapping[str, str] | Iterable[tuple[str, str]],
+    ) -> SignedRecord:
+        """Originate and sign this node's record; raise LocalProtocolError if it breaks a cap."""
+        links = links.items() if isinstance(links, Mapping) else links
+        apps = apps.items() if isinstance(apps, Mapping) else apps
+        try:
+            links, apps = sorted(tuple(pair) for pair in links), sorted(tuple(p) for p in apps)
+        except (TypeError, ValueError) as exc:
+            raise LocalProtocolError(f"cannot build record: {exc}") from None
+        record = Record(
+            node_id=identity.node_id,
+            public_key=identity.public_key,
+            seq=seq,
+            issued_ms=now_ms,
+            expires_ms=now_ms + lifetime_ms,
+            name=name,
+            version=version,
+            urls=tuple(urls),
+            links=tuple(links),
+            apps=tuple(apps),
+        )
+        try:
+            _check_record(record)
+        except RemoteProtocolError as exc:
+            raise LocalProtocolError(f"cannot build record: {exc}") from None
+        body = encode_body(record)
+        if len(body) > MAX_RECORD_SIZE:
+            raise LocalProtocolError(f"record body is {len(body)} bytes > {MAX_RECORD_SIZE}")
+        return SignedRecord(body, identity.sign(RECORD_DOMAIN + body), record)
+
+    def link_costs(self) -> dict[str, int]:
+        """Return the listed links as ``{neighbour_id: cost}``."""
+        return dict(self.links)
+
+    def app_names(self) -> list[str]:
+        """Return the names of the apps this node hosts."""
+        return [app for app, _ in self.apps]
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRecord:
+    """A record with the exact body bytes and signature that travel on the wire."""
+
+    body: bytes
+    signature: bytes
+    record: Record
+
+
+def encode_body(record: Record) -> bytes:
+    """Return the canonical body bytes of ``record`` (the part after RECORD_DOMAIN)."""
+    return msgpack.packb(
+        [
+            RECORD_VERSION,
+            record.node_id,
+            record.public_key,
+            record.seq,
+            record.issued_ms,
+            record.expires_ms,
+            record.name,
+            record.version,
+            list(record.urls),
+            [list(link) for link in record.links],
+            [list(app) for app in record.apps],
+            dict(record.ext),
+        ],
+        use_bin_type=True,
+    )
+
+
+# -- parsing ---------------------------------------------------------------------------------
+
+
+def _malformed(why: str) -> RemoteProtocolError:
+    return RemoteProtocolError("malformed_record", why)
+
+
+def _is_uint(value: Any, maximum: int = MAX_UINT64) -> bool:
+    return type(value) is int and 0 <= value <= maximum
+
+
+def _is_str(value: Any, maximum: int, minimum: int = 0) -> bool:
+    return type(value) is str and minimum <= len(value) <= maximum
+
+
+def _is_app_name(value: Any) -> bool:
+    return _is_str(value, MAX_NAME, 1) and "/" not in value and not value.startswith("~")
+
+
+def _check_count(what: str, items: Any, maximum: int) -> None:
+    if type(items) not in (list, tuple):
+        raise _malformed(f"{what} is not an array")
+    if len(items) > maximum:
+        raise RemoteProtocolError("too_large", f"{len(items)} {what} > {maximum}")
+
+
+def _check_pairs(what: str, items: Any, maximum: int) -> None:
+    _check_count(what, items, maximum)
+    for pair in items:
+        if type(pair) not in (list, tuple) or len(pair) != 2:
+            raise _malformed(f"{what} must hold pairs")
+
+
+def _check_record(record: Record) -> None:
+    """Check the shape and caps of a record (raise malformed_record / too_large)."""
+    if not is_node_id(record.node_id):
+        raise _malformed("id is not a node id")
+    if type(record.public_key) is not bytes or len(record.public_key) != PUBLIC_KEY_LENGTH:
+        raise _malformed("key is not 32 bytes")
+    if not (_is_uint(record.seq) and _is_uint(record.issued_ms) and _is_uint(record.expires_ms)):
+        raise _malformed("seq, issued_ms and expires_ms must be uint64")
+    if not 0 < record.expires_ms - record.issued_ms <= MAX_LIFETIME_MS:
+        raise _malformed(f"lifetime must be in 1..{MAX_LIFETIME_MS} ms")
+    if not _is_str(record.name, MAX_NAME) or not _is_str(record.version, MAX_VERSION):
+        raise _malformed("name or version is not a short str")
+    _check_count("urls", record.urls, MAX_URLS)
+    if not all(_is_str(url, MAX_URL) for url in record.urls):
+        raise _malformed(f"urls must be str of at most {MAX_URL} chars")
+    _check_pairs("links", record.links, MAX_LINKS)
+    for peer, cost in record.links:
+        if not is_node_id(peer) or peer == record.node_id or not 1 <= _cost(cost) <= MAX_COST:
+            raise _malformed(f"bad link {peer!r:.40} cost {cost!r:.20}")
+    if any(a[0] >= b[0] for a, b in pairwise(record.links)):
+        raise _malformed("links must be sorted by id, without repeats")
+    _check_pairs("apps", record.apps, MAX_APPS)
+    for app, summary in record.apps:
+        if not _is_app_name(app) or not _is_str(summary, MAX_SUMMARY):
+            raise _malformed(f"bad app {app!r:.40}")
+    if any(a[0] >= b[0] for a, b in pairwise(record.apps)):
+        raise _malformed("apps must be sorted by name, without repeats")
+    _check_pairs("ext", record.ext, MAX_EXT)
+    keys = [key for key, _ in record.ext]
+    if not all(_is_str(key, MAX_NAME, 1) for key in keys) or keys != sorted(set(keys)):
+        raise _malformed("ext keys must be unique str, sorted")
+
+
+def _cost(value: Any) -> int:
+    return value if type(value) is int else -1
+
+
+def decode_body(body: bytes) -> Record:
+    """Parse record body bytes without checking time or signature."""
+    if not isinstance(body, bytes):
+        raise _malformed("body is not bytes")
+    if len(body) > MAX_RECORD_SIZE:
+        raise RemoteProtocolError("too_large", f"record body {len(body)} bytes")
+    try:
+        items = msgpack.unpackb(
+            body,
+            raw=False,
+            strict_map_key=True,
+            max_str_len=MAX_RECORD_SIZE,
+            max_bin_len=MAX_RECORD_SIZE,
+            max_array_len=4096,  # a guard only: the caps below say too_large
+            max_map_len=MAX_EXT,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises many kinds (ValueError, StackError, ...)
+        raise _malformed(f"not msgpack: {exc}"[:200]) from exc
+    if type(items) is not list or not items:
+        raise _malformed("body is not a non-empty array")
+    if items[0] != RECORD_VERSION or type(items[0]) is not int:
+        raise RemoteProtocolError("bad_version", f"record version {items[0]!r:.20}")
+    if len(items) != RECORD_FIELDS:
+        raise _malformed(f"body has {len(items)} fields, not {RECORD_FIELDS}")
+    _, node_id, key, seq, issued, expires, name, version, urls, links, apps, ext = items
+    if type(ext) is not dict:
+        raise _malformed("ext is not a map")
+    for what, value in (("urls", urls), ("links", links), ("apps", apps)):
+        if type(value) is not list:
+            raise _malformed(f"{what} is not an array")
+    record = Record(
+        node_id,
+        key,
+        seq,
+        issued,
+        expires,
+        name,
+        version,
+        tuple(urls),
+        tuple(tuple(pair) if type(pair) is list else pair for pair in links),
+        tuple(tuple(pair) if type(pair) is list else pair for pair in apps),
+        tuple(ext.items()),
+    )
+    _check_record(record)
+    try:
+        canonical = encode_body(record)
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. ext nested too deep to pack
+        raise _malformed(f"cannot re-encode: {exc}"[:200]) from exc
+    if canonical != body:
+        raise _malformed("body is not in canonical form")
+    if node_id_of(record.public_key) != record.node_id:
+        raise RemoteProtocolError("id_mismatch", f"key does not hash to {record.node_id}")
+    return record
+
+
+def _check_time(record: Record, now_ms: int) -> None:
+    if record.expires_ms <= now_ms:
+        raise RemoteProtocolError("expired", f"{record.node_id} seq {record.seq}")
+    if record.issued_ms > now_ms + MAX_FUTURE_MS:
+        raise RemoteProtocolError(
+            "from_future", f"{record.node_id} issued {record.issued_ms - now_ms} ms ahead"
+        )
+
+
+def _check_signature(record: Record, body: bytes, signature: bytes) -> None:
+    if type(signature) is not bytes or len(signature) != SIGNATURE_LENGTH:
+        raise RemoteProtocolError("bad_signature", "signature is not 64 bytes")
+    if not verify(record.public_key, signature, RECORD_DOMAIN + body):
+        raise RemoteProtocolError("bad_signature", f"{record.node_id} seq {record.seq}")
+
+
+def parse_record(body: bytes, signature: bytes, now_ms: int) -> Record:
+    """Verify a record from the wire and return it, or raise RemoteProtocolError.
+
+    Reasons, in the order checked: too_large, malformed_record, bad_version, id_mismatch,
+    expired, from_future, bad_signature.
+    """
+    record = decode_body(body)
+    _check_time(record, now_ms)
+    _check_signature(record, body, signature)
+    return record
+
+
+# -- the store -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What ``RecordStore.offer`` decided.
+
+    ``accepted``: store it, recompute routes and flood the same (body, signature) to every
+    established link except the one it came from. Otherwise ``reason`` says why not.
+    ``next_own_seq`` is set when the record was an older incarnation of this very node with a seq
+    at least as high as ours: originate a fresh record with ``seq >= next_own_seq`` at once.
+    """
+
+    accepted: bool
+    reason: str
+    node_id: str | None = None
+    seq: int | None = None
+    record: Record | None = None
+    next_own_seq: int | None = None
+
+
+@dataclass(slots=True)
+class _Entry:
+    signed: SignedRecord
+    # After expiry, the seq is remembered until ``tombstone_until`` to refuse replays.
+    tombstone_until: int = field(default=0)
+
+
+class RecordStore:
+    """Hold the newest valid record of every known node, bounded by ``max_records``."""
+
+    def __init__(self, own_id: str, *, max_records: int = 4096) -> None:
+        self.own_id = own_id
+        self.max_records = max_records
+        self.counters: dict[str, int] = dict.fromkeys(STORE_REASONS, 0)
+        self._records: dict[str, SignedRecord] = {}
+        self._tombstones: dict[str, tuple[int, int]] = {}  # id -> (seq, until_ms)
+        self._own: SignedRecord | None = None
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._records
+
+    @property
+    def own(self) -> SignedRecord | None:
+        """Return this node's current signed record, if one was set."""
+        return self._own
+
+    @property
+    def own_seq(self) -> int:
+        """Return the seq of this node's current record (0 before the first)."""
+        return self._own.record.seq if self._own else 0
+
+    def set_own(self, signed: SignedRecord) -> None:
+        """Install this node's freshly originated record (its seq must grow)."""
+        if signed.record.node_id != self.own_id:
+            raise LocalProtocolError("set_own got a record of another node")
+        if self._own is not None and signed.record.seq <= self._own.record.seq:
+            raise LocalProtocolError(
+                f"own seq must grow: {signed.record.seq} <= {self._own.record.seq}"
+            )
+        self._own = signed
+
+    def offer(self, body: bytes, signature: bytes, now_ms: int) -> Verdict:
+        """Judge a record that arrived from a peer; store it if it is new and valid."""
+        try:
+            record = decode_body(body)
+            _check_time(record, now_ms)
+            verdict = self._judge(record, body, signature, now_ms)
+        except RemoteProtocolError as exc:
+            verdict = Verdict(False, exc.reason)
+        self.counters[verdict.reason] = self.counters.get(verdict.reason, 0) + 1
+        return verdict
+
+    def _judge(self, record: Record, body: bytes, signature: bytes, now_ms: int) -> Verdict:
+        origin, seq = record.node_id, record.seq
+        if origin == self.own_id:
+            return self._judge_own(record, body, signature)
+        stored = self._records.get(origin)
+        if stored is not None:
+            if seq < stored.record.seq:
+                return Verdict(False, "stale", origin, seq)
+            if seq == stored.record.seq and not _wins_tie(record, body, stored):
+                return Verdict(False, "duplicate", origin, seq)
+        else:
+            tombstone = self._tombstones.get(origin)
+            if tombstone is not None and seq <= tombstone[0] and now_ms < tombstone[1]:
+                return Verdict(False, "stale", origin, seq)
+            if len(self._records) >= self.max_records:
+                return Verdict(False, "store_full", origin, seq)
+        _check_signature(record, body, signature)
+        self._records[origin] = SignedRecord(body, signature, record)
+        self._tombstones.pop(origin, None)
+        return Verdict(True, "accepted", origin, seq, record)
+
+    def _judge_own(self, record: Record, body: bytes, signature: bytes) -> Verdict:
+        if self._own is not None and body == self._own.body:
+            return Verdict(False, "duplicate", record.node_id, record.seq)
+        if record.seq < self.own_seq:
+            return Verdict(False, "own_record", record.node_id, record.seq)
+        # A record of ours we did not make in this life: verify it before obeying it.
+        _check_signature(record, body, signature)
+        return Verdict(False, "own_record", record.node_id, record.seq, record, record.seq + 1)
+
+    def expire(self, now_ms: int) -> list[str]:
+        """Remove records whose ``expires_ms <= now_ms``; return their node ids."""
+        removed = [i for i, s in self._records.items() if s.record.expires_ms <= now_ms]
+        for node_id in removed:
+            seq = self._records.pop(node_id).record.seq
+            self._tombstones[node_id] = (seq, now_ms + MAX_LIFETIME_MS)
+        for node_id in [i for i, (_, until) in self._tombstones.items() if until <= now_ms]:
+            del self._tombstones[node_id]
+        while len(self._tombstones) > self.max_records:
+            del self._tombstones[next(iter(self._tombstones))]  # the oldest goes first
+        return removed
+
+    def remove(self, node_id: str) -> bool:
+        """Forget ``node_id``'s record (without a tombstone); tell whether it was there."""
+        return self._records.pop(node_id, None) is not None
+
+    def get(self, node_id: str) -> Record | None:
+        """Return the stored record of ``node_id`` (this node's own included)."""
+        signed = self.signed(node_id)
+        return signed.record if signed else None
+
+    def signed(self, node_id: str) -> SignedRecord | None:
+        """Return the stored signed record of ``node_id`` (this node's own included)."""
+        if node_id == self.own_id:
+            return self._own
+        return self._records.get(node_id)
+
+    def records(self) -> list[Record]:
+        """Return the records of the other nodes, sorted by node id."""
+        return [self._records[i].record for i in sorted(self._records)]
+
+    def snapshot(self, now_ms: int | None = None) -> list[tuple[bytes, bytes]]:
+        """Return every (body, signature) to send to a new link, this node's own last.
+
+        With ``now_ms``, records already expired are left out.
+        """
+        signed = [self._records[i] for i in sorted(self._records)]
+        if self._own is not None:
+            signed.append(self._own)
+        return [
+            (s.body, s.signature) for s in signed if now_ms is None or s.record.expires_ms > now_ms
+        ]
+
+
+def _wins_tie(record: Record, body: bytes, stored: SignedRecord) -> bool:
+    # Two different bodies with one (origin, seq) mean the origin restarted and reused a seq.
+    # Every node must keep the same one: the later issued_ms wins, then the greater body bytes.
+    if body == stored.body:
+        return False
+    return (record.issued_ms, body) > (stored.record.issued_ms, stored.body)
