@@ -91,3 +91,40 @@ def spawn(tmp_path):
 def python():
     """Return the interpreter running the tests."""
     return sys.executable
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    """Poll ``predicate`` until it returns a true value; return it, or fail the test."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # a node still starting refuses connections
+            last_error = exc
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+NODE = [sys.executable, "-m", "xio.node.cli"]
+
+
+@pytest.fixture
+def start_node(spawn, tmp_path):
+    """Start a real xio-node process: ``start_node(name, *args)``; discovery always off.
+
+    Each name gets its own state folder under the test's tmp_path, kept across restarts.
+    """
+
+    def start(name: str, *args: str) -> Process:
+        state = tmp_path / "state" / name
+        command = [*NODE, "--name", name, "--host", "127.0.0.1", "--port", "0",
+                   "--state-dir", str(state), "--no-mdns", "--log-level", "info", *args]
+        process = spawn(command, name, env={"XIO_TEST_NODE": name})
+        process.name = name
+        process.state_dir = state
+        return process
+
+    return start

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+__version__ = "0.1.0"  # first: the modules below read it
+
 from .app import App, app, resource
 from .errors import (
     BadGateway,
@@ -44,7 +46,10 @@ from .errors import (
 from .request import Headers, Request, Response
 from .resource import Input, Resource
 
-__version__ = "0.1.0"
+# Last, and so on purpose: these names replace the submodules of the same name as
+# attributes of the package, so that xio.client(...) and xio.node(...) are calls.
+from .client import Client, client  # noqa: E402
+from .node import node  # noqa: E402
 
 __all__ = [
     "App", "BadGateway", "BadRequest", "Client", "ConfigError", "Conflict", "ConnectError",
@@ -55,18 +60,3 @@ __all__ = [
     "TransportError", "Unauthorized", "UnsupportedMediaType", "XioError", "__version__",
     "app", "client", "node", "resource",
 ]  # fmt: skip
-
-
-def __getattr__(name: str):
-    # The client and the node are loaded on first use: a script that only calls other
-    # services does not pay for the daemon, and the daemon's imports stay out of apps
-    # that are hosted by someone else's WSGI server.
-    if name in ("client", "Client"):
-        from . import client as _client_module
-
-        return getattr(_client_module, name)
-    if name == "node":
-        from .node import node
-
-        return node
-    raise AttributeError(f"module 'xio' has no attribute {name!r}")

@@ -1,56 +1,31 @@
-"""``app.main()``: parse the command line and serve one app until SIGINT or SIGTERM."""
+"""``app.main()``: serve one app from the command line, as a node of its own.
+
+The app answers at ``/`` (the seed README's behaviour) and at ``/<app name>/``; the
+node joins a mesh only when asked (``--peers``, or ``--mdns``).
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 import sys
 
-import gevent
-
-from .server import Server
-
-log = logging.getLogger("xio")
-
-
-def parser(prog: str) -> argparse.ArgumentParser:
-    """Return the argument parser of ``app.main()``."""
-    p = argparse.ArgumentParser(prog=prog, description="Serve this xio app over HTTP(S).")
-    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
-    p.add_argument("--tls-cert", metavar="FILE", help="certificate chain (PEM): serve HTTPS")
-    p.add_argument("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert")
-    p.add_argument("--max-body", type=int, metavar="BYTES", help="request body limit (16 MiB)")
-    p.add_argument("--log-level", default="info", help="debug, info, warning or error")
-    return p
-
-
-def setup_logging(level: str) -> None:
-    """Log to stderr, one line per record, at ``level``."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+from .errors import ConfigError
 
 
 def run(app, argv: list[str] | None = None) -> int:
     """Serve ``app`` as the command line says; return the exit status."""
-    args = parser(app.app_name).parse_args(argv)
-    if bool(args.tls_cert) != bool(args.tls_key):
-        parser(app.app_name).error("--tls-cert and --tls-key go together")
+    from .node.cli import config_from, node_arguments, patch_for_handlers, run_node, setup_logging
+    from .node.node import Node
+
+    parser = argparse.ArgumentParser(prog=app.app_name, description=f"Serve the xio app {app.app_name}.")
+    node_arguments(parser, port=8080, host="0.0.0.0")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(args.log_level)
-    if args.max_body:
-        app.max_body = args.max_body
-    server = Server(app, args.host, args.port, certfile=args.tls_cert, keyfile=args.tls_key)
-    server.start()
-    log.info("serving %s at %s", app.app_name, server.url)
-    print(f"xio: {app.app_name} listening on {server.url}", file=sys.stderr, flush=True)
-    stopped = gevent.event.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(signum, stopped.set)
-    stopped.wait()
-    log.info("stopping")
-    server.stop()
-    return 0
+    patch_for_handlers()
+    args.name = args.name or app.app_name
+    try:
+        config = config_from(args, state_dir=args.state_dir, mdns=bool(args.mdns))
+    except ConfigError as exc:
+        parser.error(str(exc))
+    app.max_body = config.max_body
+    return run_node(Node(config, {app.app_name: app}, main_app=app))

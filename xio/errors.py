@@ -13,7 +13,8 @@
     ├── TransportError            the Python client could not complete an exchange
     │   ├── ConnectError          no connection to the server
     │   ├── ReadTimeout           the server did not answer in time
-    │   └── ResponseError         the server's answer was not valid HTTP
+    │   ├── ResponseError         the server's answer was not valid HTTP
+    │   └── ConnectionClosed      a link's connection is closed; nothing more can be sent
     ├── ProtocolError             the peering protocol was broken
     │   ├── LocalProtocolError    by this process (a bug or a misuse of the API)
     │   └── RemoteProtocolError   by the peer; ``reason`` is a short code that is counted
@@ -117,6 +118,10 @@ class ReadTimeout(TransportError):
 
 class ResponseError(TransportError):
     """The server's answer was not valid HTTP."""
+
+
+class ConnectionClosed(TransportError):
+    """The connection is closed; nothing more can be sent on it."""
 
 
 class ProtocolError(XioError):

@@ -1,0 +1,189 @@
+"""The mesh with real xio-node processes on loopback: forwarding, failures, rerouting."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+
+import pytest
+
+import xio
+
+from .conftest import ROOT, wait_until
+
+INVENTORY = str(ROOT / "tests/apps/inventory")
+SLOW = str(ROOT / "tests/apps/slow")
+
+
+def ws(process) -> str:
+    return process.url.replace("http://", "ws://")
+
+
+def apps_seen(process) -> dict:
+    return xio.client(process.url, timeout=2).get("/_xio/apps").content
+
+
+def route_ids(process) -> set[str]:
+    return {r["destination"] for r in xio.client(process.url, timeout=2).get("/_xio/routes").content}
+
+
+def node_id(process) -> str:
+    return xio.client(process.url, timeout=2).get("/_xio/node").content["id"]
+
+
+@pytest.fixture
+def line(start_node):
+    """A - B - C, with inventory and slow on C."""
+    c = start_node("c", "--app", INVENTORY, "--app", SLOW)
+    b = start_node("b", "--peers", ws(c))
+    a = start_node("a", "--peers", ws(b))
+    wait_until(lambda: "inventory" in apps_seen(a), what="a to learn of inventory on c")
+    return a, b, c
+
+
+def test_request_at_a_is_served_two_hops_away_on_c(line):
+    a, b, c = line
+    response = xio.client(a.url).get("/inventory/items/42", query={"q": "1"},
+                                     headers={"X-Test": "passed"})  # fmt: skip
+    assert response.status == 200
+    assert response.content == {
+        "id": "42", "method": "GET", "query": {"q": "1"}, "data": {}, "header": "passed",
+        "served_by": "c",
+    }  # fmt: skip
+    assert response.headers["X-Item"] == "42"
+    routes = {r["name"]: r for r in xio.client(a.url).get("/_xio/routes").content}
+    assert routes["c"]["next_hop"] == node_id(b)
+    assert routes["c"]["cost"] == 2
+
+
+def test_methods_bodies_and_statuses_pass_through(line):
+    a, _, _ = line
+    client = xio.client(a.url)
+    assert client.request("MYMETHOD", "/inventory/items/1").content["method"] == "MYMETHOD"
+    assert client.put("/inventory/items/1", {"n": 1}).content["data"] == {"n": 1}
+    about = client.about("/inventory/items/1").content
+    assert about["methods"] == ["ABOUT", "GET", "HEAD", "MYMETHOD", "OPTIONS", "PUT"]
+    wrong = client.delete("/inventory/items/1")
+    assert wrong.status == 405
+    assert "MYMETHOD" in wrong.headers["Allow"]
+    created = client.post("/inventory/created")
+    assert (created.status, created.content) == (201, "made")
+    big = bytes(random.getrandbits(8) for _ in range(1024)) * 8 * 1024  # 8 MiB
+    assert client.post("/inventory/blob", big).content == {"size": len(big)}
+    assert client.get("/inventory").content["path"] == ""
+
+
+def test_pinned_node_and_mesh_listing(line):
+    a, _, c = line
+    client = xio.client(a.url)
+    assert client.get("/~c/inventory/items/5").content["served_by"] == "c"
+    assert client.get(f"/~{node_id(c)}/inventory/items/5").content["served_by"] == "c"
+    assert client.get("/~b/inventory/items/5").status == 404
+    assert client.get("/~nobody/inventory").status == 404
+    listing = client.get("/").content
+    assert [host["name"] for host in listing["apps"]["inventory"]] == ["c"]
+    assert listing["apps"]["inventory"][0]["cost"] == 2
+
+
+def test_clear_errors_for_unknown_app_malformed_path_and_deadline(line):
+    a, _, _ = line
+    client = xio.client(a.url)
+    unknown = client.get("/nothing/here")
+    assert unknown.status == 404
+    assert unknown.content["description"] == "no app 'nothing' in the mesh"
+    assert client.get("/~/inventory").status == 400
+    assert client.get("/~c").status == 400
+    assert client.get("/slow", headers={"X-Xio-Timeout": "soon"}).status == 400
+    started = time.monotonic()
+    late = client.get("/slow", query={"s": "5"}, headers={"X-Xio-Timeout": "0.5"})
+    assert late.status == 504
+    assert time.monotonic() - started < 4.5  # the handler would take 5 s: it was not awaited
+    assert client.get("/slow", query={"s": "0"}).status == 200
+
+
+def test_next_hop_lost_mid_request_is_502(line):
+    a, b, _ = line
+    import threading
+
+    result = {}
+
+    def ask():
+        result["response"] = xio.client(a.url, timeout=20).get("/slow", query={"s": "10"})
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    time.sleep(0.5)
+    b.proc.kill()
+    asking.join(15)
+    assert result["response"].status == 502
+
+
+def test_deadline_is_enforced_on_a_local_app(start_node):
+    node = start_node("solo", "--app", SLOW)
+    late = xio.client(node.url).get("/slow", query={"s": "5"}, headers={"X-Xio-Timeout": "0.3"})
+    assert late.status == 504
+    assert late.content["title"] == "Gateway Timeout"
+
+
+def test_ring_of_four_reroutes_when_a_node_is_killed(start_node):
+    n1 = start_node("n1", "--app", INVENTORY)
+    n2 = start_node("n2", "--peers", ws(n1))
+    n3 = start_node("n3", "--peers", ws(n2))
+    n4 = start_node("n4", "--peers", ws(n3), ws(n1))
+    ring = [n1, n2, n3, n4]
+    wait_until(lambda: all(len(route_ids(n)) == 4 for n in ring), what="a full ring")
+    dead_id = node_id(n2)
+    n2.proc.kill()
+    killed_at = time.monotonic()
+    survivors = [n1, n3, n4]
+    # The issue's bound: gone everywhere within 6 s of the kill.
+    wait_until(lambda: all(dead_id not in route_ids(n) for n in survivors),
+               timeout=6 - (time.monotonic() - killed_at), what="n2's routes to vanish")  # fmt: skip
+    response = xio.client(n3.url).get("/inventory/items/1")
+    assert response.status == 200 and response.content["served_by"] == "n1"
+    routes = {r["name"]: r for r in xio.client(n3.url).get("/_xio/routes").content}
+    assert routes["n1"]["next_hop"] == node_id(n4)
+    n2.start()  # same state folder: same id
+    wait_until(lambda: dead_id in route_ids(n3), timeout=10, what="n2 back in the mesh")
+    assert node_id(n2) == dead_id
+
+
+def test_ten_nodes_in_a_random_graph_all_resolve_every_app(start_node):
+    rng = random.Random(7)
+    nodes = []
+    for index in range(10):
+        peers = [ws(nodes[i]) for i in rng.sample(range(index), min(index, 2))] if index else []
+        args = ["--peers", *peers] if peers else []
+        nodes.append(start_node(f"r{index}", *args, "--app", INVENTORY if index == 3 else SLOW))
+    # The issue's bound: every node resolves every app within 3 s of the last start.
+    wait_until(
+        lambda: all(set(apps_seen(n)) == {"inventory", "slow"} and len(route_ids(n)) == 10
+                    for n in nodes),
+        timeout=3, what="every node to resolve every app",
+    )  # fmt: skip
+    for n in nodes:
+        assert xio.client(n.url).get("/inventory/items/1").content["served_by"] == "r3"
+
+
+def test_duplicate_links_collapse_to_one(start_node):
+    a = start_node("x1")
+    b = start_node("x2", "--peers", ws(a))
+    wait_until(lambda: len(route_ids(a)) == 2, what="x1 and x2 linked")
+    # Now x1 also dials x2: both ends must keep a single link.
+    c = start_node("x3", "--peers", ws(a), ws(b))
+    wait_until(lambda: len(route_ids(c)) == 3, what="x3 linked")
+    time.sleep(1)
+    for process in (a, b, c):
+        peers = xio.client(process.url).get("/_xio/peers").content
+        established = [p for p in peers if p["state"] == "established"]
+        assert len(established) == len({p["id"] for p in established}) == 2
+
+
+def test_sigterm_says_goodbye_so_peers_drop_it_at_once(start_node):
+    a = start_node("g1")
+    b = start_node("g2", "--peers", ws(a))
+    wait_until(lambda: len(route_ids(a)) == 2, what="linked")
+    b.signal(signal.SIGTERM)
+    assert b.wait(10) == 0
+    wait_until(lambda: len(route_ids(a)) == 1, timeout=2, what="g2 dropped")

@@ -1,0 +1,156 @@
+"""``xio-node``: run a node in the foreground, or ask it something.
+
+    xio-node [options]         run a node (see --help)
+    xio-node --demo            a node on 127.0.0.1:7700 hosting a demo app, no discovery
+    xio-node id                print this machine's node id (from --state-dir)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError
+from .node import NodeConfig
+
+
+def default_state_dir(name: str) -> Path:
+    """Return where a node named ``name`` keeps its key and seq by default."""
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "xio" / name
+
+
+def node_arguments(parser: argparse.ArgumentParser, *, port: int, host: str) -> None:
+    """Add the options shared by ``xio-node`` and ``app.main()``."""
+    parser.add_argument("--name", help="this node's name (default: the host name)")
+    parser.add_argument("--host", default=host, help=f"address to listen on (default {host})")
+    parser.add_argument("--port", type=int, default=port, help=f"port (default {port}; 0: any)")
+    parser.add_argument("--peers", nargs="+", action="extend", default=[], metavar="URL",
+                        help="peers to link to: ws://h:p, wss://h:p, http://h:p or h:p, "
+                        "optionally with #<node-id> to pin the id")  # fmt: skip
+    parser.add_argument("--state-dir", type=Path, help="where the node key and seq are kept")
+    parser.add_argument("--mdns", dest="mdns", action="store_true", default=None,
+                        help="announce and discover nodes on the LAN")  # fmt: skip
+    parser.add_argument("--no-mdns", dest="mdns", action="store_false", help="no discovery")
+    parser.add_argument("--tls-cert", metavar="FILE", help="certificate chain (PEM): serve HTTPS")
+    parser.add_argument("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert")
+    parser.add_argument("--advertise", action="append", default=[], metavar="URL",
+                        help="URL to announce for this node (repeatable)")  # fmt: skip
+    parser.add_argument("--link-timeout", type=float, default=2.5, metavar="SECONDS",
+                        help="a silent link is dead after this long (default 2.5)")  # fmt: skip
+    parser.add_argument("--request-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="default deadline of a request (default 30)")  # fmt: skip
+    parser.add_argument("--max-body", type=int, default=16 * 1024 * 1024, metavar="BYTES",
+                        help="request body limit (default 16 MiB)")  # fmt: skip
+    parser.add_argument("--log-level", default="info", help="debug, info, warning or error")
+
+
+def config_from(args: argparse.Namespace, *, state_dir: Path | None, mdns: bool) -> NodeConfig:
+    """Build a ``NodeConfig`` from parsed arguments."""
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    return NodeConfig(
+        name=args.name, host=args.host, port=args.port, peers=args.peers,
+        state_dir=state_dir, mdns=mdns, link_timeout=args.link_timeout,
+        request_timeout=args.request_timeout, max_body=args.max_body,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, advertise=args.advertise,
+    )  # fmt: skip
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr, one line per record."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run_node(node) -> int:
+    """Start ``node``, serve until SIGINT or SIGTERM, stop cleanly; return the exit status."""
+    import gevent
+
+    node.start()
+    print(f"xio: node {node.name} ({node.id}) listening on {node.url}", file=sys.stderr, flush=True)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, node.stop)
+    node.serve_forever()
+    logging.getLogger("xio.node").info("stopped")
+    return 0
+
+
+def patch_for_handlers() -> None:
+    """Make blocking calls in handlers (sleep, sockets) cooperate with the node's hub.
+
+    ``thread`` and ``queue`` stay unpatched: zeroconf runs its own loop in a real thread.
+    """
+    from gevent import monkey
+
+    if not monkey.is_module_patched("socket"):
+        monkey.patch_all(thread=False, queue=False, subprocess=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``xio-node``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["id"]:
+        return _print_id(argv[1:])
+    parser = argparse.ArgumentParser(prog="xio-node", description="Run an xio node.")
+    node_arguments(parser, port=7700, host="0.0.0.0")
+    parser.add_argument("--app", action="append", default=[], metavar="SPEC",
+                        help="app to host: path/to/app.py, a folder with app.py, or "
+                        "module:attribute (repeatable)")  # fmt: skip
+    parser.add_argument("--demo", action="store_true",
+                        help="host the demo app on 127.0.0.1, discovery off")  # fmt: skip
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    patch_for_handlers()
+    from .hosting import load_app
+    from .node import Node
+
+    try:
+        if args.demo and "--host" not in argv:
+            args.host = "127.0.0.1"
+        args.name = args.name or ("demo" if args.demo else _hostname())
+        mdns = bool(args.mdns) if args.mdns is not None else not args.demo
+        state_dir = args.state_dir or (None if args.demo else default_state_dir(args.name))
+        apps = dict(load_app(spec) for spec in args.app)
+        if args.demo:
+            from .demo import demo_app
+
+            apps.setdefault("demo", demo_app(args.name))
+        node = Node(config_from(args, state_dir=state_dir, mdns=mdns), apps)
+    except (ConfigError, OSError) as exc:
+        print(f"xio-node: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return run_node(node)
+    except OSError as exc:  # the port is taken, say
+        print(f"xio-node: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _print_id(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="xio-node id", description="Print the node id.")
+    parser.add_argument("--name", help="node name (picks the default state folder)")
+    parser.add_argument("--state-dir", type=Path, help="where the node key is kept")
+    args = parser.parse_args(argv)
+    from ..peering.identity import Identity
+
+    state_dir = args.state_dir or default_state_dir(args.name or _hostname())
+    print(Identity.load_or_create(state_dir).node_id)
+    return 0
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname().split(".")[0] or "node"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
