@@ -120,8 +120,21 @@ def start_node(spawn, tmp_path):
 
     def start(name: str, *args: str) -> Process:
         state = tmp_path / "state" / name
-        command = [*NODE, "--name", name, "--host", "127.0.0.1", "--port", "0",
-                   "--state-dir", str(state), "--no-mdns", "--log-level", "info", *args]
+        command = [
+            *NODE,
+            "--name",
+            name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--state-dir",
+            str(state),
+            "--no-mdns",
+            "--log-level",
+            "info",
+            *args,
+        ]
         process = spawn(command, name, env={"XIO_TEST_NODE": name})
         process.name = name
         process.state_dir = state

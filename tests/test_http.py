@@ -29,7 +29,9 @@ def app(tmp_path):
     app.bind("www/stream", lambda req: (f"{i}," for i in range(3)))
     app.bind("www/file", lambda req: io.BytesIO(b"file body"))
     app.bind("www/echo", lambda req: {"data": req.data, "body": len(req.body)})
-    app.bind("www/headers", lambda req: {"agent": req.headers["user-agent"], "profile": req.profile})
+    app.bind(
+        "www/headers", lambda req: {"agent": req.headers["user-agent"], "profile": req.profile}
+    )
     app.bind("www/custom", lambda req: "custom answered", methods=["MYMETHOD"])
     app.put("etc/secret", "in-process only")
     return app
@@ -129,7 +131,9 @@ def test_static_files_with_types_and_index(client):
 @pytest.mark.parametrize("path", ["/../secret.txt", "/docs/../../secret.txt", "/%2e%2e/secret.txt"])
 def test_no_path_traversal(client, path):
     response = client.get(path)
-    assert b"do not serve" not in (response.content if isinstance(response.content, bytes) else str(response.content).encode())
+    assert b"do not serve" not in (
+        response.content if isinstance(response.content, bytes) else str(response.content).encode()
+    )
 
 
 def test_head_has_headers_but_no_body(client):

@@ -100,7 +100,9 @@ def test_garbage_before_the_handshake_disconnects_and_is_counted(node, garbage, 
 def test_hello_whose_id_is_not_its_key_is_refused(node):
     evil = EvilPeer(ws_url(node))
     liar = Identity.generate()
-    hello = Hello(1, Identity.generate().node_id, liar.public_key, os.urandom(32), "liar", "initiator")
+    hello = Hello(
+        1, Identity.generate().node_id, liar.public_key, os.urandom(32), "liar", "initiator"
+    )
     evil.send(codec.encode(hello))
     assert evil.wait_closed()
     wait_until(lambda: rejected(node).get("id_mismatch") == 1, what="id_mismatch counted")

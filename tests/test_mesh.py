@@ -25,7 +25,9 @@ def apps_seen(process) -> dict:
 
 
 def route_ids(process) -> set[str]:
-    return {r["destination"] for r in xio.client(process.url, timeout=2).get("/_xio/routes").content}
+    return {
+        r["destination"] for r in xio.client(process.url, timeout=2).get("/_xio/routes").content
+    }
 
 
 def node_id(process) -> str:

@@ -32,7 +32,9 @@ def app():
         return {"id": req.params["id"], "below": req.path}
 
     app.bind("www/items/special", lambda req: "special")
-    app.bind("www/echo", lambda req: {"data": req.data, "query": req.query}, methods=["POST", "GET"])
+    app.bind(
+        "www/echo", lambda req: {"data": req.data, "query": req.query}, methods=["POST", "GET"]
+    )
     app.bind("www/custom", lambda req: {"mine": req.MYMETHOD, "get": req.GET}, methods=["MYMETHOD"])
     return app
 
@@ -149,7 +151,9 @@ def test_http_errors_and_crashes_become_json(app):
     assert app.get("www/teapot").status == 418
     assert app.get("www/teapot").content["description"] == "short and stout"
     assert app.get("www/conflict").content == {
-        "status": 409, "title": "Conflict", "description": "already there"
+        "status": 409,
+        "title": "Conflict",
+        "description": "already there",
     }
     crashed = app.get("www/crash")
     assert crashed.status == 500

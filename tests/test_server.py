@@ -69,7 +69,9 @@ def app_file(tmp_path):
 
 @pytest.fixture
 def server(spawn, python, app_file):
-    return spawn([python, str(app_file), "--host", "127.0.0.1", "--port", "0", "--max-body", "1000"])
+    return spawn(
+        [python, str(app_file), "--host", "127.0.0.1", "--port", "0", "--max-body", "1000"]
+    )
 
 
 def curl(*args: str) -> subprocess.CompletedProcess:
@@ -147,7 +149,10 @@ def test_body_over_the_limit_is_413_without_reading_it(server):
 
 
 def test_keep_alive_serves_several_requests_on_one_connection(server):
-    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 2 + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    request = (
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 2
+        + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     answer = raw_exchange(server.url, request)
     assert answer.count(b"HTTP/1.1 200 OK") == 3
     assert answer.count(b"it is a GET request") == 3

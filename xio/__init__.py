@@ -1,14 +1,14 @@
 """xio: everything is a resource, and a mesh of nodes serves them as one tree.
 
-    import xio
-    app = xio.app(__name__)
+import xio
+app = xio.app(__name__)
 
-    @app.bind('www')
-    def _(req):
-        return 'Hello World'
+@app.bind('www')
+def _(req):
+    return 'Hello World'
 
-    if __name__ == '__main__':
-        app.main()
+if __name__ == '__main__':
+    app.main()
 """
 
 from __future__ import annotations
@@ -16,6 +16,10 @@ from __future__ import annotations
 __version__ = "0.1.0"  # first: the modules below read it
 
 from .app import App, app, resource
+
+# Last, and so on purpose: these names replace the submodules of the same name as
+# attributes of the package, so that xio.client(...) and xio.node(...) are calls.
+from .client import Client, client  # noqa: E402
 from .errors import (
     BadGateway,
     BadRequest,
@@ -43,13 +47,9 @@ from .errors import (
     UnsupportedMediaType,
     XioError,
 )
+from .node import node  # noqa: E402
 from .request import Headers, Request, Response
 from .resource import Input, Resource
-
-# Last, and so on purpose: these names replace the submodules of the same name as
-# attributes of the package, so that xio.client(...) and xio.node(...) are calls.
-from .client import Client, client  # noqa: E402
-from .node import node  # noqa: E402
 
 __all__ = [
     "App", "BadGateway", "BadRequest", "Client", "ConfigError", "Conflict", "ConnectError",

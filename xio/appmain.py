@@ -17,7 +17,9 @@ def run(app, argv: list[str] | None = None) -> int:
     from .node.cli import config_from, node_arguments, patch_for_handlers, run_node, setup_logging
     from .node.node import Node
 
-    parser = argparse.ArgumentParser(prog=app.app_name, description=f"Serve the xio app {app.app_name}.")
+    parser = argparse.ArgumentParser(
+        prog=app.app_name, description=f"Serve the xio app {app.app_name}."
+    )
     node_arguments(parser, port=8080, host="0.0.0.0")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(args.log_level)

@@ -42,7 +42,9 @@ def _json_default(value):
 
 def dump_json(value) -> bytes:
     """Serialise ``value`` as compact UTF-8 JSON."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default).encode()
+    return json.dumps(
+        value, separators=(",", ":"), ensure_ascii=False, default=_json_default
+    ).encode()
 
 
 def wants_msgpack(accept: str | None) -> bool:

@@ -60,7 +60,9 @@ class HTTPError(XioError):
         self.title = title or phrase
         self.description = description
         self.headers = dict(headers or {})
-        super().__init__(f"{self.status} {self.title}" + (f": {description}" if description else ""))
+        super().__init__(
+            f"{self.status} {self.title}" + (f": {description}" if description else "")
+        )
 
     def to_dict(self) -> dict:
         """Return the JSON error body."""
@@ -70,27 +72,67 @@ class HTTPError(XioError):
         return body
 
 
-def _status_error(name: str, code: int) -> type[HTTPError]:
+class _FixedStatus(HTTPError):
+    """An HTTPError whose class names the status: ``NotFound("no such item")``."""
+
     def __init__(self, description=None, *, title=None, headers=None):
-        HTTPError.__init__(self, code, description, title=title, headers=headers)
-
-    return type(name, (HTTPError,), {"status": code, "__init__": __init__, "__doc__": f"HTTP {code}."})
+        super().__init__(self.status, description, title=title, headers=headers)
 
 
-BadRequest = _status_error("BadRequest", 400)
-Unauthorized = _status_error("Unauthorized", 401)
-Forbidden = _status_error("Forbidden", 403)
-NotFound = _status_error("NotFound", 404)
-NotAcceptable = _status_error("NotAcceptable", 406)
-RequestTimeout = _status_error("RequestTimeout", 408)
-Conflict = _status_error("Conflict", 409)
-PayloadTooLarge = _status_error("PayloadTooLarge", 413)
-UnsupportedMediaType = _status_error("UnsupportedMediaType", 415)
-TooManyRequests = _status_error("TooManyRequests", 429)
-InternalServerError = _status_error("InternalServerError", 500)
-BadGateway = _status_error("BadGateway", 502)
-ServiceUnavailable = _status_error("ServiceUnavailable", 503)
-GatewayTimeout = _status_error("GatewayTimeout", 504)
+class BadRequest(_FixedStatus):
+    status = 400
+
+
+class Unauthorized(_FixedStatus):
+    status = 401
+
+
+class Forbidden(_FixedStatus):
+    status = 403
+
+
+class NotFound(_FixedStatus):
+    status = 404
+
+
+class NotAcceptable(_FixedStatus):
+    status = 406
+
+
+class RequestTimeout(_FixedStatus):
+    status = 408
+
+
+class Conflict(_FixedStatus):
+    status = 409
+
+
+class PayloadTooLarge(_FixedStatus):
+    status = 413
+
+
+class UnsupportedMediaType(_FixedStatus):
+    status = 415
+
+
+class TooManyRequests(_FixedStatus):
+    status = 429
+
+
+class InternalServerError(_FixedStatus):
+    status = 500
+
+
+class BadGateway(_FixedStatus):
+    status = 502
+
+
+class ServiceUnavailable(_FixedStatus):
+    status = 503
+
+
+class GatewayTimeout(_FixedStatus):
+    status = 504
 
 
 class MethodNotAllowed(HTTPError):

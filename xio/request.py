@@ -9,6 +9,7 @@ the resource tree asks for ``req.data``, before the handler runs.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from urllib.parse import parse_qsl, urlencode
@@ -75,6 +76,12 @@ class Headers(MutableMapping):
         return clone
 
 
+@functools.lru_cache(maxsize=256)
+def _environ_key(name: str) -> str:
+    key = name.upper().replace("-", "_")
+    return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+
+
 def _environ_headers(environ: dict) -> Headers:
     headers = Headers()
     for key, value in environ.items():
@@ -97,7 +104,9 @@ class Response:
 
     __slots__ = ("status", "content", "content_type", "headers")
 
-    def __init__(self, content=None, status: int = 200, content_type: str | None = None, headers=None):
+    def __init__(
+        self, content=None, status: int = 200, content_type: str | None = None, headers=None
+    ):
         self.status = status
         self.content = content
         self.content_type = content_type
@@ -143,7 +152,7 @@ class Request:
     """
 
     __slots__ = (
-        "method", "path", "url_path", "route", "params", "inputs", "response", "context",
+        "method", "path", "url_path", "route", "params", "inputs", "_response", "context",
         "_query", "_query_string", "_headers", "_environ", "_body", "_data", "_profile",
         "_methods",
     )  # fmt: skip
@@ -165,11 +174,13 @@ class Request:
         self.route = ""
         self.params: dict[str, str] = {}
         self.inputs: dict = {}
-        self.response = Response()
+        self._response: Response | None = None
         self.context: dict = {}
         self._query = dict(query) if isinstance(query, Mapping) else None
         self._query_string = query if isinstance(query, str) else ""
-        self._headers = headers if headers is None or isinstance(headers, Headers) else Headers(headers)
+        self._headers = (
+            headers if headers is None or isinstance(headers, Headers) else Headers(headers)
+        )
         self._environ = environ
         self._body = body
         self._data = data
@@ -212,7 +223,20 @@ class Request:
     def POST(self) -> bool:  # noqa: N802
         return self.method == "POST"
 
+    @property
+    def response(self) -> Response:
+        """Return the response being built for this request (created on first use)."""
+        if self._response is None:
+            self._response = Response()
+        return self._response
+
     # -- headers and body ------------------------------------------------------------------
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """Return one request header, without building them all from a WSGI environ."""
+        if self._headers is None and self._environ is not None:
+            return self._environ.get(_environ_key(name), default)
+        return self.headers.get(name, default)
 
     @property
     def headers(self) -> Headers:
@@ -249,7 +273,7 @@ class Request:
     def profile(self) -> dict:
         """Return the caller's profile, a JSON object from the ``X-Xio-Profile`` header."""
         if self._profile is None:
-            raw = self.headers.get(PROFILE_HEADER)
+            raw = self.header(PROFILE_HEADER)
             if not raw:
                 self._profile = {}
             else:

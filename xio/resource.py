@@ -45,6 +45,7 @@ _INPUT_LINE = re.compile(r"^\s*(?:input|param)\s+([A-Za-z_][\w-]*)\s*:\s*(.*?)\s
 _TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "any": object}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 _NO_VALUE = object()
+_VALUE_METHODS = frozenset({"GET", "HEAD"})  # what a stored value answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +140,8 @@ class Resource:
     def __init__(self, name: str = "", parent: Resource | None = None) -> None:
         self.name = name
         self.parent = parent
+        #: This resource's path from the root of its tree (a resource never moves).
+        self.path = f"{parent.path}/{name}" if parent is not None and parent.path else name
         self.children: dict[str, Resource] = {}
         self.param_child: Resource | None = None
         self.handler: Handler | None = None
@@ -150,15 +153,6 @@ class Resource:
         self.static_dir: Path | None = None
 
     # -- building the tree -----------------------------------------------------------
-
-    @property
-    def path(self) -> str:
-        """Return this resource's path from the root of its tree."""
-        parts, node = [], self
-        while node.parent is not None:
-            parts.append(node.name)
-            node = node.parent
-        return "/".join(reversed(parts))
 
     def resource(self, path: str) -> Resource:
         """Return the resource at ``path`` below this one, creating it if needed."""
@@ -261,6 +255,7 @@ class Resource:
         if node.handler is None:
             created = node.value is _NO_VALUE
             node.value = data
+            node.methods = _VALUE_METHODS
             return Response({"stored": node.path}, 201 if created else 200)
         return self.request("PUT", path, data, query, headers)
 
@@ -283,7 +278,8 @@ class Resource:
         folder_node, folder_depth = None, 0
         while True:
             if node.handler is not None:
-                handler_node, handler_depth, handler_params = node, depth, dict(params)
+                handler_node, handler_depth = node, depth
+                handler_params = dict(params) if params else {}
             if node.static_dir is not None:
                 folder_node, folder_depth = node, depth
             if depth == len(segments):
@@ -316,12 +312,12 @@ class Resource:
 
     def _answer(self, req: Request) -> Response:
         method = req.method
-        allowed = self._allowed()
-        if method == "ABOUT" and "ABOUT" not in self.methods:
-            return Response(self.describe())
-        if method == "OPTIONS" and "OPTIONS" not in self.methods:
-            return Response(None, 204, headers={"Allow": ", ".join(sorted(allowed))})
-        if method not in allowed:
+        if method not in self.methods:
+            if method == "ABOUT":
+                return Response(self.describe())
+            allowed = self._allowed()
+            if method == "OPTIONS":
+                return Response(None, 204, headers={"Allow": ", ".join(sorted(allowed))})
             raise MethodNotAllowed(allowed, f"{method} is not allowed on {'/' + req.route!r}")
         if self.handler is None:  # a stored value
             return Response(self.value, content_type=None)
@@ -333,16 +329,16 @@ class Resource:
         if self.inputs:
             req.inputs = self._check_inputs(req)
         result = self.handler(req)
-        response = req.response
         if isinstance(result, Response):
             return result
+        response = req._response
+        if response is None:  # the handler did not touch req.response
+            return Response(result)
         if result is not None or response.content is None:
             response.content = result
         return response
 
     def _allowed(self) -> set[str]:
-        if self.handler is None:
-            return {"GET", "HEAD", "ABOUT", "OPTIONS"}
         return set(self.methods) | AUTOMATIC_METHODS
 
     def _check_inputs(self, req: Request) -> dict:
@@ -403,12 +399,19 @@ def _file_response(req: Request, node: Resource, path: Path) -> Response:
     if req.method == "ABOUT":
         return Response({"name": path.name, "path": node.path, "methods": ["GET", "HEAD"]})
     content_type, encoding = mimetypes.guess_type(path.name)
-    if content_type and content_type.startswith("text/") or content_type in (
-        "application/javascript",
-        "application/json",
+    if (
+        content_type
+        and content_type.startswith("text/")
+        or content_type
+        in (
+            "application/javascript",
+            "application/json",
+        )
     ):
         content_type += "; charset=utf-8"
     headers = {"Content-Length": str(path.stat().st_size)}
     if encoding:
         headers["Content-Encoding"] = encoding
-    return Response(path.open("rb"), content_type=content_type or "application/octet-stream", headers=headers)
+    return Response(
+        path.open("rb"), content_type=content_type or "application/octet-stream", headers=headers
+    )

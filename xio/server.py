@@ -21,6 +21,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 
 import gevent
+import gevent.ssl
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from . import content as _content
@@ -35,6 +36,7 @@ DEFAULT_MAX_BODY = 16 * 1024 * 1024
 
 _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 _NO_BODY_STATUSES = frozenset({204, 304})
+_COALESCE_LIMIT = 64 * 1024
 
 
 def status_line(status: int) -> str:
@@ -64,10 +66,11 @@ class WSGIApp:
             _stop_reading(environ)
             return self._send(environ, start_response, error_response(exc), close=True)
         path = environ.get("PATH_INFO", "")
-        try:  # WSGI hands the path over as latin-1; URLs are UTF-8
-            path = path.encode("latin-1").decode("utf-8")
-        except UnicodeError:
-            pass
+        if not path.isascii():  # WSGI hands the path over as latin-1; URLs are UTF-8
+            try:
+                path = path.encode("latin-1").decode("utf-8")
+            except UnicodeError:
+                pass
         req = Request(
             method,
             self.prefix + path,
@@ -97,28 +100,34 @@ class WSGIApp:
 
     def _send(self, environ: dict, start_response, response: Response, close: bool = False):
         status = response.status
-        try:
-            body, content_type = _content.encode(
-                response.content, response.content_type, environ.get("HTTP_ACCEPT")
-            )
-        except TypeError as exc:
-            log.error("cannot encode the response to %s: %s", environ.get("PATH_INFO"), exc)
-            response = error_response(HTTPError(500, f"TypeError: {exc}"))
-            status = 500
-            body, content_type = _content.encode(response.content, None)
-        headers = [] if status in _NO_BODY_STATUSES else [("Content-Type", content_type)]
-        headers.extend(response.headers.items())
-        if isinstance(body, bytes) and status not in _NO_BODY_STATUSES:
-            if "Content-Length" not in response.headers:
-                headers.append(("Content-Length", str(len(body))))
+        content, content_type = response.content, response.content_type
+        if type(content) is str and content_type is None:  # the commonest answer, first
+            body, content_type = content.encode(), _content.TEXT
+        else:
+            try:
+                body, content_type = _content.encode(
+                    content, content_type, environ.get("HTTP_ACCEPT")
+                )
+            except TypeError as exc:
+                log.error("cannot encode the response to %s: %s", environ.get("PATH_INFO"), exc)
+                response = error_response(HTTPError(500, f"TypeError: {exc}"))
+                status = 500
+                body, content_type = _content.encode(response.content, None)
+        has_body = status not in _NO_BODY_STATUSES
+        headers = [("Content-Type", content_type)] if has_body else []
+        extra = response.headers
+        if extra:
+            headers.extend(extra.items())
+        if has_body and type(body) is bytes and not (extra and "Content-Length" in extra):
+            headers.append(("Content-Length", str(len(body))))
         if close:
             headers.append(("Connection", "close"))
         start_response(status_line(status), headers)
-        if environ["REQUEST_METHOD"] == "HEAD" or status in _NO_BODY_STATUSES:
-            if not isinstance(body, bytes) and hasattr(body, "close"):
+        if not has_body or environ["REQUEST_METHOD"] == "HEAD":
+            if type(body) is not bytes and hasattr(body, "close"):
                 body.close()
             return [b""]
-        return [body] if isinstance(body, bytes) else body
+        return [body] if type(body) is bytes else body
 
 
 def _stop_reading(environ: dict) -> None:
@@ -164,6 +173,25 @@ class _Handler(WSGIHandler):
         if websocket is not None:
             gevent.spawn(websocket.run).join()
 
+    def _write_with_headers(self, data):
+        # pywsgi sends the head and the body in two writes; a small body rides along with
+        # the head in one (one syscall less per response, measured 6-11 us here).
+        if not data or len(data) > _COALESCE_LIMIT or self.response_use_chunked:
+            return super()._write_with_headers(data)
+        self.headers_sent = True
+        self.finalize_headers()
+        head = bytearray(b"HTTP/1.1 ")
+        head += self.status
+        head += b"\r\n"
+        for name, value in self.response_headers:
+            head += name
+            head += b": "
+            head += value
+            head += b"\r\n"
+        head += b"\r\n"
+        head += data
+        self._sendall(head)
+
     def log_request(self):
         if access_log.isEnabledFor(logging.INFO):
             delta = (self.time_finish or 0) - (self.time_start or 0)
@@ -186,6 +214,15 @@ class _NoDelayServer(WSGIServer):
             pass
         super().handle(sock, address)
 
+    def wrap_socket_and_handle(self, client_socket, address):
+        # A client that fails the TLS handshake (wrong protocol, distrusts our certificate)
+        # is one closed connection, not a traceback on the hub.
+        try:
+            return super().wrap_socket_and_handle(client_socket, address)
+        except (ssl.SSLError, OSError) as exc:
+            log.debug("TLS handshake with %s failed: %s", address, exc)
+            client_socket.close()
+
 
 class Server:
     """Serve a WSGI app on gevent at ``host``:``port`` (0 picks a free port)."""
@@ -202,7 +239,9 @@ class Server:
     ) -> None:
         ssl_args = {}
         if certfile:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            # gevent's own context: the stdlib one would do handshakes and reads blocking,
+            # holding up the whole hub (seen here: a TLS client deadlocked a node).
+            context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(certfile, keyfile)
             ssl_args = {"ssl_context": context}
         self.tls = bool(certfile)

@@ -25,8 +25,15 @@ class TestClient:
     def __init__(self, wsgi_app) -> None:
         self.app = wsgi_app
 
-    def request(self, method: str, path: str = "/", data=None, query=None, headers=None,
-                body: bytes | None = None) -> Response:
+    def request(
+        self,
+        method: str,
+        path: str = "/",
+        data=None,
+        query=None,
+        headers=None,
+        body: bytes | None = None,
+    ) -> Response:
         """Send one request; ``data`` is encoded like the network client does it."""
         headers = Headers(headers)
         if body is None and data is not None:

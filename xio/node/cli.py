@@ -1,8 +1,8 @@
 """``xio-node``: run a node in the foreground, or ask it something.
 
-    xio-node [options]         run a node (see --help)
-    xio-node --demo            a node on 127.0.0.1:7700 hosting a demo app, no discovery
-    xio-node id                print this machine's node id (from --state-dir)
+xio-node [options]         run a node (see --help)
+xio-node --demo            a node on 127.0.0.1:7700 hosting a demo app, no discovery
+xio-node id                print this machine's node id (from --state-dir)
 """
 
 from __future__ import annotations

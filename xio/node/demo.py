@@ -11,7 +11,10 @@ from ..app import App
 def demo_app(node_name: str) -> App:
     """Return the demo app; its answers say which node served them."""
     app = App("demo")
-    items: dict[str, dict] = {"1": {"id": "1", "name": "kettle"}, "2": {"id": "2", "name": "teapot"}}
+    items: dict[str, dict] = {
+        "1": {"id": "1", "name": "kettle"},
+        "2": {"id": "2", "name": "teapot"},
+    }
 
     @app.bind("www")
     def hello(req):

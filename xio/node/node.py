@@ -96,8 +96,12 @@ def parse_peer(spec: str) -> tuple[str, str | None]:
 class Node:
     """A running xio node; see the module docstring."""
 
-    def __init__(self, config: NodeConfig, apps: dict[str, Resource] | None = None,
-                 main_app: Resource | None = None) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        apps: dict[str, Resource] | None = None,
+        main_app: Resource | None = None,
+    ) -> None:
         self.config = config
         self.apps: dict[str, Resource] = dict(apps or {})
         self.main_app = main_app
@@ -338,14 +342,18 @@ class Node:
         response = self.answer_locally(app, req, deadline, via_of(frame.headers))
         return response_to_frame(response, req.headers.get("Accept"))
 
-    def answer_locally(self, app: Resource, req: Request, deadline: float, trail: str = "") -> Response:
+    def answer_locally(
+        self, app: Resource, req: Request, deadline: float, trail: str = ""
+    ) -> Response:
         """Run ``app`` on ``req`` (path below the app) with the deadline enforced.
 
-        The response's ``X-Xio-Via`` is the request's trail with this node appended.
+        A request that crossed the mesh (``trail``) gets its trail back in ``X-Xio-Via``
+        with this node appended.
         """
         req.url_path = "www/" + req.url_path.lstrip("/")
         response = self._run_app(app, req, deadline)
-        response.headers[VIA] = extend_via(trail, self.id)
+        if trail:
+            response.headers[VIA] = extend_via(trail, self.id)
         return response
 
     def _run_app(self, app: Resource, req: Request, deadline: float) -> Response:
@@ -356,7 +364,9 @@ class Node:
         except gevent.Timeout as exc:
             if exc is not timer:
                 raise
-            return Response(HTTPError(504, "the app did not answer before the deadline").to_dict(), 504)
+            return Response(
+                HTTPError(504, "the app did not answer before the deadline").to_dict(), 504
+            )
         finally:
             timer.close()
 

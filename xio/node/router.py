@@ -48,8 +48,12 @@ class Router:
             return self.admin.handle(req)
         node = self.node
         if not first and node.main_app is None:
-            return Response(self.listing()) if req.method in ("GET", "HEAD") else error_response(
-                HTTPError(405, "the mesh listing answers GET", headers={"Allow": "GET, HEAD"})
+            return (
+                Response(self.listing())
+                if req.method in ("GET", "HEAD")
+                else error_response(
+                    HTTPError(405, "the mesh listing answers GET", headers={"Allow": "GET, HEAD"})
+                )
             )
         deadline = time.monotonic() + self._timeout(req)
         if first.startswith("~"):
@@ -66,7 +70,7 @@ class Router:
         raise NotFound(f"no app {first!r} in the mesh")
 
     def _timeout(self, req: Request) -> float:
-        raw = req.headers.get(TIMEOUT_HEADER)
+        raw = req.header(TIMEOUT_HEADER)
         if raw is None:
             return self.node.config.request_timeout
         try:
@@ -117,7 +121,10 @@ class Router:
         return {
             "node": {"id": self.node.id, "name": self.node.name},
             "apps": {
-                app: [{"node": node, "name": table.name_of(node), "cost": cost} for cost, node in hosts]
+                app: [
+                    {"node": node, "name": table.name_of(node), "cost": cost}
+                    for cost, node in hosts
+                ]
                 for app, hosts in table.apps().items()
             },
         }

@@ -1,0 +1,620 @@
+"""The WebSocket transport over real loopback sockets, on the gevent hub of the test process."""
+
+from __future__ import annotations
+
+import ast
+import datetime
+import ipaddress
+import os
+import random
+import socket
+import ssl
+import struct
+from base64 import b64encode
+from hashlib import sha1
+from pathlib import Path
+
+import gevent
+import gevent.socket
+import gevent.ssl
+import pytest
+from gevent.event import Event
+from gevent.queue import Queue
+from gevent.server import StreamServer
+
+from xio.errors import ConnectError, ConnectionClosed
+from xio.peering.transport import Transport, WebSocketEndpoint, connect
+from xio.server import Server
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX = 2 * 1024 * 1024
+MiB = 1024 * 1024
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+KNOWN_REASONS = {
+    "peer_closed",
+    "connection_lost",
+    "protocol_error",
+    "text_frame",
+    "frame_too_large",
+}
+
+
+@pytest.fixture(autouse=True)
+def time_limit():
+    """Fail a test that waits on the hub for more than 20 seconds."""
+    timer = gevent.Timeout(20, AssertionError("test took more than 20 s"))
+    timer.start()
+    yield
+    timer.close()
+
+
+@pytest.fixture(autouse=True)
+def hub_errors(monkeypatch):
+    """Fail a test in which an exception escaped into the hub from any greenlet."""
+    errors = []
+    hub = gevent.get_hub()
+
+    def handle_error(context, kind, value, tb):
+        if not issubclass(kind, hub.NOT_ERROR):  # the resolver's gaierror is "not an error"
+            errors.append(value)
+
+    monkeypatch.setattr(hub, "handle_error", handle_error)
+    yield errors
+    assert errors == []
+
+
+class End:
+    """One end of a transport: what it received and how it closed."""
+
+    def __init__(self, transport: Transport, echo: bool = False) -> None:
+        self.transport = transport
+        self.echo = echo
+        self.messages: Queue = Queue()
+        self.reasons: list[str] = []
+        self.closed = Event()
+        transport.on_message = self._message
+        transport.on_close = self._close
+
+    def _message(self, data: bytes) -> None:
+        assert isinstance(data, bytes)
+        if self.echo:
+            self.transport.send(data)
+        self.messages.put(data)
+
+    def _close(self, reason: str) -> None:
+        self.reasons.append(reason)
+        self.closed.set()
+
+    def receive(self, count: int) -> list[bytes]:
+        return [self.messages.get(timeout=10) for _ in range(count)]
+
+    def wait_closed(self) -> str:
+        assert self.closed.wait(10), "on_close was not called"
+        gevent.sleep(0.05)  # a second call would come now
+        assert len(self.reasons) == 1, self.reasons
+        return self.reasons[0]
+
+
+def not_found(environ, start_response):
+    start_response("404 Not Found", [("Content-Length", "9")])
+    return [b"not found"]
+
+
+class Served:
+    def __init__(self, echo: bool = False, **tls) -> None:
+        self.ends: Queue = Queue()
+        self.echo = echo
+        self.endpoint = WebSocketEndpoint(self._accept, max_message=MAX)
+        self.server = Server(not_found, "127.0.0.1", 0, websocket_app=self.endpoint, **tls)
+        self.server.start()
+        self.url = self.server.url.replace("http", "ws", 1) + "/_xio/ws"
+
+    def _accept(self, transport: Transport) -> None:
+        assert not transport.initiator
+        self.ends.put(End(transport, self.echo))
+
+    def accepted(self) -> End:
+        return self.ends.get(timeout=10)
+
+    def dial(self, **options) -> tuple[End, End]:
+        client = End(connect(self.url, max_message=MAX, **options))
+        client.transport.start()
+        return client, self.accepted()
+
+    def check_still_serving(self) -> None:
+        client, server = self.dial()
+        client.transport.send(b"still there?")
+        assert server.receive(1) == [b"still there?"]
+        client.transport.close()
+
+
+@pytest.fixture
+def served():
+    served = Served()
+    yield served
+    served.server.stop(timeout=0.5)
+
+
+# -- raw WebSocket pieces, to play a peer that misbehaves --------------------------------
+
+
+def frame(opcode: int, payload: bytes, *, fin=True, mask=True, length=None) -> bytes:
+    """Build one frame; ``length`` overrides the length written in the header."""
+    size = len(payload) if length is None else length
+    first = (0x80 if fin else 0) | opcode
+    bit = 0x80 if mask else 0
+    if size < 126:
+        head = struct.pack("!BB", first, bit | size)
+    elif size < 65536:
+        head = struct.pack("!BBH", first, bit | 126, size)
+    else:
+        head = struct.pack("!BBQ", first, bit | 127, size)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def read_frame(stream) -> tuple[int, bytes]:
+    """Read one unmasked frame from a file made by ``makefile('rb')``."""
+    first, second = stream.read(2)
+    size = second & 0x7F
+    if size == 126:
+        (size,) = struct.unpack("!H", stream.read(2))
+    elif size == 127:
+        (size,) = struct.unpack("!Q", stream.read(8))
+    return first & 0x0F, stream.read(size)
+
+
+def read_close_code(sock) -> int | None:
+    """Read frames until a close frame and return its code (None if the socket ends)."""
+    stream = sock.makefile("rb")
+    try:
+        while True:
+            opcode, payload = read_frame(stream)
+            if opcode == 0x8:
+                return struct.unpack("!H", payload[:2])[0]
+    except (ValueError, OSError):
+        return None
+
+
+def raw_upgrade(served: Served, key: bytes | None = None):
+    """Open a WebSocket by hand and return the socket, just after the 101 answer."""
+    sock = gevent.socket.create_connection(served.server.address)
+    key = key or b64encode(os.urandom(16))
+    sock.sendall(
+        b"GET /_xio/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, head
+        head += chunk
+    return sock, head
+
+
+def fake_server(handle) -> StreamServer:
+    """Serve ``handle(sock, request_head)`` on a free port, to play a bad WebSocket server."""
+
+    def serve(sock, _address):
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        handle(sock, head)
+
+    server = StreamServer(("127.0.0.1", 0), serve)
+    server.start()
+    return server
+
+
+def accept_answer(request_head: bytes) -> bytes:
+    """Return a valid 101 answer to ``request_head``."""
+    for line in request_head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"sec-websocket-key":
+            accept = b64encode(sha1(value.strip() + WS_GUID).digest())
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# -- messages --------------------------------------------------------------------------
+
+
+SIZES = [0, 1, 125, 126, 127, 65535, 65536, 70000, 200]
+
+
+def test_messages_arrive_whole_and_in_order_both_ways(served):
+    client, server = served.dial()
+    assert client.transport.initiator and not server.transport.initiator
+    sent = [bytes([i % 256]) * SIZES[i % len(SIZES)] + i.to_bytes(4, "big") for i in range(600)]
+    sent += [b"", b"\x00" * 3, b""]
+    for data in sent:
+        client.transport.send(data)
+        server.transport.send(data[::-1])
+    assert server.receive(len(sent)) == sent
+    assert client.receive(len(sent)) == [data[::-1] for data in sent]
+    assert client.transport.peer == "{}:{}".format(*served.server.address)
+    assert server.transport.peer.startswith("127.0.0.1:")
+
+
+def test_concurrent_large_sends_never_interleave(served):
+    client, server = served.dial()
+    count = 20
+
+    def message(sender: int, i: int) -> bytes:
+        return bytes([sender, i]) + bytes([(sender * 20 + i) % 251]) * MiB
+
+    def send_from(end: End, sender: int):
+        return [gevent.spawn(end.transport.send, message(sender, i)) for i in range(count)]
+
+    greenlets = send_from(client, 1) + send_from(server, 2)
+    gevent.joinall(greenlets, raise_error=True)
+    for end, sender in ((server, 1), (client, 2)):
+        received = end.receive(count)
+        assert sorted(received) == sorted(message(sender, i) for i in range(count))
+
+
+def test_a_message_sent_from_on_transport_arrives_first(served):
+    served.endpoint.on_transport = lambda transport: transport.send(b"hello")
+    client = End(connect(served.url, max_message=MAX))
+    client.transport.start()
+    assert client.receive(1) == [b"hello"]
+
+
+def test_frames_right_behind_the_101_answer_are_delivered():
+    heads = []
+
+    def handle(sock, head):  # answer and first message in one write
+        heads.append(head)
+        sock.sendall(accept_answer(head) + frame(0x2, b"first", mask=False))
+        sock.recv(1)
+
+    fake = fake_server(handle)
+    url = f"ws://127.0.0.1:{fake.server_port}/path?q=1"
+    client = End(connect(url, max_message=MAX, headers={"X-Xio": "yes"}))
+    client.transport.start()
+    assert client.receive(1) == [b"first"]
+    assert heads[0].startswith(b"GET /path?q=1 HTTP/1.1\r\n")
+    assert b"\r\nX-Xio: yes" in heads[0]
+    client.transport.close()
+    fake.stop()
+
+
+def test_fragmented_message_under_the_cap_is_reassembled(served):
+    sock, _ = raw_upgrade(served)
+    server = served.accepted()
+    sock.sendall(
+        frame(0x2, b"ab", fin=False) + frame(0x9, b"ping?") + frame(0x0, b"cd", fin=False)
+        + frame(0x0, b"ef")
+    )  # fmt: skip
+    assert server.receive(1) == [b"abcdef"]
+    opcode, payload = read_frame(sock.makefile("rb"))
+    assert (opcode, payload) == (0xA, b"ping?")  # ws4py answered the ping
+    sock.close()
+
+
+# -- closing ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("closer", ["client", "server"])
+def test_close_from_either_side_tells_both_ends_once(served, closer):
+    client, server = served.dial()
+    client.transport.send(b"before")
+    assert server.receive(1) == [b"before"]
+    local, remote = (client, server) if closer == "client" else (server, client)
+    local.transport.close("bye_now")
+    local.transport.close("again")  # idempotent
+    assert local.wait_closed() == "bye_now"
+    assert remote.wait_closed() == "peer_closed"
+    for end in (local, remote):
+        assert end.transport.closed
+        with pytest.raises(ConnectionClosed):
+            end.transport.send(b"after")
+
+
+def test_close_without_reason_says_local_close(served):
+    client, server = served.dial()
+    client.transport.close()
+    assert client.wait_closed() == "local_close"
+    assert server.wait_closed() == "peer_closed"
+
+
+@pytest.mark.parametrize("how", ["fin", "reset"])
+def test_peer_socket_dropped_fires_on_close(served, how):
+    sock, _ = raw_upgrade(served)
+    server = served.accepted()
+    if how == "reset":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    assert server.wait_closed() == "connection_lost"
+    served.check_still_serving()
+
+
+def test_server_dropped_fires_on_close_on_the_dialling_side():
+    def handle(sock, head):
+        sock.sendall(accept_answer(head))
+        sock.close()
+
+    fake = fake_server(handle)
+    client = End(connect(f"ws://127.0.0.1:{fake.server_port}/x", max_message=MAX))
+    client.transport.start()
+    assert client.wait_closed() == "connection_lost"
+    fake.stop()
+
+
+def test_close_while_a_sender_is_stuck_does_not_hang(served):
+    client, server = served.dial()
+    server.transport.on_message = lambda data: gevent.sleep(30)  # stop reading
+
+    def send_until_stuck():
+        try:
+            for _ in range(100):
+                client.transport.send(b"x" * MiB)
+        except ConnectionClosed as exc:
+            return exc
+
+    stuck = gevent.spawn(send_until_stuck)
+    gevent.sleep(0.3)
+    assert not stuck.dead
+    client.transport.close("give_up")
+    assert client.wait_closed() == "give_up"
+    assert isinstance(stuck.get(timeout=5), ConnectionClosed)
+    server.transport.close()
+
+
+# -- limits and misbehaving peers ------------------------------------------------------
+
+
+def test_message_over_the_cap_closes_with_1009_and_server_goes_on(served):
+    client, server = served.dial()
+    client.transport.send(b"x" * MAX)  # exactly the cap is fine
+    assert len(server.receive(1)[0]) == MAX
+    client.transport.send(b"x" * (MAX + 1))
+    assert server.wait_closed() == "frame_too_large"
+    assert client.wait_closed() == "peer_closed"
+    served.check_still_serving()
+
+
+def test_oversized_header_is_refused_before_any_payload_arrives(served):
+    sock, _ = raw_upgrade(served)
+    server = served.accepted()
+    sock.sendall(frame(0x2, b"", length=1 << 40)[:14])  # header and mask key, no payload
+    assert server.wait_closed() == "frame_too_large"
+    assert read_close_code(sock) == 1009
+    sock.close()
+
+
+def test_fragments_adding_up_over_the_cap_close_as_too_large(served):
+    sock, _ = raw_upgrade(served)
+    server = served.accepted()
+    half = b"y" * (MAX // 2 + 1)
+    sock.sendall(frame(0x2, half, fin=False) + frame(0x0, half, fin=False))
+    assert server.wait_closed() == "frame_too_large"
+    assert read_close_code(sock) == 1009
+    served.check_still_serving()
+
+
+def test_max_message_can_be_lowered_on_a_live_transport(served):
+    client, server = served.dial()
+    server.transport.max_message = 200
+    client.transport.send(b"z" * 200)
+    assert server.receive(1) == [b"z" * 200]
+    client.transport.send(b"z" * 201)
+    assert server.wait_closed() == "frame_too_large"
+
+
+@pytest.mark.parametrize("fin", [True, False])
+def test_text_frame_is_refused(served, fin):
+    sock, _ = raw_upgrade(served)
+    server = served.accepted()
+    sock.sendall(frame(0x1, b"hello", fin=fin))
+    assert server.wait_closed() == "text_frame"
+    assert read_close_code(sock) == 1003
+    sock.close()
+
+
+def test_text_frame_to_the_dialling_side_is_refused():
+    def handle(sock, head):
+        sock.sendall(accept_answer(head) + frame(0x1, b"text", mask=False))
+        sock.recv(1024)
+
+    fake = fake_server(handle)
+    client = End(connect(f"ws://127.0.0.1:{fake.server_port}/", max_message=MAX))
+    client.transport.start()
+    assert client.wait_closed() == "text_frame"
+    fake.stop()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\xff" * 64,  # reserved bits and opcode
+        frame(0x2, b"unmasked", mask=False),  # a client must mask
+        frame(0x3, b"reserved opcode"),
+        frame(0x0, b"continuation of nothing"),
+        frame(0x9, b"p" * 126),  # control frame over 125 bytes
+        frame(0x9, b"fragmented ping", fin=False),
+    ],
+)
+def test_invalid_frames_close_with_protocol_error(served, garbage):
+    sock, _ = raw_upgrade(served)
+    server = served.accepted()
+    sock.sendall(garbage)
+    assert server.wait_closed() == "protocol_error"
+    assert read_close_code(sock) == 1002
+    sock.close()
+    served.check_still_serving()
+
+
+def test_random_garbage_after_the_upgrade_only_ever_closes(served):
+    rng = random.Random(6455)
+    for _ in range(40):
+        sock, _ = raw_upgrade(served)
+        server = served.accepted()
+        sock.sendall(rng.randbytes(rng.randrange(1, 300)))
+        gevent.sleep(0.01)
+        sock.close()
+        assert server.wait_closed() in KNOWN_REASONS
+    served.check_still_serving()
+
+
+def test_bad_upgrade_request_gets_400_and_server_goes_on(served):
+    sock = gevent.socket.create_connection(served.server.address)
+    sock.sendall(
+        b"GET /_xio/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert sock.recv(100).startswith(b"HTTP/1.1 400")
+    sock.close()
+    served.check_still_serving()
+
+
+def test_endpoint_answers_426_to_a_request_that_is_no_upgrade(served):
+    answers = []
+    body = served.endpoint(
+        {"REQUEST_METHOD": "GET", "PATH_INFO": "/_xio/ws"},
+        lambda status, headers: answers.append((status, dict(headers))),
+    )
+    assert answers[0][0] == "426 Upgrade Required"
+    assert answers[0][1]["Upgrade"] == "websocket"
+    assert b"WebSocket" in b"".join(body)
+
+
+# -- dialling failures -----------------------------------------------------------------
+
+
+def test_connect_to_a_closed_port_raises_connect_error():
+    url = f"ws://127.0.0.1:{free_port()}/_xio/ws"
+    with pytest.raises(ConnectError, match=url) as caught:
+        connect(url, max_message=MAX)
+    assert isinstance(caught.value.__cause__, OSError)
+
+
+def test_connect_to_a_plain_http_path_raises_connect_error(served):
+    url = served.url.replace("/_xio/ws", "/not-a-websocket")
+    with pytest.raises(ConnectError, match="404"):
+        connect(url, max_message=MAX)
+    served.check_still_serving()
+
+
+def test_connect_times_out_on_a_silent_server():
+    fake = fake_server(lambda sock, head: gevent.sleep(10))
+    url = f"ws://127.0.0.1:{fake.server_port}/"
+    with pytest.raises(ConnectError, match="within 0.3s"):
+        connect(url, timeout=0.3, max_message=MAX)
+    fake.stop(timeout=0)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: d3Jvbmc=\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"garbage\r\n\r\n",
+        b"",
+    ],
+)
+def test_bad_upgrade_answer_raises_connect_error(answer):
+    fake = fake_server(lambda sock, head: sock.sendall(answer))
+    with pytest.raises(ConnectError):
+        connect(f"ws://127.0.0.1:{fake.server_port}/", max_message=MAX)
+    fake.stop(timeout=0)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:1/", "ws:///nohost", "ws://127.0.0.1:99999/"],
+)
+def test_malformed_url_raises_connect_error(url):
+    with pytest.raises(ConnectError):
+        connect(url, timeout=3, max_message=MAX)
+
+
+# -- TLS -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_files(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(certfile), str(keyfile)
+
+
+def test_wss_carries_messages_and_verifies_the_server(tls_files, hub_errors):
+    certfile, keyfile = tls_files
+    served = Served(echo=True, certfile=certfile, keyfile=keyfile)
+    assert served.url.startswith("wss://")
+    try:
+        with pytest.raises(ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            connect(served.url, max_message=MAX)  # self-signed: not trusted by default
+        gevent.sleep(0.1)
+        context = ssl.create_default_context(cafile=certfile)
+        client, server = served.dial(ssl_context=context)
+        sent = [os.urandom(n) for n in (0, 200, 70000, MiB)] * 3
+        for data in sent:
+            client.transport.send(data)
+        assert client.receive(len(sent)) == sent
+        client.transport.close()
+        assert server.wait_closed() == "peer_closed"
+    finally:
+        served.server.stop(timeout=0.5)
+
+
+# -- the adapter boundary --------------------------------------------------------------
+
+
+def test_no_module_but_the_transport_imports_ws4py():
+    importers = []
+    for path in sorted((ROOT / "xio").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            if any(name == "ws4py" or name.startswith("ws4py.") for name in names):
+                importers.append(path.relative_to(ROOT).as_posix())
+    assert set(importers) == {"xio/peering/transport.py"}
