@@ -13,14 +13,23 @@ answer is 504, wherever the request is.
 
 from __future__ import annotations
 
+import logging
 import time
 
-from ..errors import BadRequest, Conflict, GatewayTimeout, HTTPError, NotFound
-from ..peering.codec import DEFAULT_HOPS, RequestFrame, ResponseFrame
+from ..errors import BadRequest, Conflict, GatewayTimeout, HTTPError, NotFound, PayloadTooLarge
+from ..peering.codec import DEFAULT_HOPS, MAX_BODY, RequestFrame, ResponseFrame
 from ..request import Headers, Request, Response
 from ..resource import error_response
 from .admin import admin_resource
 from .hosting import APP_NAME
+
+log = logging.getLogger("xio.node")
+
+#: Headers that belong to one HTTP connection, not to the request: never forwarded.
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection",
+     "proxy-authorization", "trailer", "content-length", "host"}
+)  # fmt: skip
 
 TIMEOUT_HEADER = "X-Xio-Timeout"
 MAX_TIMEOUT = 3600.0
@@ -39,6 +48,9 @@ class Router:
             return self._route(req)
         except HTTPError as exc:
             return error_response(exc)
+        except Exception as exc:  # a bug of ours: a 500 that says so, the traceback in the log
+            log.exception("routing %s %s failed", req.method, req.url_path)
+            return error_response(HTTPError(500, f"{type(exc).__name__}: {exc}"))
 
     def _route(self, req: Request) -> Response:
         path = req.url_path
@@ -102,10 +114,10 @@ class Router:
         return self._forward(req, target, app, below, deadline)
 
     def _forward(self, req: Request, dst: str, app: str, below: str, deadline: float) -> Response:
-        from .node import HOP_BY_HOP
-
         if time.monotonic() >= deadline:
             raise GatewayTimeout("deadline passed")
+        if len(req.body) > MAX_BODY:
+            raise PayloadTooLarge(f"a body crossing the mesh is at most {MAX_BODY} bytes")
         headers = tuple(
             (name, value) for name, value in req.headers.items() if name.lower() not in HOP_BY_HOP
         )
