@@ -52,7 +52,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from . import content as _content
 from .errors import BadRequest, ConnectError, ReadTimeout, ResponseError
-from .request import Headers, Response
+from .request import Headers, Response, Verbs
 
 __all__ = ["Client", "client"]
 
@@ -72,7 +72,7 @@ class _NothingReceivedError(Exception):
     """The connection failed before any byte of the answer arrived (safe to resend)."""
 
 
-class Client:
+class Client(Verbs):
     """Send requests to the service at ``base_url`` and return ``Response`` objects.
 
     ``timeout`` (seconds, ``None`` for none) bounds connecting and each wait for data;
@@ -110,40 +110,6 @@ class Client:
         if headers:
             self.headers.update(headers)
         self._idle: deque[socket.socket] = deque()
-
-    # -- verbs -----------------------------------------------------------------------------
-
-    def get(self, path: str = "", query=None, headers=None) -> Response:
-        """Send GET ``path``."""
-        return self.request("GET", path, query=query, headers=headers)
-
-    def head(self, path: str = "", query=None, headers=None) -> Response:
-        """Send HEAD ``path``; the response's content is ``None``."""
-        return self.request("HEAD", path, query=query, headers=headers)
-
-    def options(self, path: str = "", query=None, headers=None) -> Response:
-        """Send OPTIONS ``path``."""
-        return self.request("OPTIONS", path, query=query, headers=headers)
-
-    def about(self, path: str = "") -> Response:
-        """Return the description of the resource at ``path`` (the ABOUT method)."""
-        return self.request("ABOUT", path)
-
-    def post(self, path: str = "", data=None, query=None, headers=None) -> Response:
-        """Send POST ``path`` with ``data`` as the body."""
-        return self.request("POST", path, data, query, headers)
-
-    def put(self, path: str = "", data=None, query=None, headers=None) -> Response:
-        """Send PUT ``path`` with ``data`` as the body."""
-        return self.request("PUT", path, data, query, headers)
-
-    def patch(self, path: str = "", data=None, query=None, headers=None) -> Response:
-        """Send PATCH ``path`` with ``data`` as the body."""
-        return self.request("PATCH", path, data, query, headers)
-
-    def delete(self, path: str = "", data=None, query=None, headers=None) -> Response:
-        """Send DELETE ``path``."""
-        return self.request("DELETE", path, data, query, headers)
 
     def request(
         self,

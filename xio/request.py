@@ -303,3 +303,47 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.url_path!r}>"
+
+
+class Verbs:
+    """The request verbs shared by a resource tree and the network client.
+
+    A subclass provides ``request(method, path, data, query, headers)``; the same calls
+    then work in-process (``app.get('www/items')``) and over HTTP
+    (``xio.client(url).get('items')``), returning the same ``Response`` type.
+    """
+
+    def request(self, method: str, path: str = "", data=None, query=None, headers=None):
+        raise NotImplementedError
+
+    def get(self, path: str = "", query=None, headers=None) -> Response:
+        """Send GET ``path``."""
+        return self.request("GET", path, query=query, headers=headers)
+
+    def head(self, path: str = "", query=None, headers=None) -> Response:
+        """Send HEAD ``path``; the answer has headers and no content."""
+        return self.request("HEAD", path, query=query, headers=headers)
+
+    def options(self, path: str = "", query=None, headers=None) -> Response:
+        """Send OPTIONS ``path``."""
+        return self.request("OPTIONS", path, query=query, headers=headers)
+
+    def about(self, path: str = "") -> Response:
+        """Return the description of the resource at ``path`` (the ABOUT method)."""
+        return self.request("ABOUT", path)
+
+    def post(self, path: str = "", data=None, query=None, headers=None) -> Response:
+        """Send POST ``path`` with ``data`` as the body."""
+        return self.request("POST", path, data, query, headers)
+
+    def put(self, path: str = "", data=None, query=None, headers=None) -> Response:
+        """Send PUT ``path`` with ``data`` as the body."""
+        return self.request("PUT", path, data, query, headers)
+
+    def patch(self, path: str = "", data=None, query=None, headers=None) -> Response:
+        """Send PATCH ``path`` with ``data`` as the body."""
+        return self.request("PATCH", path, data, query, headers)
+
+    def delete(self, path: str = "", data=None, query=None, headers=None) -> Response:
+        """Send DELETE ``path``."""
+        return self.request("DELETE", path, data, query, headers)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BadRequest, HTTPError, MethodNotAllowed, NotFound
-from .request import AUTOMATIC_METHODS, STANDARD_METHODS, Request, Response
+from .request import AUTOMATIC_METHODS, STANDARD_METHODS, Request, Response, Verbs
 
 log = logging.getLogger("xio")
 
@@ -134,7 +134,7 @@ def _split(path: str) -> list[str]:
     return [segment for segment in path.split("/") if segment]
 
 
-class Resource:
+class Resource(Verbs):
     """A node of the resource tree; see the module docstring for how it dispatches."""
 
     def __init__(self, name: str = "", parent: Resource | None = None) -> None:
@@ -216,34 +216,6 @@ class Resource:
         else:
             req = Request(method, path, query=query, headers=headers)
         return self.handle(req)
-
-    def get(self, path: str = "", query=None, headers=None) -> Response:
-        """Send GET ``path`` in-process."""
-        return self.request("GET", path, query=query, headers=headers)
-
-    def head(self, path: str = "", query=None, headers=None) -> Response:
-        """Send HEAD ``path`` in-process."""
-        return self.request("HEAD", path, query=query, headers=headers)
-
-    def options(self, path: str = "", query=None, headers=None) -> Response:
-        """Send OPTIONS ``path`` in-process."""
-        return self.request("OPTIONS", path, query=query, headers=headers)
-
-    def about(self, path: str = "") -> Response:
-        """Return the description of the resource at ``path`` (the ABOUT method)."""
-        return self.request("ABOUT", path)
-
-    def post(self, path: str = "", data=None, query=None, headers=None) -> Response:
-        """Send POST ``path`` in-process."""
-        return self.request("POST", path, data, query, headers)
-
-    def patch(self, path: str = "", data=None, query=None, headers=None) -> Response:
-        """Send PATCH ``path`` in-process."""
-        return self.request("PATCH", path, data, query, headers)
-
-    def delete(self, path: str = "", data=None, query=None, headers=None) -> Response:
-        """Send DELETE ``path`` in-process."""
-        return self.request("DELETE", path, data, query, headers)
 
     def put(self, path: str = "", data=None, query=None, headers=None) -> Response:
         """Send PUT ``path`` in-process; on a path with no handler, store ``data`` there.
