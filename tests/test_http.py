@@ -155,3 +155,33 @@ def test_unencodable_return_value_is_500(app, client):
     response = client.get("/object")
     assert response.status == 500
     assert "not JSON serializable" in response.content["description"]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    body=st.binary(max_size=300),
+    content_type=st.sampled_from(
+        [
+            "application/json",
+            "application/msgpack",
+            "application/x-www-form-urlencoded",
+            "text/plain",
+            "application/octet-stream",
+            "application/problem+json",
+        ]
+    ),
+    profile=st.one_of(st.none(), st.text(max_size=30)),
+    query=st.text(max_size=40),
+)
+def test_a_clients_garbage_is_never_a_500(body, content_type, profile, query):
+    app = xio.app("fuzzed")
+    app.bind("www", lambda req: {"data": repr(req.data)[:50], "profile": req.profile})
+    headers = {"Content-Type": content_type}
+    if profile is not None:
+        headers["X-Xio-Profile"] = profile
+    response = TestClient(app).request("POST", "/?" + query, body=body, headers=headers)
+    assert response.status in (200, 400)

@@ -189,3 +189,21 @@ def test_sigterm_says_goodbye_so_peers_drop_it_at_once(start_node):
     b.signal(signal.SIGTERM)
     assert b.wait(10) == 0
     wait_until(lambda: len(route_ids(a)) == 1, timeout=2, what="g2 dropped")
+
+
+def test_a_frozen_peer_is_dropped_by_keepalive(start_node):
+    # SIGSTOP keeps the TCP connections open but silent: only the keepalive can tell.
+    a = start_node("k1")
+    b = start_node("k2", "--peers", ws(a))
+    wait_until(lambda: len(route_ids(a)) == 2, what="linked")
+    b.signal(signal.SIGSTOP)
+    try:
+        frozen_at = time.monotonic()
+        # Default link timeout 2.5 s with pings every 0.5 s: noticed within 3 s.
+        wait_until(lambda: len(route_ids(a)) == 1, timeout=3.5, what="k2 dropped")
+        peers = xio.client(a.url).get("/_xio/peers").content
+        assert all(p["state"] != "established" for p in peers)
+        assert time.monotonic() - frozen_at >= 2.0  # not before the timeout
+    finally:
+        b.signal(signal.SIGCONT)
+    wait_until(lambda: len(route_ids(a)) == 2, timeout=10, what="k2 back after SIGCONT")
