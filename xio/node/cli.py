@@ -3,6 +3,7 @@
 xio-node [options]         run a node (see --help)
 xio-node --demo            a node on 127.0.0.1:7700 hosting a demo app, no discovery
 xio-node id                print this machine's node id (from --state-dir)
+xio-node doctor            check why nodes on this LAN do (not) find each other (mDNS)
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ def node_arguments(parser: argparse.ArgumentParser, *, port: int, host: str) -> 
     parser.add_argument("--mdns", dest="mdns", action="store_true", default=None,
                         help="announce and discover nodes on the LAN")  # fmt: skip
     parser.add_argument("--no-mdns", dest="mdns", action="store_false", help="no discovery")
+    parser.add_argument("--mdns-interface", action="append", default=[], metavar="NAME_OR_ADDRESS",
+                        help="run discovery on this interface only (repeatable; default: every "
+                        "up, multicast interface except loopback and container bridges)")  # fmt: skip
+    parser.add_argument("--advertise-address", action="append", default=[], metavar="ADDRESS",
+                        help="address to announce by mDNS instead of the interfaces' own "
+                        "(repeatable)")  # fmt: skip
     parser.add_argument("--tls-cert", metavar="FILE", help="certificate chain (PEM): serve HTTPS")
     parser.add_argument("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert")
     parser.add_argument("--advertise", action="append", default=[], metavar="URL",
@@ -58,6 +65,7 @@ def config_from(args: argparse.Namespace, *, state_dir: Path | None, mdns: bool)
         state_dir=state_dir, mdns=mdns, link_timeout=args.link_timeout,
         request_timeout=args.request_timeout, max_body=args.max_body,
         tls_cert=args.tls_cert, tls_key=args.tls_key, advertise=args.advertise,
+        mdns_interfaces=args.mdns_interface, advertise_addresses=args.advertise_address,
     )  # fmt: skip
 
 
@@ -88,6 +96,7 @@ def patch_for_handlers() -> None:
 
     ``thread`` and ``queue`` stay unpatched: zeroconf runs its own loop in a real thread.
     """
+    import ifaddr  # noqa: F401  (for mDNS) its import runs ldconfig, which hangs once patched
     from gevent import monkey
 
     if not monkey.is_module_patched("socket"):
@@ -99,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["id"]:
         return _print_id(argv[1:])
+    if argv[:1] == ["doctor"]:
+        from .doctor import main as doctor
+
+        return doctor(argv[1:])
     parser = argparse.ArgumentParser(prog="xio-node", description="Run an xio node.")
     node_arguments(parser, port=7700, host="0.0.0.0")
     parser.add_argument("--app", action="append", default=[], metavar="SPEC",

@@ -29,7 +29,7 @@ from gevent.event import Event
 
 from .. import __version__
 from ..content import encode as encode_content
-from ..errors import ConfigError, ConnectionClosed, HTTPError
+from ..errors import ConfigError, ConnectError, ConnectionClosed, HTTPError
 from ..peering import codec
 from ..peering.codec import Auth, Cancel, Hello, RecordFrame, RequestFrame, ResponseFrame
 from ..peering.forwarding import VIA, Forwarder, error_frame, extend_via, via_of
@@ -42,16 +42,15 @@ from ..peering.transport import WebSocketEndpoint, connect
 from ..request import Headers, Request, Response
 from ..resource import Resource
 from ..server import DEFAULT_MAX_BODY, Server, WSGIApp
+from .router import HOP_BY_HOP, Router
 
 log = logging.getLogger("xio.node")
 
 WS_PATH = "/_xio/ws"
 SEQ_FILE = "seq"
-#: Headers that belong to one HTTP connection, not to the request: never forwarded.
-HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection",
-     "proxy-authorization", "trailer", "content-length", "host"}
-)  # fmt: skip
+#: A node found by mDNS that refuses connections this many times in a row is forgotten
+#: until it is announced again (a killed node sends no goodbye).
+DISCOVERY_GIVE_UP = 5
 
 
 @dataclass
@@ -64,6 +63,9 @@ class NodeConfig:
     peers: list[str] = field(default_factory=list)
     state_dir: Path | None = None  # None: a fresh identity that lives as long as the process
     mdns: bool = False
+    mdns_interfaces: list[str] = field(default_factory=list)  # names or addresses; [] = auto
+    advertise_addresses: list[str] = field(default_factory=list)  # for mDNS A/AAAA records
+    max_peers: int = 64  # discovery links to no more peers than this
     link_timeout: float = 2.5
     record_lifetime: float = DEFAULT_LIFETIME_MS / 1000
     request_timeout: float = 30.0
@@ -124,8 +126,8 @@ class Node:
         self._greenlets: list = []
         self.server: Server | None = None
         self.mdns = None
-        from .router import Router  # the router needs a node; the node needs no router type
-
+        self.discovery_dialers: dict[str, Dialer] = {}  # peer id -> dialer started by mDNS
+        self._discovery_failures: dict[str, int] = {}
         self.router = Router(self)
 
     # -- life cycle ---------------------------------------------------------------------
@@ -139,6 +141,8 @@ class Node:
                              keyfile=config.tls_key, websocket_app=endpoint)  # fmt: skip
         self.server.start()
         self.originate()
+        if config.mdns:
+            self._start_discovery()
         for dialer in self.dialers:
             dialer.start()
         self._greenlets = [gevent.spawn(self._refresh), gevent.spawn(self._expire)]
@@ -154,7 +158,7 @@ class Node:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        for dialer in self.dialers:
+        for dialer in [*self.dialers, *self.discovery_dialers.values()]:
             dialer.stop()
         for greenlet in self._greenlets:
             greenlet.kill(block=False)
@@ -164,6 +168,61 @@ class Node:
             link.close("shutting_down")
         if self.server is not None:
             self.server.stop(timeout=1.0)
+
+    # -- discovery (mDNS) ---------------------------------------------------------------
+
+    def _start_discovery(self) -> None:
+        from ..peering.mdns import Discovery  # the one module that imports zeroconf
+
+        config = self.config
+        advertise = config.advertise_addresses
+        if not advertise and config.host not in ("0.0.0.0", "::", ""):
+            advertise = [config.host]  # listening on one address: announce only that one
+        self.mdns = Discovery(
+            node_id=self.id, name=self.name, port=self.port, on_discovered=self.discovered,
+            on_vanished=self.vanished, interfaces=config.mdns_interfaces,
+            advertise_addresses=advertise, tls=bool(config.tls_cert), ws_path=WS_PATH,
+        ).start()  # fmt: skip
+
+    def discovered(self, node_id: str, urls: list[str]) -> None:
+        """Link to a node found by mDNS, unless linked, dialling it already, or full."""
+        if node_id == self.id or not urls or node_id in self.links:
+            return
+        if node_id in self.discovery_dialers or self._stopped.is_set():
+            return
+        if any(dialer.peer_id == node_id for dialer in self.dialers):
+            return
+        peers = len(self.links.keys() | self.discovery_dialers.keys())
+        if peers >= self.config.max_peers:
+            log.warning("not linking to discovered %s: %d peers already", node_id, peers)
+            return
+        dialer = Dialer(urls[0], node_id, self._dial_discovered, self.links.get)
+        self.discovery_dialers[node_id] = dialer
+        dialer.start()
+
+    def vanished(self, node_id: str) -> None:
+        """Forget a node that said goodbye (or stays unreachable): stop dialling, unlink."""
+        dialer = self.discovery_dialers.pop(node_id, None)
+        self._discovery_failures.pop(node_id, None)
+        if dialer is None:
+            return
+        dialer.stop()
+        link = self.links.get(node_id)
+        if link is not None:
+            link.close("peer_gone")
+
+    def _dial_discovered(self, url: str, node_id: str | None) -> Link:
+        try:
+            link = self.dial(url, node_id)
+        except ConnectError:
+            failures = self._discovery_failures.get(node_id, 0) + 1
+            self._discovery_failures[node_id] = failures
+            if failures >= DISCOVERY_GIVE_UP:  # gone without a goodbye (killed, unplugged)
+                log.info("discovered node %s unreachable %d times: forgotten", node_id, failures)
+                gevent.spawn(self.vanished, node_id)
+            raise
+        self._discovery_failures.pop(node_id, None)
+        return link
 
     @property
     def url(self) -> str:
