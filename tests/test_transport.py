@@ -101,10 +101,11 @@ def not_found(environ, start_response):
 
 
 class Served:
-    def __init__(self, echo: bool = False, **tls) -> None:
+    def __init__(self, echo: bool = False, max_message: int = MAX, **tls) -> None:
         self.ends: Queue = Queue()
         self.echo = echo
-        self.endpoint = WebSocketEndpoint(self._accept, max_message=MAX)
+        self.max_message = max_message
+        self.endpoint = WebSocketEndpoint(self._accept, max_message=max_message)
         self.server = Server(not_found, "127.0.0.1", 0, websocket_app=self.endpoint, **tls)
         self.server.start()
         self.url = self.server.url.replace("http", "ws", 1) + "/_xio/ws"
@@ -117,7 +118,7 @@ class Served:
         return self.ends.get(timeout=10)
 
     def dial(self, **options) -> tuple[End, End]:
-        client = End(connect(self.url, max_message=MAX, **options))
+        client = End(connect(self.url, max_message=self.max_message, **options))
         client.transport.start()
         return client, self.accepted()
 
@@ -164,6 +165,14 @@ def read_frame(stream) -> tuple[int, bytes]:
     elif size == 127:
         (size,) = struct.unpack("!Q", stream.read(8))
     return first & 0x0F, stream.read(size)
+
+
+def read_client_frame(stream) -> tuple[int, bytes]:
+    """Read one masked frame (at most 125 bytes) from a dialling side; return it unmasked."""
+    first, second = stream.read(2)
+    assert second & 0x80, "a client's frame must be masked"
+    key, masked = stream.read(4), stream.read(second & 0x7F)
+    return first, bytes(b ^ key[i % 4] for i, b in enumerate(masked))
 
 
 def read_close_code(sock) -> int | None:
@@ -301,8 +310,134 @@ def test_fragmented_message_under_the_cap_is_reassembled(served):
     )  # fmt: skip
     assert server.receive(1) == [b"abcdef"]
     opcode, payload = read_frame(sock.makefile("rb"))
-    assert (opcode, payload) == (0xA, b"ping?")  # ws4py answered the ping
+    assert (opcode, payload) == (0xA, b"ping?")  # the ping was answered
     sock.close()
+
+
+# -- framing: how frames are cut and joined --------------------------------------------
+
+
+def test_many_fragments_with_pings_between_them_make_one_message(served):
+    sock, _ = raw_upgrade(served)
+    server = served.accepted()
+    parts = [b"", b"a" * 125, b"b" * 126, b"", b"c" * 70000, b"d"]
+    frames = frame(0x2, parts[0], fin=False)
+    for index, part in enumerate(parts[1:], 1):
+        frames += frame(0x9, b"ping %d" % index)  # control frames may come between fragments
+        frames += frame(0x0, part, fin=index == len(parts) - 1)
+    sock.sendall(frames + frame(0x2, b"next"))
+    assert server.receive(2) == [b"".join(parts), b"next"]
+    stream = sock.makefile("rb")
+    assert [read_frame(stream) for _ in parts[1:]] == [
+        (0xA, b"ping %d" % index) for index in range(1, len(parts))
+    ]
+    sock.close()
+
+
+def test_fragmented_message_to_the_dialling_side_is_reassembled():
+    def handle(sock, head):
+        sock.sendall(
+            accept_answer(head) + frame(0x2, b"he", fin=False, mask=False)
+            + frame(0x9, b"?", mask=False) + frame(0x0, b"llo", mask=False)
+        )  # fmt: skip
+        pongs.append(read_client_frame(sock.makefile("rb")))
+        sock.recv(1)
+
+    pongs = []
+    fake = fake_server(handle)
+    client = End(connect(f"ws://127.0.0.1:{fake.server_port}/", max_message=MAX))
+    client.transport.start()
+    assert client.receive(1) == [b"hello"]
+    gevent.sleep(0.1)
+    assert pongs == [(0x8A, b"?")]  # a final pong, masked as a client's frames are
+    client.transport.close()
+    fake.stop()
+
+
+def test_many_frames_in_one_segment_all_arrive_in_order(served):
+    sock, _ = raw_upgrade(served)
+    server = served.accepted()
+    sent = [b"%d" % i * (i % 7) for i in range(300)]
+    sock.sendall(b"".join(frame(0x2, data) for data in sent))  # one write, few segments
+    assert server.receive(len(sent)) == sent
+    sock.close()
+
+
+def test_frames_sent_byte_by_byte_arrive_whole(served):
+    sock, _ = raw_upgrade(served)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one segment per byte
+    server = served.accepted()
+    sent = [b"x" * 5, b"y" * 300, b"z" * 70000]
+    data = b"".join(frame(0x2, payload) for payload in sent)
+    # Every header byte (the three headers end before byte 333) in a segment of its own.
+    cuts = [*range(400), *range(400, len(data), 997), len(data)]
+    for start, end in zip(cuts, cuts[1:], strict=False):
+        sock.sendall(data[start:end])
+        gevent.sleep(0.0002)
+    assert server.receive(len(sent)) == sent
+    sock.close()
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 127, 65535, 65536, 65537])
+def test_length_encodings_at_their_boundaries(served, size):
+    sock, _ = raw_upgrade(served)
+    server = served.accepted()
+    payload = os.urandom(size)
+    sock.sendall(frame(0x2, payload))  # the test's own encoder, not the transport's
+    assert server.receive(1) == [payload]
+    server.transport.send(payload)
+    stream = sock.makefile("rb")
+    first, second = stream.read(2)
+    assert (first, second & 0x80) == (0x82, 0)  # final binary frame, unmasked from a server
+    length = {0: 0, 125: 125, 126: 126, 127: 126, 65535: 126}.get(size, 127)
+    assert second & 0x7F == length
+    if length == 126:
+        assert struct.unpack("!H", stream.read(2)) == (size,)
+    elif length == 127:
+        assert struct.unpack("!Q", stream.read(8)) == (size,)
+    assert stream.read(size) == payload
+    sock.close()
+
+
+@pytest.mark.parametrize("size", [64 * 1024, 16 * MiB])
+def test_large_messages_both_ways(size):
+    served = Served(max_message=16 * MiB)
+    try:
+        client, server = served.dial()
+        payload = os.urandom(size)
+        client.transport.send(payload)
+        assert server.receive(1) == [payload]
+        server.transport.send(payload[::-1])
+        assert client.receive(1) == [payload[::-1]]
+        client.transport.close()
+        assert server.wait_closed() == "peer_closed"
+    finally:
+        served.server.stop(timeout=0.5)
+
+
+def test_client_frames_are_masked_with_fresh_keys():
+    frames = []
+
+    def handle(sock, head):
+        sock.sendall(accept_answer(head))
+        stream = sock.makefile("rb")
+        for _ in range(3):
+            first, second = stream.read(2)
+            key = stream.read(4)
+            frames.append((first, second, key, stream.read(second & 0x7F)))
+
+    fake = fake_server(handle)
+    client = End(connect(f"ws://127.0.0.1:{fake.server_port}/", max_message=MAX))
+    client.transport.start()
+    for _ in range(3):
+        client.transport.send(b"same")
+    gevent.sleep(0.2)
+    client.transport.close()
+    fake.stop()
+    assert [(first, second) for first, second, _, _ in frames] == [(0x82, 0x84)] * 3
+    assert len({key for _, _, key, _ in frames}) == 3
+    for _, _, key, masked in frames:
+        assert bytes(b ^ key[i % 4] for i, b in enumerate(masked)) == b"same"
 
 
 # -- closing ---------------------------------------------------------------------------
@@ -371,6 +506,22 @@ def test_close_while_a_sender_is_stuck_does_not_hang(served):
     client.transport.close("give_up")
     assert client.wait_closed() == "give_up"
     assert isinstance(stuck.get(timeout=5), ConnectionClosed)
+    server.transport.close()
+
+
+def test_a_sender_killed_in_the_middle_of_a_frame_ends_the_connection(served):
+    client, server = served.dial()
+    server.transport.on_message = lambda data: gevent.sleep(30)  # stop reading
+
+    def send_until_stuck():
+        for _ in range(100):
+            client.transport.send(b"x" * MiB)
+
+    stuck = gevent.spawn(send_until_stuck)
+    gevent.sleep(0.3)
+    assert not stuck.dead and not client.transport.closed
+    stuck.kill()  # e.g. a cancelled request: half a frame is on the wire
+    assert client.wait_closed() == "connection_lost"
     server.transport.close()
 
 
@@ -446,6 +597,9 @@ def test_text_frame_to_the_dialling_side_is_refused():
         frame(0x0, b"continuation of nothing"),
         frame(0x9, b"p" * 126),  # control frame over 125 bytes
         frame(0x9, b"fragmented ping", fin=False),
+        frame(0x2, b"fragment", fin=False) + frame(0x2, b"new message inside it"),
+        bytes([0xC2]) + frame(0x2, b"rsv1")[1:],  # compressed, never negotiated
+        frame(0x8, b"\x03"),  # a close frame's payload is empty or at least a code
     ],
 )
 def test_invalid_frames_close_with_protocol_error(served, garbage):
@@ -456,6 +610,22 @@ def test_invalid_frames_close_with_protocol_error(served, garbage):
     assert read_close_code(sock) == 1002
     sock.close()
     served.check_still_serving()
+
+
+def test_masked_frame_to_the_dialling_side_is_a_protocol_error():
+    def handle(sock, head):
+        sock.sendall(accept_answer(head) + frame(0x2, b"masked", mask=True))
+        first, payload = read_client_frame(sock.makefile("rb"))
+        codes.append((first, struct.unpack("!H", payload[:2])[0]))
+
+    codes = []
+    fake = fake_server(handle)
+    client = End(connect(f"ws://127.0.0.1:{fake.server_port}/", max_message=MAX))
+    client.transport.start()
+    assert client.wait_closed() == "protocol_error"
+    gevent.sleep(0.1)
+    assert codes == [(0x88, 1002)]
+    fake.stop()
 
 
 def test_random_garbage_after_the_upgrade_only_ever_closes(served):

@@ -13,7 +13,15 @@ deadline. A node that cannot go on answers in place of ``dst``, never silently:
     more than ``max_in_flight`` requests on a link  503
 
 The waiting side keeps its ``AsyncResult`` in ``link.pending``; the answering side
-keeps its greenlet in ``link.serving``, so that a ``cancel`` or a closed link can stop it.
+keeps the job answering it in ``link.serving``, so that a ``cancel`` or a closed link can
+stop it.
+
+Each request that arrives over a link is answered in a greenlet of its own (an app may
+block; the link's reader must not), but the greenlets are kept and reused (``Workers``):
+on CPython 3.11 a new greenlet gets a fresh interpreter data stack, mapped on its first
+call and unmapped at its end, and that cost about 50 us per request on this machine, a third
+of a forwarded request's whole cost (bench/RESULTS.md, issue 3). Like HTTP requests on one
+keep-alive connection, requests from links therefore share greenlets one after another.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import gevent
+from gevent import GreenletExit, getcurrent
 from gevent.event import AsyncResult
 
 from ..content import JSON, dump_json
@@ -34,6 +43,8 @@ from .links import Link
 log = logging.getLogger("xio.forwarding")
 
 DEFAULT_MAX_IN_FLIGHT = 1024
+#: Idle workers kept for reuse; more are started when needed, and end when not kept.
+DEFAULT_IDLE_WORKERS = 128
 #: The ids of the nodes a request passed, comma-separated; see docs/PROTOCOL.md.
 VIA = "X-Xio-Via"
 
@@ -64,6 +75,80 @@ def error_frame(status: int, description: str, request_id: int = 0, via: str = "
     return ResponseFrame(request_id, status, headers, body)
 
 
+class Job:
+    """One call being run by a worker: what ``link.serving`` holds for a request."""
+
+    __slots__ = ("worker", "cancelled", "_workers")
+
+    def __init__(self, workers: Workers) -> None:
+        self.worker = None  # the greenlet running the call, None once it has returned
+        self.cancelled = False
+        self._workers = workers
+
+    def kill(self, block: bool = False) -> None:
+        """Stop the call with ``GreenletExit`` soon, as ``Greenlet.kill(block=False)`` does."""
+        self._workers.cancel(self)
+
+
+class Workers:
+    """Greenlets that run one call each at a time and are kept, up to ``max_idle``, for reuse."""
+
+    def __init__(self, max_idle: int = DEFAULT_IDLE_WORKERS) -> None:
+        self.max_idle = max_idle
+        self.started = 0  # greenlets made so far (a test and a curious operator read it)
+        self._idle: list = []
+
+    def run(self, function: Callable, *args) -> Job:
+        """Call ``function(*args)`` in a worker greenlet, soon; return its job."""
+        job = Job(self)
+        if self._idle:
+            worker = self._idle.pop()
+            job.worker = worker
+            # The hub hands the worker its job, as it starts a spawned greenlet.
+            worker.parent.loop.run_callback(worker.switch, (job, function, args))
+        else:
+            self.started += 1
+            job.worker = gevent.spawn(self._work, job, function, args)
+        return job
+
+    def cancel(self, job: Job) -> None:
+        """Raise ``GreenletExit`` in ``job``'s call, unless it has returned by then."""
+        if job.worker is not None and not job.cancelled:
+            job.cancelled = True
+            job.worker.parent.loop.run_callback(self._throw, job)
+
+    @staticmethod
+    def _throw(job: Job) -> None:
+        # Run by the hub after the job's own start: the worker is suspended inside this
+        # job's call, or has finished it (worker None) and may be running another by now,
+        # which the check keeps from being hit.
+        worker = job.worker
+        if worker is not None and worker:
+            worker.throw(GreenletExit)
+
+    def _work(self, job: Job, function: Callable, args: tuple) -> None:
+        me = getcurrent()
+        hub = me.parent
+        while True:
+            try:
+                function(*args)
+            except GreenletExit:
+                pass  # cancelled
+            except Exception:
+                log.exception("a worker's call failed")
+            finally:
+                job.worker = None
+            if len(self._idle) >= self.max_idle:
+                return
+            self._idle.append(me)
+            try:
+                job, function, args = hub.switch()  # parked until run() hands it a job
+            except GreenletExit:  # not from cancel(): the greenlet is being killed or collected
+                if me in self._idle:
+                    self._idle.remove(me)
+                return
+
+
 class Forwarder:
     """Carry requests over links and answer the ones that arrive on them."""
 
@@ -74,11 +159,13 @@ class Forwarder:
         next_link: Callable[[str], Link | None],
         *,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        idle_workers: int = DEFAULT_IDLE_WORKERS,
     ) -> None:
         self.own_id = own_id
         self._deliver = deliver
         self._next_link = next_link
         self.max_in_flight = max_in_flight
+        self.workers = Workers(idle_workers)
         self.counts: Counter[str] = Counter()
 
     # -- sending ------------------------------------------------------------------------
@@ -140,7 +227,7 @@ class Forwarder:
     # -- frames from links ----------------------------------------------------------------
 
     def on_request(self, link: Link, frame: RequestFrame) -> None:
-        """Answer a ``req`` frame from ``link`` in a greenlet of its own."""
+        """Answer a ``req`` frame from ``link`` in a greenlet of its own (a worker)."""
         if frame.request_id in link.serving:
             link.reject("duplicate_request_id", f"request id {frame.request_id} is in flight")
             return
@@ -149,7 +236,7 @@ class Forwarder:
             busy = error_frame(503, "too many requests in flight on this link", frame.request_id)
             self._reply(link, busy)
             return
-        link.serving[frame.request_id] = gevent.spawn(self._serve, link, frame)
+        link.serving[frame.request_id] = self.workers.run(self._serve, link, frame)
 
     def _serve(self, link: Link, frame: RequestFrame) -> None:
         deadline = time.monotonic() + frame.ttl_ms / 1000

@@ -76,7 +76,7 @@ class Link:
         self.last_received = time.monotonic()
         self.rtt: float | None = None
         self.pending: dict = {}  # request id -> waiting result, owned by the forwarder
-        self.serving: dict = {}  # request id -> greenlet answering it, owned by the forwarder
+        self.serving: dict = {}  # request id -> job answering it, owned by the forwarder
         self._next_request_id = 0
         self._pings: dict[int, float] = {}
         self._keepalive = None

@@ -1,20 +1,38 @@
-"""The WebSocket transport: the one adapter between xio and ws4py.
+"""The WebSocket transport: the one module that knows about WebSockets, and the one
+adapter between xio and ws4py.
 
 Theory of operation. A ``Transport`` is one WebSocket connection carrying binary messages.
-ws4py does the RFC 6455 work (the server's half of the upgrade, parsing frames, answering
-pings and close frames); this module adds what links need:
+ws4py answers the server's half of the upgrade (``WebSocketEndpoint``); ``connect`` does the
+client's half on gevent sockets under one deadline (ws4py's client blocks the hub). Once the
+connection is upgraded, ``_Connection`` reads and writes the RFC 6455 frames itself:
 
-* dialling on gevent sockets under one deadline: ws4py's client blocks the hub;
-* a size cap: ws4py reads exactly what its parser asks for next, for a payload the length in
-  the frame header, so each read is checked against the room left before it is made and an
-  oversized payload is refused unread (close 1009);
-* binary only: a text message closes the connection (1003);
-* one lock around every write, pongs and close frames included: frames never interleave;
+* reading: one greenlet per connection fills a buffer with large reads (64 KiB) and parses
+  every complete frame in it, so a busy link gets several frames per ``recv``; a payload
+  that has not fully arrived is then read, exactly, into a buffer of its own size (from the
+  header) with ``recv_into``;
+* the size cap is checked from the frame header, before any of the payload is buffered
+  (close 1009 ``frame_too_large``); fragments count together towards it;
+* binary only: a text frame closes the connection (1003 ``text_frame``); anything else
+  against the RFC (reserved bits, unknown opcode, an unmasked frame from the client or a
+  masked one from the server, a continuation of nothing, a new message inside a fragmented
+  one, a fragmented or oversized control frame) closes with 1002 ``protocol_error``;
+* pings are answered with pongs (control frames may come between fragments); a close frame
+  from the peer is answered and ends the connection with ``peer_closed``;
+* writing: each frame is one ``send`` (header and payload joined unless the payload is
+  large), under one lock around every write, pongs and close frames included, so frames
+  never interleave;
 * exactly one ``on_close(reason)``, from the first of ``close()``, a protocol violation, the
   peer's close frame and a failing socket.
 
-One greenlet per connection reads: ws4py's ``run`` loop, run by the HTTP server in the
-greenlet that served the upgrade, or spawned by ``Transport.start`` when dialling.
+Why our own framing: ws4py's generator parser made four ``recv`` calls per frame (2 bytes,
+the extended length, the mask key, the payload) and its writer built a ``Message`` and a
+``Frame`` object per send; on this machine that was most of a link's per-hop cost (see
+bench/RESULTS.md, issue 3). The framing rules are small and the ones above are all links need,
+so they live here; ws4py keeps the server upgrade, and replacing it (e.g. with wsproto) stays
+a change to this module alone.
+
+The accepting side's reader runs in the greenlet that served the upgrade (the HTTP server
+calls ``run``); the dialling side's is spawned by ``Transport.start``.
 """
 
 from __future__ import annotations
@@ -23,6 +41,7 @@ import logging
 import os
 import socket
 import ssl
+import struct
 from base64 import b64decode, b64encode
 from collections.abc import Callable
 from contextlib import suppress
@@ -35,9 +54,7 @@ import gevent.ssl
 from gevent.lock import Semaphore
 from ws4py import WS_KEY
 from ws4py.exc import HandshakeError
-from ws4py.framing import OPCODE_TEXT, Frame
 from ws4py.server.wsgiutils import WebSocketWSGIApplication
-from ws4py.websocket import WebSocket
 
 from ..errors import ConnectError, ConnectionClosed, LocalProtocolError
 
@@ -45,22 +62,98 @@ __all__ = ["Transport", "WebSocketEndpoint", "connect"]
 
 log = logging.getLogger("xio.transport")
 
+# Opcodes (RFC 6455, 5.2).
+_CONTINUATION, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_FIN = 0x80
+_MASKED = 0x80
+_RESERVED_BITS = 0x70  # RSV1-3: no extension is ever negotiated, so they must be 0
+
 _CONTROL_PAYLOAD = 125  # RFC 6455 5.5: the most a control frame may carry
-_LARGE_READ = 64 * 1024  # reads above this are gathered whole (see _Connection._read)
+_READ_SIZE = 64 * 1024  # one recv; a busy link brings several frames in it
+_JOIN_LIMIT = 64 * 1024  # payloads up to this leave in one send with their header
 _CLOSE_TIMEOUT = 1.0  # how long a close frame may take to leave before the socket is dropped
 
+_MASK_KEYS = 4096  # bytes of randomness drawn at once: masking keys for 1024 frames
+_LENGTH_16 = struct.Struct("!BBH")
+_LENGTH_64 = struct.Struct("!BBQ")
 
-def _xor_mask(frame: Frame, data: bytes) -> bytes:
-    """Mask or unmask ``data`` with the frame's 4-byte key (RFC 6455, 5.3)."""
+
+def _mask(key: bytes, data: bytes) -> bytes:
+    """Mask or unmask ``data`` with a 4-byte ``key`` (RFC 6455, 5.3)."""
+    # One big-integer XOR: ws4py's byte-by-byte loop took 14 us for 200 bytes and 96 ms
+    # for 1 MiB (the hub blocked); this is 20-25 times faster and needs no C extension.
     size = len(data)
-    key = int.from_bytes((frame.masking_key * (size // 4 + 1))[:size], "little")
-    return (int.from_bytes(data, "little") ^ key).to_bytes(size, "little")
+    if not size:
+        return b""
+    pad = (key * (size // 4 + 1))[:size]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(pad, "little")).to_bytes(size, "little")
 
 
-# ws4py masks byte by byte in Python: 14 us for 200 bytes, 96 ms for 1 MiB (hub blocked).
-# One big-integer XOR gives the same bytes 20-25 times faster. ws4py's parser makes its
-# Frame objects itself, so the class is the only place where this can be changed.
-Frame.mask = Frame.unmask = _xor_mask
+class _MaskKeys:
+    """Masking keys for a client's frames, drawn from ``os.urandom`` in batches."""
+
+    # RFC 6455 10.3 wants keys an attacker cannot predict, which os.urandom gives; one
+    # getrandom call per frame was a syscall per request, so keys are drawn 1024 at a time.
+    def __init__(self) -> None:
+        self._pool = b""
+        self._next = 0
+
+    def take(self) -> bytes:
+        """Return a fresh 4-byte key."""
+        start = self._next
+        if start >= len(self._pool):
+            self._pool, start = os.urandom(_MASK_KEYS), 0
+        self._next = start + 4
+        return self._pool[start : start + 4]
+
+
+_mask_keys = _MaskKeys()
+os.register_at_fork(after_in_child=_mask_keys.__init__)  # a child must not reuse our keys
+
+
+def _frame_header(opcode: int, size: int, mask_key: bytes | None) -> bytes:
+    """Return the header of a final frame of ``size`` payload bytes."""
+    mask_bit = _MASKED if mask_key is not None else 0
+    if size < 126:
+        header = bytes((_FIN | opcode, mask_bit | size))
+    elif size < 65536:
+        header = _LENGTH_16.pack(_FIN | opcode, mask_bit | 126, size)
+    else:
+        header = _LENGTH_64.pack(_FIN | opcode, mask_bit | 127, size)
+    return header + mask_key if mask_key is not None else header
+
+
+def _parse_header(data: bytes, pos: int) -> tuple[int, int, int, int] | None:
+    """Return ``(first byte, second byte, payload length, payload offset)`` of the frame at
+    ``data[pos:]``, or None until its header (mask key included) is complete."""
+    available = len(data) - pos
+    if available < 2:
+        return None
+    first, second = data[pos], data[pos + 1]
+    length = second & 0x7F
+    start = pos + 2
+    if length == 126:
+        if available < 4:
+            return None
+        length = int.from_bytes(data[start : start + 2], "big")
+        start += 2
+    elif length == 127:
+        if available < 10:
+            return None
+        length = int.from_bytes(data[start : start + 8], "big")
+        start += 8
+    if second & _MASKED:
+        start += 4
+    return None if start > len(data) else (first, second, length, start)
+
+
+class _Violation(Exception):
+    """The peer broke a framing rule: close with ``code``, for ``reason``."""
+
+    def __init__(self, reason: str, code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.code = code
 
 
 class Transport:
@@ -100,10 +193,8 @@ class Transport:
             raise ConnectionClosed(f"transport {self.peer} is closed ({self.close_reason})")
         if not isinstance(data, (bytes, bytearray)):
             raise LocalProtocolError(f"a transport sends bytes, not {type(data).__name__}")
-        connection = self._connection
-        frame = connection.stream.binary_message(data).single(mask=connection.stream.always_mask)
         try:
-            connection._write(frame)
+            self._connection.write_frame(_BINARY, data)
         except (OSError, ConnectionClosed) as exc:
             # Part of the frame may have left: nothing sent after it could be parsed.
             self._end("connection_lost")
@@ -127,144 +218,199 @@ class Transport:
             log.exception("on_close of transport %s failed", self.peer)
 
 
-class _Connection(WebSocket):
-    """ws4py's WebSocket with xio's size cap, binary-only rule, write lock and quiet logs."""
+class _Connection:
+    """The frames of one upgraded socket: a reader loop, a locked writer, a close."""
 
     transport: Transport
 
-    def __init__(self, sock, *, client: bool, on_open: Callable[[Transport], None] | None = None):
-        super().__init__(sock)
-        self.stream.always_mask = client  # as ws4py's docstring prescribes
-        self.stream.expect_masking = not client
+    def __init__(
+        self,
+        sock,
+        *,
+        client: bool,
+        on_open: Callable[[Transport], None] | None = None,
+        leftover: bytes = b"",
+    ) -> None:
+        self.sock = sock
+        self.client = client  # a client masks what it sends; a server requires masking
         self.write_lock = Semaphore()
+        self.leftover = leftover  # frames that came right behind the server's 101 answer
         self._on_open = on_open or (lambda transport: None)
+        self._fragments: list[bytes] | None = None  # an unfinished fragmented message
+        self._fragments_size = 0
 
-    # ws4py's run() calls opened(), once() until it returns False, terminate() -> closed().
+    # -- reading ---------------------------------------------------------------------------
+
     def run(self) -> None:
-        if self.sock is not None:  # None: closed between start() and this greenlet's turn
-            super().run()
-
-    def opened(self) -> None:
-        try:
-            self._on_open(self.transport)
-        except Exception:
-            log.exception("on_transport failed for %s", self.transport.peer)
-            self.transport._end("internal_error", 1011)
-
-    def once(self) -> bool:
-        # ws4py's once() plus the cap, minus its SSL 'pending' hack that gevent does not need.
-        if self.terminated:
-            return False
-        size = self.reading_buffer_size
-        if size > self._room():
-            self.transport._end("frame_too_large", 1009)
-            return False
-        try:
-            data = self._read(size)
-        except OSError as exc:
-            self.unhandled_error(exc)
-            return False
-        return self.process(data)
-
-    def _room(self) -> int:
-        # Control frames (<= 125 bytes) may come between fragments, so a read that small is
-        # always allowed; process() then checks the message that grew.
-        room = self.transport.max_message
-        if self.stream.message is not None:  # an unfinished fragmented message
-            room -= len(self.stream.message.data)
-        return max(room, _CONTROL_PAYLOAD)
-
-    def _read(self, size: int):
-        if self.buf:  # bytes that came right behind the server's 101 answer
-            data, self.buf = self.buf[:size], self.buf[size:]
-            return data
-        if size <= _LARGE_READ:
-            return self.sock.recv(size)  # a short read is fine: the parser asks for the rest
-        # ws4py's parser joins chunks with bytes '+', quadratic in the payload's size, so a
-        # large payload is gathered whole into one buffer first.
-        buffer = bytearray(size)
-        view, got = memoryview(buffer), 0
-        while got < size:
-            count = self.sock.recv_into(view[got:])
-            if not count:
-                return b""
-            got += count
-        return buffer
-
-    def process(self, data) -> bool:
+        """Read frames until the connection ends (the reader greenlet's body)."""
         transport = self.transport
-        try:
-            keep_reading = super().process(data)
-        except Exception as exc:  # a pong for a dead socket; or ws4py's parser failed after all
-            log.debug("ws4py failed on data from %s", transport.peer, exc_info=True)
-            lost = isinstance(exc, (OSError, ConnectionClosed))
-            transport._end("connection_lost" if lost else "protocol_error", None if lost else 1002)
-            return False
-        if not keep_reading or transport.closed:
-            return False
-        message = self.stream.message  # an unfinished fragmented message
-        if message is not None and message.opcode == OPCODE_TEXT:
-            transport._end("text_frame", 1003)
-        elif message is not None and len(message.data) > transport.max_message:
-            transport._end("frame_too_large", 1009)
-        return not transport.closed
-
-    def received_message(self, message) -> None:
-        transport = self.transport
-        if transport.closed:
+        if self.sock is None:  # closed between start() and this greenlet's turn
             return
-        if not message.is_binary:
-            transport._end("text_frame", 1003)
-        elif len(message.data) > transport.max_message:  # by at most 125 bytes: see _room()
-            transport._end("frame_too_large", 1009)
-        else:
-            try:
-                transport.on_message(message.data)
-            except Exception:
-                log.exception("on_message of transport %s failed", transport.peer)
-                transport._end("internal_error", 1011)
+        try:
+            self._on_open(transport)
+        except Exception:
+            log.exception("on_transport failed for %s", transport.peer)
+            transport._end("internal_error", 1011)
+            return
+        try:
+            self._read_frames()
+        except _Violation as exc:
+            log.debug("bad frame from %s: %s", transport.peer, exc)
+            transport._end(exc.reason, exc.code)
+        except (OSError, ConnectionClosed) as exc:
+            # A reset, the end of the stream, or the socket closed under the reader.
+            log.debug("transport %s read failed: %r", transport.peer, exc)
+        finally:
+            transport._end("connection_lost")
 
-    def close(self, code: int = 1000, reason="") -> None:
-        # ws4py calls this to answer the peer's close frame, and on a parse error.
-        closing = self.stream.closing if self.stream is not None else None
-        if closing is not None:
-            log.debug("peer %s closed: %s %r", self.transport.peer, closing.code, closing.reason)
+    def _read_frames(self) -> None:
+        sock, transport = self.sock, self.transport
+        data, self.leftover = self.leftover, b""
+        pos = 0
+        while not transport.closed:
+            header = _parse_header(data, pos)
+            if header is None:  # need more bytes: keep the partial header, read behind it
+                chunk = sock.recv(_READ_SIZE)
+                if not chunk:
+                    raise ConnectionClosed("end of stream")
+                data, pos = data[pos:] + chunk, 0
+                continue
+            first, second, length, start = header
+            self._check(first, second, length)  # before any of the payload is buffered
+            end = start + length
+            if end <= len(data):
+                payload = data[start:end]
+                pos = end
+            else:
+                payload = self._read_exactly(sock, data, start, length)
+                pos = len(data)  # _read_exactly took the rest of data
+            if second & _MASKED:
+                payload = _mask(data[start - 4 : start], payload)
+            elif type(payload) is not bytes:
+                payload = bytes(payload)
+            self._frame(first, payload)
+
+    @staticmethod
+    def _read_exactly(sock, data: bytes, start: int, length: int) -> bytearray:
+        # Read the rest of one payload straight into a buffer of its size: no re-parsing
+        # and no joining of chunks, whatever the payload's size.
+        payload = bytearray(length)
+        view = memoryview(payload)
+        got = len(data) - start
+        view[:got] = memoryview(data)[start:]
+        while got < length:
+            count = sock.recv_into(view[got:])
+            if not count:
+                raise ConnectionClosed("end of stream")
+            got += count
+        return payload
+
+    def _check(self, first: int, second: int, length: int) -> None:
+        """Refuse a frame from its header alone; raise ``_Violation``."""
+        opcode = first & 0x0F
+        if first & _RESERVED_BITS:
+            raise _Violation("protocol_error", 1002, "reserved bits set")
+        if bool(second & _MASKED) == self.client:
+            raise _Violation("protocol_error", 1002, "frame masked the wrong way for its sender")
+        if opcode >= _CLOSE:
+            if opcode > _PONG:
+                raise _Violation("protocol_error", 1002, f"unknown opcode {opcode:#x}")
+            if not first & _FIN or length > _CONTROL_PAYLOAD:
+                raise _Violation("protocol_error", 1002, "fragmented or long control frame")
+            return
+        if opcode > _BINARY:
+            raise _Violation("protocol_error", 1002, f"unknown opcode {opcode:#x}")
+        if (opcode == _CONTINUATION) != (self._fragments is not None):
+            raise _Violation("protocol_error", 1002, "continuation out of place")
+        if opcode == _TEXT:
+            raise _Violation("text_frame", 1003, "text frame")
+        if self._fragments_size + length > self.transport.max_message:
+            raise _Violation("frame_too_large", 1009, f"message over {length} bytes")
+
+    def _frame(self, first: int, payload: bytes) -> None:
+        """Act on one checked frame."""
+        opcode = first & 0x0F
+        if opcode == _BINARY and first & _FIN:
+            self._deliver(payload)
+        elif opcode < _CLOSE:  # the first or a further fragment of a message
+            if self._fragments is None:
+                self._fragments = []
+            self._fragments.append(payload)
+            self._fragments_size += len(payload)
+            if first & _FIN:
+                message = b"".join(self._fragments)
+                self._fragments, self._fragments_size = None, 0
+                self._deliver(message)
+        elif opcode == _PING:
+            self.write_frame(_PONG, payload)
+        elif opcode == _CLOSE:
+            if len(payload) == 1:
+                raise _Violation("protocol_error", 1002, "close frame with a 1-byte payload")
+            log.debug("peer %s closed: %r", self.transport.peer, payload[:2])
             self.transport._end("peer_closed", 1000)
+        # a pong: the link layer has its own pings, so there is nothing to do
+
+    def _deliver(self, message: bytes) -> None:
+        transport = self.transport
+        try:
+            transport.on_message(message)
+        except Exception:
+            log.exception("on_message of transport %s failed", transport.peer)
+            transport._end("internal_error", 1011)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write_frame(self, opcode: int, payload: bytes) -> None:
+        """Send one final frame; raise ``OSError`` or ``ConnectionClosed`` on failure."""
+        key = _mask_keys.take() if self.client else None
+        header = _frame_header(opcode, len(payload), key)
+        if key is not None:
+            payload = _mask(key, payload)
+        if len(payload) <= _JOIN_LIMIT:  # one segment, one syscall
+            self._write(header + payload)
         else:
-            log.debug("bad frame from %s: %s %r", self.transport.peer, code, reason)
-            self.transport._end("protocol_error", code)
+            self._write(header, payload)
 
-    def closed(self, code: int, reason=None) -> None:
-        # Called last, from terminate(); an orderly end has told the transport already.
-        self.transport._end("connection_lost")
-
-    def unhandled_error(self, error) -> None:
-        # A reset, or the socket closed under the reader: an ordinary end, not a traceback.
-        log.debug("transport %s read failed: %r", self.transport.peer, error)
-
-    def _write(self, data: bytes) -> None:
+    def _write(self, *parts: bytes) -> None:
         with self.write_lock:
-            if self.sock is None:
+            sock = self.sock
+            if sock is None:
                 raise ConnectionClosed("socket closed")
-            self.sock.sendall(data)
+            started = False
+            try:
+                for part in parts:
+                    # A plain send first: gevent's sendall asks the socket for its buffer size
+                    # (a getsockopt call) every time, and a small frame nearly always fits.
+                    sent = sock.send(part)
+                    started = True
+                    if sent < len(part):
+                        sock.sendall(memoryview(part)[sent:])
+            except BaseException as exc:
+                # Killed (a cancelled request, a timeout) with part of the frame sent: what
+                # follows on the stream could not be parsed, so the connection ends here.
+                if started and not isinstance(exc, OSError):
+                    self.transport._end("connection_lost")
+                raise
 
     def shut(self, code: int | None, reason: str) -> None:
         """Send a close frame with ``code`` (None: none), then close the socket."""
-        self.client_terminated = self.server_terminated = True  # stops ws4py's loop
-        sock, self.sock = self.sock, None
+        sock, self.sock = self.sock, None  # writers from now on raise ConnectionClosed
         if sock is None:
             return
         # A writer holding the lock is stuck on a full socket, where a close frame would
         # wait too: then the frame is skipped.
-        if code is not None and self.stream is not None and self.write_lock.acquire(blocking=False):
-            text = reason.encode()[:123].decode("utf-8", "ignore")  # payload <= 125 bytes
-            frame = self.stream.close(code, text).single(mask=self.stream.always_mask)
+        if code is not None and self.write_lock.acquire(blocking=False):
             try:
+                text = reason.encode()[:123].decode("utf-8", "ignore").encode()  # <= 125 bytes
+                payload = code.to_bytes(2, "big") + text
+                key = _mask_keys.take() if self.client else None
+                frame = _frame_header(_CLOSE, len(payload), key)
+                frame += _mask(key, payload) if key is not None else payload
                 with suppress(OSError), gevent.Timeout(_CLOSE_TIMEOUT, False):
                     sock.sendall(frame)
             finally:
                 self.write_lock.release()
-        with suppress(OSError):  # not ws4py's close_connection(): it skips close() if this fails
+        with suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
         sock.close()
 
@@ -308,8 +454,8 @@ def connect(
         raise ConnectError(f"{url}: {str(exc) or repr(exc)}") from exc
     finally:
         timer.close()
-    connection = _Connection(sock, client=True)
-    connection.buf = leftover  # the server's first frames may come with its answer
+    # The server's first frames may come in the same read as its answer.
+    connection = _Connection(sock, client=True, leftover=leftover)
     return Transport(connection, _address(sock), True, max_message)
 
 
