@@ -15,6 +15,7 @@ from .errors import ConfigError
 def run(app, argv: list[str] | None = None) -> int:
     """Serve ``app`` as the command line says; return the exit status."""
     from .node.cli import config_from, node_arguments, patch_for_handlers, run_node, setup_logging
+    from .node.hosting import check_app_name
     from .node.node import Node
 
     parser = argparse.ArgumentParser(
@@ -24,6 +25,10 @@ def run(app, argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(args.log_level)
     patch_for_handlers()
+    try:
+        check_app_name(app.app_name)
+    except ConfigError:  # named after a folder like "my app": still served, as "app"
+        app.app_name = "app"
     args.name = args.name or app.app_name
     try:
         config = config_from(args, state_dir=args.state_dir, mdns=bool(args.mdns))
