@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ast
-import datetime
-import ipaddress
 import os
 import random
 import socket
@@ -25,6 +23,8 @@ from gevent.server import StreamServer
 from xio.errors import ConnectError, ConnectionClosed
 from xio.peering.transport import Transport, WebSocketEndpoint, connect
 from xio.server import Server
+
+from .certs import self_signed
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX = 2 * 1024 * 1024
@@ -718,38 +718,7 @@ def test_malformed_url_raises_connect_error(url):
 
 @pytest.fixture
 def tls_files(tmp_path):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(certfile), str(keyfile)
+    return tuple(str(path) for path in self_signed(tmp_path))
 
 
 def test_wss_carries_messages_and_verifies_the_server(tls_files, hub_errors):
