@@ -123,6 +123,12 @@ def test_pinned_id_mismatch_refuses_the_link(start_node, node):
     other = start_node("pinner", "--peers", node.url.replace("http://", "ws://") + "#" + wrong)
     wait_until(lambda: rejected(other).get("pinned_id_mismatch", 0) >= 1, what="pin refused")
     assert len(xio.client(other.url).get("/_xio/routes").content) == 1
+    dialling = xio.client(other.url).get("/_xio/node").content["dialling"]
+    wait_until(
+        lambda: xio.client(other.url).get("/_xio/node").content["dialling"][0]["attempts"] >= 1,
+        what="the failing dial shown",
+    )
+    assert dialling[0]["url"].endswith("/_xio/ws")
 
 
 def test_records_forged_stale_or_unconfirmed_are_refused_but_the_link_stays(start_node):

@@ -28,6 +28,15 @@ def admin_resource(node) -> Resource:
             "rejected": dict(sorted(node.rejected.items())),
             "records_judged": {k: v for k, v in sorted(node.store.counters.items()) if v},
             "forwarding": dict(sorted(node.forwarder.counts.items())),
+            "dialling": [
+                {
+                    "url": d.url,
+                    "peer": d.peer_id,
+                    "attempts": d.attempts,
+                    "last_error": d.last_error,
+                }
+                for d in [*node.dialers, *node.discovery_dialers.values()]
+            ],
             "mdns": node.mdns.describe() if node.mdns is not None else None,
         }
 

@@ -71,7 +71,6 @@ class Link:
         self.state = LinkState.HANDSHAKING
         self.rejected: Counter[str] = Counter()
         self.close_reason = ""
-        self.opened_at = time.time()
         self.established_at: float | None = None
         self.last_received = time.monotonic()
         self.rtt: float | None = None

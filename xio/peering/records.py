@@ -23,7 +23,7 @@ origin, and remembers it for a while after the record expires).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
@@ -353,13 +353,6 @@ class Verdict:
     seq: int | None = None
     record: Record | None = None
     next_own_seq: int | None = None
-
-
-@dataclass(slots=True)
-class _Entry:
-    signed: SignedRecord
-    # After expiry, the seq is remembered until ``tombstone_until`` to refuse replays.
-    tombstone_until: int = field(default=0)
 
 
 class RecordStore:
