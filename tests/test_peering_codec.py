@@ -179,7 +179,10 @@ def test_frame_size_limits():
 
 
 def test_long_strings_are_refused_before_they_are_built():
-    assert reason_of(frame(t="bye", reason="x" * (codec.MAX_STRING + 1))) == "malformed_msgpack"
+    long_path = {**good_request_fields(), "path": "/" + "x" * codec.MAX_STRING}
+    assert reason_of(frame(**long_path)) == "malformed_msgpack"
+    # A small type is refused by its size cap before msgpack is even read.
+    assert reason_of(frame(t="bye", reason="x" * (codec.MAX_STRING + 1))) == "frame_too_large"
 
 
 def test_building_a_bad_message_is_a_local_error():

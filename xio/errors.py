@@ -14,7 +14,8 @@
     │   ├── ConnectError          no connection to the server
     │   ├── ReadTimeout           the server did not answer in time
     │   ├── ResponseError         the server's answer was not valid HTTP
-    │   └── ConnectionClosed      a link's connection is closed; nothing more can be sent
+    │   ├── ConnectionClosed      a link's connection is closed; nothing more can be sent
+    │   └── QueueFull             a link's send queue is full: the frame was not queued
     ├── ProtocolError             the peering protocol was broken
     │   ├── LocalProtocolError    by this process (a bug or a misuse of the API)
     │   └── RemoteProtocolError   by the peer; ``reason`` is a short code that is counted
@@ -164,6 +165,13 @@ class ResponseError(TransportError):
 
 class ConnectionClosed(TransportError):
     """The connection is closed; nothing more can be sent on it."""
+
+
+class QueueFull(TransportError):
+    """A link's send queue holds its limit already: the frame was not queued.
+
+    The peer reads more slowly than we send; the link is closed if it stays so.
+    """
 
 
 class ProtocolError(XioError):

@@ -18,6 +18,14 @@ optional fields whose value is ``None``.
 
 The hot path (``req`` / ``res``) is one ``unpackb``, one dict walk and one dataclass build: a few
 microseconds and no cryptography. Links are authenticated once, by the handshake.
+
+Memory is never taken on a peer's word. Each type has a frame size cap (``FRAME_CAPS``: a ``ping``
+is tens of bytes, only ``req`` and ``res`` may be megabytes); the cap is checked from the first
+bytes when ``"t"`` comes first, as xio and every encoder following PROTOCOL.md write it, and again
+after decoding otherwise. A frame larger than ``SMALL_FRAME`` is first walked without building
+anything and refused if it holds more than ``MAX_LARGE_FRAME_OBJECTS`` msgpack objects, because
+one byte of msgpack (an empty array) becomes some 64 bytes of Python objects: a large frame may
+be large only by its strings and bins.
 """
 
 from __future__ import annotations
@@ -33,11 +41,13 @@ from xio.peering.identity import NODE_ID_PATTERN, PUBLIC_KEY_LENGTH, SIGNATURE_L
 __all__ = [
     "DECODE_REASONS",
     "DEFAULT_HOPS",
+    "FRAME_CAPS",
     "MAX_BODY",
     "MAX_FRAME",
     "MAX_HANDSHAKE_FRAME",
     "MAX_HEADERS",
     "MAX_STRING",
+    "MAX_SUMMARY_ENTRIES",
     "NONCE_LENGTH",
     "PROTOCOL_VERSION",
     "ROLES",
@@ -51,8 +61,11 @@ __all__ = [
     "RecordFrame",
     "RequestFrame",
     "ResponseFrame",
+    "Summary",
+    "Want",
     "decode",
     "encode",
+    "peek_type_and_id",
 ]
 
 PROTOCOL_VERSION = 1
@@ -69,6 +82,11 @@ MAX_HOPS = 255
 DEFAULT_HOPS = 16
 NONCE_LENGTH = 32
 ROLES = ("initiator", "responder")
+MAX_CAPS = 16  # capabilities announced in a hello
+MAX_CAP = 32  # characters of one capability name
+MAX_SUMMARY_ENTRIES = 1024  # (origin, seq) pairs in one summary frame, origins in one want
+SMALL_FRAME = 64 * 1024  # frames up to this are decoded directly
+MAX_LARGE_FRAME_OBJECTS = 4 * MAX_HEADERS + 64  # a req with 256 headers holds ~800
 
 DECODE_REASONS = (
     "frame_too_large",
@@ -152,6 +170,8 @@ class Hello:
         ("name", "name", _REQUIRED),
         ("role", "role", _REQUIRED),
         ("expect", "expect", None),
+        ("caps", "caps", None),
+        ("timeout_ms", "timeout", None),
     )
     version: int
     node_id: str
@@ -160,6 +180,10 @@ class Hello:
     name: str
     role: str
     expect: str | None = None
+    #: Optional features the sender speaks ("summary": the summary-first initial exchange).
+    caps: tuple[str, ...] | None = None
+    #: The sender's link timeout: the peer must send something more often than this.
+    timeout_ms: int | None = None
 
     def __post_init__(self) -> None:
         _check_uint("hello", "version", self.version, MAX_UINT32)
@@ -171,6 +195,17 @@ class Hello:
             raise _fail("hello", "role", f"must be one of {ROLES}")
         if self.expect is not None:
             _check_node_id("hello", "expect", self.expect)
+        if self.caps is not None:
+            caps = self.caps
+            if not isinstance(caps, (list, tuple)) or len(caps) > MAX_CAPS:
+                raise _fail("hello", "caps", f"must be an array of at most {MAX_CAPS} str")
+            for cap in caps:
+                _check_str("hello", "caps", cap, MAX_CAP, 1)
+            object.__setattr__(self, "caps", tuple(caps))
+        if self.timeout_ms is not None:
+            _check_uint("hello", "timeout_ms", self.timeout_ms, MAX_UINT32)
+            if self.timeout_ms == 0:
+                raise _fail("hello", "timeout_ms", "must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,11 +381,69 @@ class Bye:
         _check_str("bye", "reason", self.reason, MAX_REASON)
 
 
-Message = Hello | Auth | RecordFrame | RequestFrame | ResponseFrame | Cancel | Ping | Pong | Bye
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Describe part of the sender's record store: ``(origin, seq)`` of records it holds."""
 
-_TYPES: dict[str, type] = {
-    cls.TYPE: cls
-    for cls in (Hello, Auth, RecordFrame, RequestFrame, ResponseFrame, Cancel, Ping, Pong, Bye)
+    TYPE: ClassVar[str] = "summary"
+    WIRE: ClassVar[tuple] = (("entries", "e", _REQUIRED),)
+    entries: tuple[tuple[str, int], ...]
+
+    def __post_init__(self) -> None:
+        entries = self.entries
+        if not isinstance(entries, (list, tuple)) or len(entries) > MAX_SUMMARY_ENTRIES:
+            raise _fail("summary", "entries", f"must hold at most {MAX_SUMMARY_ENTRIES} pairs")
+        pairs = []
+        for pair in entries:
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise _fail("summary", "entries", "must hold [origin, seq] pairs")
+            _check_node_id("summary", "entries", pair[0])
+            _check_uint("summary", "entries", pair[1], MAX_UINT64)
+            pairs.append((pair[0], pair[1]))
+        object.__setattr__(self, "entries", tuple(pairs))
+
+
+@dataclass(frozen=True, slots=True)
+class Want:
+    """Ask for the records of these origins (an answer to the peer's ``summary``)."""
+
+    TYPE: ClassVar[str] = "want"
+    WIRE: ClassVar[tuple] = (("origins", "ids", _REQUIRED),)
+    origins: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        origins = self.origins
+        if not isinstance(origins, (list, tuple)) or len(origins) > MAX_SUMMARY_ENTRIES:
+            raise _fail("want", "origins", f"must hold at most {MAX_SUMMARY_ENTRIES} node ids")
+        for origin in origins:
+            _check_node_id("want", "origins", origin)
+        object.__setattr__(self, "origins", tuple(origins))
+
+
+Message = (
+    Hello | Auth | RecordFrame | RequestFrame | ResponseFrame | Cancel | Ping | Pong | Bye
+    | Summary | Want
+)  # fmt: skip
+
+_ALL_TYPES = (
+    Hello, Auth, RecordFrame, RequestFrame, ResponseFrame, Cancel, Ping, Pong, Bye, Summary, Want,
+)  # fmt: skip
+_TYPES: dict[str, type] = {cls.TYPE: cls for cls in _ALL_TYPES}
+
+#: The largest frame of each type, in bytes. Small types stay small whatever a peer pads them
+#: with; only ``req`` and ``res`` carry bodies.
+FRAME_CAPS: dict[str, int] = {
+    "hello": MAX_HANDSHAKE_FRAME,
+    "auth": MAX_HANDSHAKE_FRAME,
+    "ping": 64,
+    "pong": 64,
+    "cancel": 64,
+    "bye": 4 * MAX_REASON + 64,
+    "record": 64 * 1024 + 256,  # records.MAX_RECORD_SIZE plus the envelope
+    "summary": SMALL_FRAME,
+    "want": SMALL_FRAME,
+    "req": MAX_FRAME,
+    "res": MAX_FRAME,
 }
 
 _unpackb = msgpack.unpackb
@@ -372,13 +465,113 @@ def encode(message: Message) -> bytes:
     return _packb(frame, use_bin_type=True)
 
 
+def peek_type_and_id(prefix: bytes) -> tuple[str | None, int | None]:
+    """Return the type and request id at the start of a frame, when they come first.
+
+    Reads only ``prefix`` (the first bytes of a frame, e.g. 64): a map header, then ``"t"`` and
+    its short str, then ``"id"`` and its uint. Returns ``(None, None)`` or ``(type, None)`` when
+    the frame is not laid out that way (a peer may order keys as it likes; callers then decode).
+    """
+    size = len(prefix)
+    if size < 4:
+        return None, None
+    first = prefix[0]
+    if 0x80 <= first <= 0x8F:
+        pos = 1
+    elif first == 0xDE:
+        pos = 3
+    else:
+        return None, None
+    if prefix[pos : pos + 2] != b"\xa1t" or pos + 3 > size:
+        return None, None
+    head = prefix[pos + 2]
+    if not 0xA0 <= head <= 0xBF:
+        return None, None
+    start, pos = pos + 3, pos + 3 + (head & 0x1F)
+    if pos > size:
+        return None, None
+    try:
+        kind = bytes(prefix[start:pos]).decode()
+    except UnicodeDecodeError:
+        return None, None
+    if prefix[pos : pos + 3] != b"\xa2id" or pos + 4 > size:
+        return kind, None
+    head, pos = prefix[pos + 3], pos + 4
+    if head <= 0x7F:
+        return kind, head
+    width = {0xCC: 1, 0xCD: 2, 0xCE: 4}.get(head)
+    if width is None or pos + width > size:
+        return kind, None
+    return kind, int.from_bytes(prefix[pos : pos + width], "big")
+
+
+# msgpack heads (spec: github.com/msgpack/msgpack/blob/master/spec.md) for the walk below.
+_FIXED_WIDTH = {0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8, 0xD0: 1, 0xD1: 2,
+                0xD2: 4, 0xD3: 8}  # fmt: skip
+_LENGTH_WIDTH = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}  # bin, str
+_ARRAY_WIDTH = {0xDC: 2, 0xDD: 4}
+_MAP_WIDTH = {0xDE: 2, 0xDF: 4}
+
+
+def _check_object_count(data: bytes, limit: int) -> None:
+    """Walk the msgpack in ``data`` without building it; refuse more than ``limit`` objects."""
+    pos, pending, count, end = 0, 1, 0, len(data)
+    while pending:
+        if pos >= end:
+            raise RemoteProtocolError("malformed_msgpack", "frame ends inside an object")
+        head = data[pos]
+        pos += 1
+        pending -= 1
+        count += 1
+        if count > limit:
+            raise RemoteProtocolError(
+                "frame_too_large", f"a frame over {SMALL_FRAME} bytes holds over {limit} objects"
+            )
+        if head <= 0x7F or head >= 0xE0 or head in (0xC0, 0xC2, 0xC3):
+            continue  # fixint, nil, bool
+        if head <= 0x8F:
+            pending += 2 * (head & 0x0F)
+        elif head <= 0x9F:
+            pending += head & 0x0F
+        elif head <= 0xBF:
+            pos += head & 0x1F
+        elif head in _FIXED_WIDTH:
+            pos += _FIXED_WIDTH[head]
+        elif head in _LENGTH_WIDTH:
+            width = _LENGTH_WIDTH[head]
+            pos += width + int.from_bytes(data[pos : pos + width], "big")
+        elif head in _ARRAY_WIDTH:
+            width = _ARRAY_WIDTH[head]
+            pending += int.from_bytes(data[pos : pos + width], "big")
+            pos += width
+        elif head in _MAP_WIDTH:
+            width = _MAP_WIDTH[head]
+            pending += 2 * int.from_bytes(data[pos : pos + width], "big")
+            pos += width
+        else:  # 0xc1 (never used) and the ext family
+            raise RemoteProtocolError("malformed_msgpack", f"msgpack head {head:#04x}")
+
+
+def _check_cap(kind: str, size: int) -> None:
+    cap = FRAME_CAPS.get(kind)
+    if cap is not None and size > cap:
+        raise RemoteProtocolError("frame_too_large", f"{kind} frame of {size} bytes > {cap}")
+
+
 def decode(data: bytes, max_size: int = MAX_FRAME) -> Message:
     """Parse one frame, raising ``RemoteProtocolError`` for anything a peer got wrong.
 
     ``max_size`` lets a link accept only small frames before its handshake is done.
     """
-    if len(data) > max_size:
-        raise RemoteProtocolError("frame_too_large", f"{len(data)} bytes > {max_size}")
+    size = len(data)
+    if size > max_size:
+        raise RemoteProtocolError("frame_too_large", f"{size} bytes > {max_size}")
+    if size > FRAME_CAPS["ping"]:  # the smallest cap: anything shorter fits every type
+        kind, _ = peek_type_and_id(data[:16])
+        if kind is not None:
+            _check_cap(kind, size)
+        if size > SMALL_FRAME:
+            _check_object_count(data, MAX_LARGE_FRAME_OBJECTS)
     try:
         frame = _unpackb(
             data,
@@ -398,6 +591,8 @@ def decode(data: bytes, max_size: int = MAX_FRAME) -> Message:
     cls = _TYPES.get(kind) if type(kind) is str else None
     if cls is None:
         raise RemoteProtocolError("unknown_type", f"t={kind!r:.40}")
+    if size > FRAME_CAPS["ping"]:
+        _check_cap(kind, size)  # "t" may not have come first
     get = frame.get
     values = [get(key, default) for _, key, default in cls.WIRE]
     if _REQUIRED in values:

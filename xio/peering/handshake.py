@@ -5,7 +5,8 @@ Theory of operation
 Both ends send ``hello`` as soon as the WebSocket is open (neither waits for the other). A hello
 carries the protocol version, node id, public key, a fresh 32-byte nonce, a display name, the
 sender's role on this link (``initiator`` opened the WebSocket, ``responder`` accepted it) and,
-optionally, the id the sender expects the other end to have.
+optionally, the id the sender expects the other end to have, the optional features it speaks
+(``caps``) and its link timeout (``timeout_ms``), which the link session uses.
 
 On the peer's hello each side checks, in order: version (``bad_version``), that the roles differ
 (``role_conflict``), ``node_id_of(key) == id`` (``id_mismatch``), that the peer is not itself
@@ -106,8 +107,13 @@ class Handshake:
         name: str = "",
         expected_peer_id: str | None = None,
         nonce: bytes | None = None,
+        *,
+        caps: tuple[str, ...] | None = None,
+        timeout_ms: int | None = None,
     ) -> None:
         self.identity = identity
+        self.caps = caps
+        self.timeout_ms = timeout_ms
         try:
             self.role = Role(role)
         except ValueError:
@@ -167,6 +173,8 @@ class Handshake:
             name=self.name,
             role=self.role.value,
             expect=self.expected_peer_id,
+            caps=self.caps,
+            timeout_ms=self.timeout_ms,
         )
         return [hello]
 
