@@ -28,6 +28,7 @@ NOW = 1_700_000_000_000
 OWN = Identity.from_seed(bytes([200]) * 32)
 IDS = [Identity.from_seed(bytes([i]) * 32) for i in range(12)]
 A, B, C, D, E, F, H, N = IDS[:8]
+EVERY_ID = [identity.node_id for identity in IDS]
 
 
 def build(identity, seq=1, now=NOW, lifetime=60_000, pad=0, **overrides):
@@ -248,6 +249,57 @@ def test_a_growing_replacement_evicts_others_but_never_itself():
     assert held(store) == {A.node_id: 2, C.node_id: 1}
 
 
+def test_a_refused_growing_replacement_stays_evictable():
+    first, neighbour = build(A, pad=100), build(N, pad=100)
+    limits = StoreLimits(max_records=2, max_bytes=size_of(first) + size_of(neighbour))
+    store = RecordStore(OWN.node_id, limits=limits)
+    store.set_context(neighbours=[N.node_id], reachable=[])
+    offer(store, first), offer(store, neighbour)
+    assert offer(store, build(A, seq=2, pad=300)).reason == "store_full"
+    assert store.offer(*forged(build(A, seq=3, pad=300)), NOW).reason == "store_full"
+    assert offer(store, build(B)).evicted == (A.node_id,)
+
+
+def test_the_source_holding_the_most_now_pays_for_a_neighbour():
+    store = RecordStore(OWN.node_id, max_records=4)
+    flood = sybils(5, start=-10)
+    everyone = [F.node_id, H.node_id, N.node_id]
+    store.set_context(neighbours=everyone, reachable=EVERY_ID + [m.record.node_id for m in flood])
+    for made in flood:
+        offer(store, made, source=F.node_id)
+    for made in flood[1:]:
+        store.remove(made.record.node_id)  # F held 5, now holds 1: H will hold the most
+    offer(store, build(A, now=NOW - 5), source=H.node_id)
+    offer(store, build(B), source=H.node_id), offer(store, build(C), source=H.node_id)
+    assert store.usage()["sources"] == {F.node_id: 1, H.node_id: 3}
+    verdict = offer(store, build(N), source=N.node_id)
+    assert verdict.evicted == (A.node_id,)  # not F's older record
+
+
+def test_a_source_holding_only_neighbours_records_is_skipped():
+    store = RecordStore(OWN.node_id, max_records=4)
+    store.set_context(neighbours=[N.node_id, A.node_id, B.node_id], reachable=EVERY_ID)
+    for identity in (N, A, B):
+        offer(store, build(identity), source=N.node_id)
+    offer(store, build(E), source=F.node_id)
+    store.set_context(neighbours=[N.node_id, A.node_id, B.node_id, C.node_id], reachable=EVERY_ID)
+    verdict = offer(store, build(C), source=C.node_id)
+    assert verdict.accepted and verdict.evicted == (E.node_id,)
+
+
+def test_a_record_brought_again_by_another_source_belongs_to_that_source():
+    store = RecordStore(OWN.node_id, max_records=3)
+    store.set_context(neighbours=[F.node_id, H.node_id, N.node_id], reachable=EVERY_ID)
+    offer(store, build(A, now=NOW), source=F.node_id)
+    offer(store, build(B, now=NOW + 1), source=F.node_id)
+    store.remove(A.node_id)
+    offer(store, build(A, now=NOW), source=H.node_id)
+    offer(store, build(C, now=NOW + 2), source=F.node_id)
+    assert store.usage()["sources"] == {F.node_id: 2, H.node_id: 1}
+    verdict = offer(store, build(N), source=N.node_id)
+    assert verdict.evicted == (B.node_id,)  # F's oldest; A is H's now
+
+
 def test_a_forged_record_never_evicts_anything():
     store = RecordStore(OWN.node_id, max_records=2)
     store.set_context(neighbours=[], reachable=[])
@@ -350,22 +402,30 @@ def test_wanted_skips_garbage_entries():
 
 # -- the invariants, whatever happens ----------------------------------------------------------
 
-POOL = IDS[:6]
+POOL = IDS[:8]
 SOURCES = [None, POOL[0].node_id, POOL[1].node_id, H.node_id]
+OFFER = st.tuples(
+    st.just("offer"),
+    st.integers(0, len(POOL) - 1),  # origin
+    st.integers(1, 4),  # seq
+    st.integers(0, 3),  # size
+    st.sampled_from(SOURCES),
+    st.booleans(),  # forged
+)
 OPERATIONS = st.lists(
     st.one_of(
+        OFFER,
+        OFFER,
+        OFFER,
         st.tuples(
-            st.just("offer"),
-            st.integers(0, len(POOL) - 1),  # origin
-            st.integers(1, 4),  # seq
-            st.integers(0, 3),  # size
-            st.sampled_from(SOURCES),
-            st.booleans(),  # forged
+            st.just("context"),
+            st.sets(st.integers(0, len(POOL) - 1), max_size=3),
+            st.sets(st.integers(0, len(POOL) - 1)),
         ),
-        st.tuples(st.just("context"), st.sets(st.integers(0, 5)), st.sets(st.integers(0, 5))),
-        st.tuples(st.just("tick"), st.integers(0, 40_000)),
+        st.tuples(st.just("tick"), st.integers(0, 25_000)),
     ),
-    max_size=30,
+    min_size=10,
+    max_size=40,
 )
 
 
@@ -432,6 +492,7 @@ def test_budgets_hold_whatever_happens(max_records, max_bytes, quota, operations
 
 def _measure() -> None:
     import time
+    from itertools import pairwise
 
     def per_offer(store, records, source, rounds=1):
         start = time.perf_counter()
@@ -452,12 +513,26 @@ def _measure() -> None:
         context_ms = (time.perf_counter() - start) * 1e3
         evicting = per_offer(store, late, H.node_id)
         assert store.counters["evicted"] == size, store.counters
-        forged_ = [type(m)(m.body, bytes(64), m.record) for m in sybils(200, start=20_000)]
+        others = sybils(201, start=20_000)  # another key's signature: verified in full
+        forged_ = [type(m)(m.body, n.signature, m.record) for m, n in pairwise(others)]
+        refused = per_offer(store, forged_, H.node_id)  # H is over its share: store_full
+        store.set_context(neighbours=[H.node_id], reachable=[])  # now all could be evicted
         forged_cost = per_offer(store, forged_, H.node_id)
+        assert store.counters["bad_signature"] == len(forged_) and len(store) == size
+        # Fair share: F filled the store with reachable records, H brings as many again.
+        store = RecordStore(OWN.node_id, limits=StoreLimits(max_records=size, origin_quota=10**6))
+        honest = sybils(size // 2, start=30_000)
+        reachable = [m.record.node_id for m in flood + honest]
+        store.set_context(neighbours=[F.node_id, H.node_id], reachable=reachable)
+        per_offer(store, flood, F.node_id)
+        fair = per_offer(store, honest, H.node_id)
+        assert store.usage()["sources"] == {F.node_id: size // 2, H.node_id: size // 2}
         print(
             f"store of {size}: duplicate {duplicate:.1f} µs, accepted (new origin) "
-            f"{accepted:.1f} µs, accepted with one eviction {evicting:.1f} µs, forged "
-            f"newcomer in a full store {forged_cost:.1f} µs, set_context {context_ms:.1f} ms"
+            f"{accepted:.1f} µs, accepted evicting an unreachable record {evicting:.1f} µs, "
+            f"accepted evicting from the largest source {fair:.1f} µs, refused as store_full "
+            f"{refused:.1f} µs, forged (evicts, fails, restores) {forged_cost:.1f} µs, "
+            f"set_context {context_ms:.1f} ms"
         )
 
 

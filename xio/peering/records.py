@@ -424,6 +424,7 @@ _QUOTA_WINDOW_MS = 60_000  # origin_quota tokens refill over this long
 _MAX_BUCKETS = 4096  # sources whose quota bucket is remembered (least recently used dropped)
 
 _Evicted = tuple[str, SignedRecord, str | None]  # (origin, record, source), to restore
+_ANY_SOURCE = object()
 
 
 class RecordStore:
@@ -449,7 +450,7 @@ class RecordStore:
         self._buckets: OrderedDict[str, list[int]] = OrderedDict()  # source -> [level, at_ms]
         # Lazy heaps of eviction candidates; see _rebuild_heaps.
         self._unreachable: list[tuple[int, str, int]] = []
-        self._by_group: dict[str | None, list[tuple[int, int, str, int]]] = {}
+        self._by_group: dict[str | None, list[tuple[int, str, int]]] = {}
         self._largest: list[tuple[int, int, str | None]] = []
         self._tie = count()
         self._pushes = 0
@@ -615,45 +616,39 @@ class RecordStore:
 
     def _pop_unreachable(self, keep: str) -> str | None:
         """Take the oldest held record no route reaches and no live link carries."""
-        heap, kept, victim = self._unreachable, None, None
-        while heap:
-            entry = heappop(heap)
-            issued_ms, origin, seq = entry
-            if not self._is_current(origin, issued_ms, seq):
-                continue  # replaced or dropped since it was pushed
-            if origin == keep:
-                kept = entry
-                continue
-            victim = origin
-            break
-        if kept is not None:
-            heappush(heap, kept)
-        return victim
+        return self._pop_oldest(self._unreachable, keep)
 
     def _pop_from_largest(self, keep: str) -> str | None:
-        """Take a record of the source group holding the most records (never a neighbour's)."""
+        """Take the oldest record of the source holding the most (never a neighbour's).
+
+        The unreachable records of that source went first, in ``_pop_unreachable``.
+        """
         aside, victim = [], None
         while self._largest and victim is None:
             negative_size, _, group = self._largest[0]
             if self._group_size.get(group, 0) != -negative_size:
                 heappop(self._largest)  # an old size of this group
                 continue
-            victim = self._pop_from_group(group, keep)
+            victim = self._pop_oldest(self._by_group.get(group, []), keep, group)
             if victim is None:  # nothing evictable here (neighbours' records only)
                 aside.append(heappop(self._largest))
         for entry in aside:
             heappush(self._largest, entry)
         return victim
 
-    def _pop_from_group(self, group: str | None, keep: str) -> str | None:
-        heap, kept, victim = self._by_group.get(group, []), None, None
+    def _pop_oldest(
+        self, heap: list[tuple[int, str, int]], keep: str, group: object = _ANY_SOURCE
+    ) -> str | None:
+        kept, victim = None, None
         while heap:
             entry = heappop(heap)
-            _, issued_ms, origin, seq = entry
-            if not self._is_current(origin, issued_ms, seq) or self._source_of[origin] != group:
-                continue
+            issued_ms, origin, seq = entry
+            if not self._is_current(origin, issued_ms, seq):
+                continue  # replaced or dropped since it was pushed
+            if group is not _ANY_SOURCE and self._source_of[origin] != group:
+                continue  # dropped, then brought again by another source
             if origin == keep:
-                kept = entry
+                kept = entry  # the record being replaced stays a candidate for later
                 continue
             victim = origin
             break
@@ -703,27 +698,33 @@ class RecordStore:
         if origin in self._neighbours:
             return  # a live neighbour's record is never evicted
         # Before any routing table (set_context never called) no origin is judged unreachable.
-        unreachable = self._reachable is not None and origin not in self._reachable
         key = (record.issued_ms, origin, record.seq)
-        if unreachable:
+        if self._reachable is not None and origin not in self._reachable:
             heappush(self._unreachable, key)
-        heappush(self._by_group.setdefault(group, []), (0 if unreachable else 1, *key))
+        heappush(self._by_group.setdefault(group, []), key)
         self._pushes += 2
 
     def _rebuild_heaps(self) -> None:
         """Rebuild the eviction heaps from the held records and the current context.
 
         ``_unreachable``: (issued_ms, origin, seq) of records neither reachable nor a neighbour's.
-        ``_by_group[source]``: (reachable?, issued_ms, origin, seq) of every record but the
-        neighbours'. ``_largest``: (-records held, tie, source). Entries go stale when a record
-        is replaced or dropped and are skipped when they surface.
+        ``_by_group[source]``: the same for every record of that source but the neighbours'.
+        ``_largest``: (-records held, tie, source). Entries go stale when a record is replaced or
+        dropped, or a group shrinks, and are skipped when they surface.
         """
-        self._unreachable, self._by_group, self._pushes = [], {}, 0
+        unreachable: list[tuple[int, str, int]] = []
+        by_group: dict[str | None, list[tuple[int, str, int]]] = {}
+        neighbours, reachable = self._neighbours, self._reachable
         for origin, signed in self._records.items():
-            self._index(origin, signed.record, self._source_of[origin])
-        heapify(self._unreachable)
-        for heap in self._by_group.values():
+            if origin in neighbours:
+                continue
+            key = (signed.record.issued_ms, origin, signed.record.seq)
+            if reachable is not None and origin not in reachable:
+                unreachable.append(key)
+            by_group.setdefault(self._source_of[origin], []).append(key)
+        for heap in (unreachable, *by_group.values()):
             heapify(heap)
+        self._unreachable, self._by_group = unreachable, by_group
         self._largest = [(-size, next(self._tie), g) for g, size in self._group_size.items()]
         heapify(self._largest)
         self._pushes = 0
