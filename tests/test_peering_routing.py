@@ -390,3 +390,12 @@ def test_unreachable_nodes_have_no_name_and_own_name_comes_from_the_argument():
 def test_step_must_be_a_positive_int(step):
     with pytest.raises(LocalProtocolError):
         compute_stepwise(A, {}, Topology(), step=step)
+
+
+def test_link_costs_below_one_are_refused():
+    with pytest.raises(LocalProtocolError):
+        compute_stepwise(A, {B: 0}, Topology())
+    with pytest.raises(LocalProtocolError):
+        Topology([record(B, {A: 0})])
+    with pytest.raises(LocalProtocolError):
+        Topology().set_record(record(B, {A: 1, C: 0}))

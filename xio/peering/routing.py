@@ -17,9 +17,11 @@ table, and tests can predict it. Each path is ranked by the tuple ``(cost, first
 packed into one integer ``cost * cost_unit + rank(first hop) * hop_unit + hops`` where the rank
 is the first hop's position among this node's neighbours sorted by id and ``hop_unit`` exceeds
 any hop count: integers order like the tuples, compare faster, and following an edge is one
-addition (``+ cost * cost_unit + 1``). Every edge adds a hop, so the key grows strictly along
-any path and the first time a node is settled it carries its lowest key: lowest cost, then
-lowest first hop, then fewest hops. The adjacency is kept by the ``Topology`` itself: besides
+addition (``+ cost * cost_unit + 1``). Every edge costs at least 1 and adds a hop, so the key
+grows strictly along any path, and a node settled at its lowest key has the lowest cost, then
+the lowest first hop, then the fewest hops. The queue is a bucket per cost (every node
+reached at cost d is known before the first of them is settled), so it is list appends rather
+than heap operations. The adjacency is kept by the ``Topology`` itself: besides
 each node's listed links it holds the confirmed ones, updated for the node and its peers when a
 record changes (a few dict operations per link), so a computation only walks edges.
 
@@ -44,6 +46,7 @@ import heapq
 import random
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 
 from xio.errors import LocalProtocolError
 from xio.peering.records import Record
@@ -60,6 +63,8 @@ __all__ = [
 # A slice also ends after this many listed links were checked per node of ``step``, so that a
 # slice over a dense mesh (64 links a node) lasts about as long as one over a sparse one.
 LINKS_PER_STEP_NODE = 16
+
+_first = itemgetter(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +116,8 @@ class Topology:
         listed, apps, names = self._links, self._apps, self._names
         for record in records:  # of two records of one node, the later one counts
             node = record.node_id
-            listed[node] = dict(record.links)
-            apps[node] = tuple([app for app, _summary in record.apps])
+            listed[node] = _checked_links(record)
+            apps[node] = tuple(map(_first, record.apps))
             names[node] = record.name
         for node, links in listed.items():
             self._confirmed[node] = confirmed = {}
@@ -128,8 +133,8 @@ class Topology:
         routing table it would give is the one already computed. App summaries are ignored.
         """
         node = record.node_id
-        links = dict(record.links)
-        apps = tuple([app for app, _summary in record.apps])
+        links = _checked_links(record)
+        apps = tuple(map(_first, record.apps))  # the names, not the summaries
         old_links = self._links.get(node)
         if old_links == links and self._names[node] == record.name and self._apps[node] == apps:
             return False
@@ -179,6 +184,14 @@ class Topology:
 
     def _snapshot(self) -> tuple[dict[str, dict[str, int]], dict[str, tuple[str, ...]], dict]:
         return dict(self._confirmed), dict(self._apps), dict(self._names)
+
+
+def _checked_links(record: Record) -> dict[str, int]:
+    """Return the record's links as a dict; costs below 1 would break the bucket queue."""
+    links = dict(record.links)
+    if links and min(links.values()) < 1:
+        raise LocalProtocolError(f"record of {record.node_id} lists a link cost below 1")
+    return links
 
 
 class _Paths:
@@ -331,6 +344,8 @@ def compute_stepwise(
     """
     if type(step) is not int or step < 1:
         raise LocalProtocolError(f"step must be a positive int, not {step!r}")
+    if own_links and min(own_links.values()) < 1:
+        raise LocalProtocolError("own link costs must be at least 1")
     confirmed_of, apps_of, names_of = topology._snapshot()
     return _compute(own_id, dict(own_links), confirmed_of, apps_of, names_of,
                     tuple(own_apps), own_name, step)  # fmt: skip
@@ -390,39 +405,52 @@ def _compute(
 def _shortest_paths(
     own_id: str, own_links: dict[str, int], confirmed_of: dict[str, dict[str, int]], step: int
 ) -> Generator[None, None, _Paths]:
-    """Run Dijkstra from ``own_id`` on packed keys (see the module docstring)."""
+    """Run Dijkstra from ``own_id`` on packed keys, with one bucket per cost.
+
+    Every link costs at least 1, so the nodes reached at cost d are all known once the nodes
+    of lower cost are settled; a bucket is then settled in any order, each node with the best
+    key found for it (see the module docstring). Buckets make the queue list appends instead
+    of heap operations; a small heap orders the distinct costs.
+    """
     first_hops = sorted(peer for peer in own_links if peer != own_id)
     # More than any path's hop count: a path visits each node at most once.
     hop_unit = len(confirmed_of) + len(first_hops) + 2
     cost_unit = hop_unit * max(len(first_hops), 1)
     best = {own_id: 0}
-    heap = []
+    buckets: dict[int, list[str]] = {}
     for rank, peer in enumerate(first_hops):
-        key = own_links[peer] * cost_unit + rank * hop_unit + 1
-        best[peer] = key
-        heap.append((key, peer))
-    heapq.heapify(heap)
-    heappop, heappush, best_known = heapq.heappop, heapq.heappush, best.get
-    unreached = 1 << 256  # above any key
+        best[peer] = own_links[peer] * cost_unit + rank * hop_unit + 1
+        buckets.setdefault(own_links[peer], []).append(peer)
+    costs = list(buckets)
+    heapq.heapify(costs)
+    best_known, unreached = best.get, 1 << 256  # above any key
+    done = {own_id}
     settled = checked = 0
     link_budget = step * LINKS_PER_STEP_NODE
-    while heap:
-        key, node = heappop(heap)
-        if best[node] != key:
-            continue  # superseded by a lower key pushed later
-        edges = confirmed_of.get(node)
-        if edges:
-            one_more_hop = key + 1
-            for peer, cost in edges.items():
-                candidate = one_more_hop + cost * cost_unit
-                if candidate < best_known(peer, unreached):
-                    best[peer] = candidate
-                    heappush(heap, (candidate, peer))
-            checked += len(edges)
-        settled += 1
-        if settled >= step or checked >= link_budget:
-            settled = checked = 0
-            yield
+    while costs:
+        cost_here = heapq.heappop(costs)
+        for node in buckets.pop(cost_here):
+            if node in done:
+                continue  # listed again in a bucket of higher cost, or twice in this one
+            done.add(node)
+            edges = confirmed_of.get(node)
+            if edges:
+                one_more_hop = best[node] + 1
+                for peer, cost in edges.items():
+                    candidate = one_more_hop + cost * cost_unit
+                    if candidate < best_known(peer, unreached):
+                        best[peer] = candidate
+                        bucket = buckets.get(cost_here + cost)
+                        if bucket is None:
+                            buckets[cost_here + cost] = [peer]
+                            heapq.heappush(costs, cost_here + cost)
+                        else:
+                            bucket.append(peer)
+                checked += len(edges)
+            settled += 1
+            if settled >= step or checked >= link_budget:
+                settled = checked = 0
+                yield
     return _Paths(own_id, best, first_hops, hop_unit)
 
 
