@@ -30,6 +30,7 @@ to the old behaviour (``old_compute_routes`` run on the hub, as the request path
 from __future__ import annotations
 
 import argparse
+import gc
 import heapq
 import random
 import statistics
@@ -228,6 +229,32 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
+class FullCollections:
+    """Count the garbage collector's full (generation 2) passes and the longest one."""
+
+    def __init__(self) -> None:
+        self.count, self.longest, self._started = 0, 0.0, 0.0
+
+    def __enter__(self) -> FullCollections:
+        gc.callbacks.append(self._observe)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        gc.callbacks.remove(self._observe)
+
+    def _observe(self, phase: str, info: dict) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.count += 1
+            self.longest = max(self.longest, time.perf_counter() - self._started)
+
+    def note(self) -> str:
+        return f"{self.count} full GC pass(es), longest {self.longest * 1000:.1f} ms"
+
+
 def loop_delays(busy_while, stop_when) -> list[float]:
     """Measure each gevent.sleep(0) round trip of a request loop while ``busy_while()``."""
     delays: list[float] = []
@@ -260,9 +287,12 @@ def latency_figures(shape: str, size: int, recomputes: int) -> list[dict]:
                          on_table=next_recompute)  # fmt: skip
     keeper.start()
     idle_rounds = []
-    idle = loop_delays(lambda: True, lambda: idle_rounds.append(1) or len(idle_rounds) > 20_000)
+    with FullCollections() as idle_gc:
+        idle = loop_delays(lambda: True, lambda: idle_rounds.append(1) or len(idle_rounds) > 20_000)
     keeper.invalidate()
-    during = loop_delays(lambda: keeper.stats()["computing"], lambda: len(finished) >= recomputes)
+    with FullCollections() as during_gc:
+        during = loop_delays(lambda: keeper.stats()["computing"],
+                             lambda: len(finished) >= recomputes)  # fmt: skip
     stats = keeper.stats()
     keeper.stop()
 
@@ -275,13 +305,20 @@ def latency_figures(shape: str, size: int, recomputes: int) -> list[dict]:
         blocking_done.append(True)
 
     old_worker = gevent.spawn(old_on_the_hub)  # starts once the request loop waits
-    old = loop_delays(lambda: True, lambda: bool(blocking_done))
+    with FullCollections() as old_gc:
+        old = loop_delays(lambda: True, lambda: bool(blocking_done))
     old_worker.join()
     label = f"{shape} {size}"
-    rows = [("idle", idle, ""), ("keeper recomputing", during,
-            f"{recomputes} recomputes, keeper max slice {stats['max_slice_ms']:.2f} ms, "
-            f"last {stats['last_ms']:.1f} ms wall / {stats['last_busy_ms']:.1f} ms busy"),
-            ("old: compute on the hub", old, f"{min(recomputes, 5)} computes")]  # fmt: skip
+    keeper_note = (
+        f"{recomputes} recomputes, keeper max slice {stats['max_slice_ms']:.2f} ms, "
+        f"last {stats['last_ms']:.1f} ms wall / {stats['last_busy_ms']:.1f} ms busy; "
+        f"{during_gc.note()}"
+    )
+    rows = [
+        ("idle", idle, idle_gc.note()),
+        ("keeper recomputing", during, keeper_note),
+        ("old: compute on the hub", old, f"{min(recomputes, 5)} computes; {old_gc.note()}"),
+    ]
     return [
         {"mesh": label, "case": case, "samples": len(values),
          "p50": percentile(values, 0.5) * 1000 if values else float("nan"),

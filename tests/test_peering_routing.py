@@ -236,14 +236,16 @@ def reference_table(own, own_links, records, own_apps=(), own_name=""):
             names[node] = by_id[node].name
             for app, _ in by_id[node].apps:
                 hosts.setdefault(app, []).append((route.cost, node))
-    return routes, {app: sorted(found) for app, found in sorted(hosts.items())}, names
+    by_name = {name: sorted(n for n in names if names[n] == name) for name in names.values()}
+    return routes, {app: sorted(found) for app, found in sorted(hosts.items())}, names, by_name
 
 
 def table_contents(table):
     """Return everything a reader can get from ``table``, in the reference's shape."""
     routes = {route.dst: route for route in table.routes()}
     names = {node: table.name_of(node) for node in routes if table.name_of(node) is not None}
-    return routes, table.apps(), names
+    by_name = {name: table.find_nodes(name) for name in names.values()}
+    return routes, table.apps(), names, by_name
 
 
 def random_mesh(rng, size):

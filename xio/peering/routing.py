@@ -226,7 +226,7 @@ class RoutingTable:
         apps: dict[str, list[tuple[int, str]]],
         own_name: str,
         names: dict[str, str],
-        nodes_by_name: dict[str, list[str]],
+        nodes_by_name: dict[str, str | list[str]],
     ) -> None:
         self.own_id = paths.own_id
         self._paths = paths
@@ -301,7 +301,10 @@ class RoutingTable:
         """
         if token in self._keys:
             return [token]
-        return list(self._nodes_by_name.get(token, ()))
+        found = self._nodes_by_name.get(token)
+        if found is None:
+            return []
+        return [found] if type(found) is str else list(found)
 
 
 def compute_routes(
@@ -365,7 +368,9 @@ def _compute(
     apps: dict[str, list[tuple[int, str]]] = {}
     for app in own_apps:
         apps.setdefault(app, []).append((0, own_id))
-    nodes_by_name = {own_name: [own_id]}
+    # A name maps to its node's id, or to a list when several nodes share it: one list per
+    # node would be thousands of containers for the garbage collector at each computation.
+    nodes_by_name: dict[str, str | list[str]] = {own_name: own_id}
     cost_unit = paths.cost_unit
     done = 0
     for node, key in paths.keys.items():
@@ -375,7 +380,9 @@ def _compute(
         name = names_of[node]
         same_name = nodes_by_name.get(name)
         if same_name is None:
-            nodes_by_name[name] = [node]
+            nodes_by_name[name] = node
+        elif type(same_name) is str:
+            nodes_by_name[name] = [same_name, node]
         else:
             same_name.append(node)
         if node_apps:
@@ -393,7 +400,7 @@ def _compute(
     sorted_items = 0
     for group in (apps, nodes_by_name):
         for items in group.values():
-            if len(items) > 1:
+            if type(items) is list and len(items) > 1:
                 items.sort()
                 sorted_items += len(items)
                 if sorted_items >= step * LINKS_PER_STEP_NODE:
