@@ -231,3 +231,19 @@ def test_stop_ends_the_greenlet_and_start_resumes(keepers):
                                                   record(2, {node(1): 1, node(3): 1}),
                                                   record(3, {node(2): 1})])  # fmt: skip
     assert keeper.table.routes() == expected.routes()
+
+
+def test_compute_now_raises_a_fault_and_leaves_the_work_to_the_background(keepers):
+    topology = Topology(chain(3))
+    inputs = Inputs({node(1): 1})
+    tables = []
+    keeper = RouteKeeper(OWN, topology, inputs, on_table=tables.append, retry_pause=0.01)
+    keepers.append(keeper)
+    keeper.invalidate()
+    inputs.failing = True
+    with pytest.raises(RuntimeError):
+        keeper.compute_now()
+    assert keeper.stats()["pending"]
+    inputs.failing = False
+    keeper.start()
+    wait_until(lambda: tables, "the background greenlet to take over")

@@ -114,7 +114,11 @@ class RouteKeeper:
         Blocks the hub for the whole computation; errors propagate to the caller.
         """
         self._wanted.clear()  # this computation covers every change made so far
-        self._compute_blocking(notify=True)
+        try:
+            self._compute_blocking(notify=True)
+        except Exception:
+            self._wanted.set()  # not covered after all: leave it to the background greenlet
+            raise
         return self.table
 
     def stats(self) -> dict:

@@ -403,7 +403,7 @@ def _compute(
             if type(items) is list and len(items) > 1:
                 items.sort()
                 sorted_items += len(items)
-                if sorted_items >= step * LINKS_PER_STEP_NODE:
+                if sorted_items >= step * 4:  # sorting costs more per item than a link check
                     sorted_items = 0
                     yield
     return RoutingTable(paths, apps, own_name, names_of, nodes_by_name)
