@@ -2,32 +2,34 @@
 
 from __future__ import annotations
 
+import heapq
 import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from xio.errors import LocalProtocolError
 from xio.peering.records import Record
-from xio.peering.routing import Route, compute_routes, keep_link
+from xio.peering.routing import Route, Topology, compute_routes, compute_stepwise, keep_link
 
 # Node ids sort in the order of their letter: "a"*32 < "b"*32 < ...
 A, B, C, D, E, M = (letter * 32 for letter in "abcdem")
 
 
-def record(node, links, apps=(), name=None) -> Record:
+def record(node, links, apps=(), name=None, seq=1, summary="") -> Record:
     """Return a record as the store would hold it (routing trusts verified records)."""
     return Record(
         node_id=node,
         public_key=bytes(32),
-        seq=1,
-        issued_ms=0,
-        expires_ms=60_000,
+        seq=seq,
+        issued_ms=seq,
+        expires_ms=60_000 + seq,
         name=name if name is not None else node[0],
         version="0",
         urls=(),
         links=tuple(sorted(links.items())),
-        apps=tuple((app, "") for app in sorted(apps)),
+        apps=tuple((app, summary) for app in sorted(apps)),
     )
 
 
@@ -196,3 +198,206 @@ def test_hop_by_hop_forwarding_is_loop_free(graph):
                 seen.append(node)
                 node = tables[node].next_hop(dst)
                 assert node is not None
+
+
+# -- stepwise computation and the topology ------------------------------------------------------
+
+
+def drain(slices):
+    """Run a ``compute_stepwise`` generator to its end; return (table, number of yields)."""
+    yields = 0
+    while True:
+        try:
+            next(slices)
+        except StopIteration as finished:
+            return finished.value, yields
+        yields += 1
+
+
+def reference_table(own, own_links, records, own_apps=(), own_name=""):
+    """Compute routes, hosts and names the plain way: one tuple-keyed Dijkstra, no packing."""
+    listed = {r.node_id: dict(r.links) for r in records if r.node_id != own}
+    listed[own] = dict(own_links)
+    by_id = {r.node_id: r for r in records if r.node_id != own}
+    routes, heap = {}, [(0, own, 0, own)]
+    while heap:
+        cost, first_hop, hops, node = heapq.heappop(heap)
+        if node in routes:
+            continue
+        routes[node] = Route(node, first_hop, cost, hops)
+        for peer, link_cost in listed.get(node, {}).items():
+            if node == own or node in listed.get(peer, {}):
+                hop = peer if node == own else first_hop
+                heapq.heappush(heap, (cost + link_cost, hop, hops + 1, peer))
+    hosts = {app: [(0, own)] for app in own_apps}
+    names = {own: own_name}
+    for node, route in routes.items():
+        if node in by_id:
+            names[node] = by_id[node].name
+            for app, _ in by_id[node].apps:
+                hosts.setdefault(app, []).append((route.cost, node))
+    by_name = {name: sorted(n for n in names if names[n] == name) for name in names.values()}
+    return routes, {app: sorted(found) for app, found in sorted(hosts.items())}, names, by_name
+
+
+def table_contents(table):
+    """Return everything a reader can get from ``table``, in the reference's shape."""
+    routes = {route.dst: route for route in table.routes()}
+    names = {node: table.name_of(node) for node in routes if table.name_of(node) is not None}
+    by_name = {name: table.find_nodes(name) for name in names.values()}
+    return routes, table.apps(), names, by_name
+
+
+def random_mesh(rng, size):
+    """Return (own, own_links, records) of a mesh with many equal-cost ties.
+
+    Costs are 1 or 2, some listings are one-sided, some live neighbours have no record yet,
+    names repeat and a record of ``own`` itself is among the records (it must be ignored).
+    """
+    nodes = [f"{rng.getrandbits(128):032x}" for _ in range(size)]
+    own = nodes[0]
+    links = {node: {} for node in nodes}
+    for node in nodes:
+        for peer in rng.sample(nodes, min(size, rng.randint(1, 5))):
+            if peer != node:
+                links[node][peer] = rng.randint(1, 2)
+                if rng.random() < 0.85:
+                    links[peer][node] = rng.randint(1, 2)
+    records = [
+        record(node, links[node], rng.sample(["shop", "wiki", "db"], rng.randint(0, 2)),
+               name=rng.choice(["x", "y", node[:6]]))
+        for node in nodes
+        if node == own or rng.random() < 0.9
+    ]  # fmt: skip
+    own_links = dict(links[own])
+    own_links[f"{rng.getrandbits(128):032x}"] = 1  # a live neighbour unknown to everyone
+    return own, own_links, records
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_stepwise_matches_the_plain_dijkstra_at_any_step(seed):
+    rng = random.Random(seed)
+    own, own_links, records = random_mesh(rng, rng.choice([2, 5, 20, 60, 150]))
+    expected = reference_table(own, own_links, records, own_apps=["wiki"], own_name="me")
+    topology = Topology(records)
+    for step in (1, 3, 256):
+        slices = compute_stepwise(own, own_links, topology, ["wiki"], "me", step=step)
+        table, _ = drain(slices)
+        assert table_contents(table) == expected
+    assert table_contents(compute_routes(own, own_links, records, ["wiki"], "me")) == expected
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_topology_updated_record_by_record_routes_like_a_fresh_one(seed):
+    rng = random.Random(seed)
+    own, own_links, records = random_mesh(rng, 40)
+    _, _, other_records = random_mesh(random.Random(seed + 1000), 40)
+    topology = Topology()
+    # Replay a history: the nodes appear, some change their links, some expire and come back.
+    for rec in rng.sample(records, len(records)):
+        topology.set_record(rec)
+    for rec in rng.sample(records, len(records) // 3):
+        peers = [r.node_id for r in rng.sample(records, 4)]
+        topology.set_record(record(rec.node_id, {p: 1 for p in peers if p != rec.node_id}))
+    for rec in rng.sample(records, len(records) // 4):
+        topology.remove(rec.node_id)
+    for rec in records + other_records[:5]:
+        topology.set_record(rec)
+    final = records + other_records[:5]
+    table, _ = drain(compute_stepwise(own, own_links, topology))
+    assert table_contents(table) == reference_table(own, own_links, final)
+    assert table_contents(table) == table_contents(compute_routes(own, own_links, final))
+
+
+def chain_records(size):
+    """Return the records of a line of ``size`` nodes n0 - n1 - ... with unit costs."""
+    nodes = [f"{index:032x}" for index in range(size)]
+    records = []
+    for index, node in enumerate(nodes):
+        links = {nodes[j]: 1 for j in (index - 1, index + 1) if 0 <= j < size}
+        records.append(record(node, links, apps=["shop"] if index % 10 == 5 else ()))
+    return nodes, records
+
+
+def test_stepwise_yields_many_times_on_a_large_mesh():
+    nodes, records = chain_records(2000)
+    slices = compute_stepwise(nodes[0], {nodes[1]: 1}, Topology(records), step=256)
+    table, yields = drain(slices)
+    assert yields >= 2000 // 256
+    assert table.route(nodes[-1]) == Route(nodes[-1], nodes[1], 1999, 1999)
+    assert len(table.hosts_of("shop")) == 200
+
+
+def test_a_suspended_computation_ignores_later_changes_to_the_topology():
+    nodes, records = chain_records(1200)
+    topology = Topology(records)
+    expected = table_contents(compute_routes(nodes[0], {nodes[1]: 1}, records))
+    own_links = {nodes[1]: 1}
+    slices = compute_stepwise(nodes[0], own_links, topology, step=50)
+    next(slices)
+    # Cut the line near us, make a shortcut far away, drop nodes and add a stranger.
+    topology.set_record(record(nodes[2], {nodes[3]: 1}))
+    topology.set_record(record(nodes[600], {nodes[599]: 9, nodes[601]: 1}, apps=["wiki"]))
+    for node in nodes[900:950]:
+        topology.remove(node)
+    topology.set_record(record(M, {nodes[5]: 1}))
+    own_links[nodes[1]] = 7
+    table, _ = drain(slices)
+    assert table_contents(table) == expected
+    # The changes are there for the next computation.
+    after, _ = drain(compute_stepwise(nodes[0], {nodes[1]: 1}, topology))
+    assert after.reachable() == sorted(nodes[:2])
+
+
+def test_set_record_tells_a_refresh_from_a_change():
+    topology = Topology()
+    assert topology.set_record(record(B, {A: 1, C: 2}, apps=["shop"], name="b"))
+    assert len(topology) == 1 and B in topology and C not in topology
+    # A refresh: higher seq, new expiry, another app summary. Routing would not change.
+    assert not topology.set_record(record(B, {A: 1, C: 2}, ["shop"], "b", seq=2, summary="v2"))
+    assert topology.set_record(record(B, {A: 1, C: 3}, ["shop"], "b", seq=3))  # a cost
+    assert topology.set_record(record(B, {A: 1}, ["shop"], "b", seq=4))  # a link less
+    assert topology.set_record(record(B, {A: 1}, ["shop", "wiki"], "b", seq=5))  # an app more
+    assert topology.set_record(record(B, {A: 1}, ["shop", "wiki"], "bee", seq=6))  # the name
+    assert not topology.set_record(record(B, {A: 1}, ["shop", "wiki"], "bee", seq=7))
+    assert topology.remove(B) and not topology.remove(B)
+    assert len(topology) == 0 and B not in topology
+    assert topology.set_record(record(B, {A: 1}, ["shop", "wiki"], "bee", seq=8))
+
+
+def test_a_removed_node_stops_carrying_routes():
+    records = [record(B, {A: 1, C: 1}), record(C, {B: 1, D: 1}), record(D, {C: 1})]
+    topology = Topology(records)
+    table, _ = drain(compute_stepwise(A, {B: 1}, topology))
+    assert table.reachable_set() == frozenset({A, B, C, D})
+    topology.remove(C)
+    table, _ = drain(compute_stepwise(A, {B: 1}, topology))
+    assert table.reachable_set() == frozenset({A, B})
+    assert table.name_of(C) is None and table.find_nodes("c") == []
+    topology.set_record(records[1])
+    table, _ = drain(compute_stepwise(A, {B: 1}, topology))
+    assert table.route(D) == Route(D, B, 3, 3)
+
+
+def test_unreachable_nodes_have_no_name_and_own_name_comes_from_the_argument():
+    records = [record(A, {}, name="stale-me"), record(B, {A: 1}), record(E, {}, name="e")]
+    table = compute_routes(A, {B: 1}, records, own_name="me")
+    assert table.name_of(A) == "me" and table.name_of(B) == "b"
+    assert table.name_of(E) is None and table.find_nodes("e") == []
+    assert table.find_nodes("stale-me") == []
+    assert len(table) == 2
+
+
+@pytest.mark.parametrize("step", [0, -1, 1.5, None])
+def test_step_must_be_a_positive_int(step):
+    with pytest.raises(LocalProtocolError):
+        compute_stepwise(A, {}, Topology(), step=step)
+
+
+def test_link_costs_below_one_are_refused():
+    with pytest.raises(LocalProtocolError):
+        compute_stepwise(A, {B: 0}, Topology())
+    with pytest.raises(LocalProtocolError):
+        Topology([record(B, {A: 0})])
+    with pytest.raises(LocalProtocolError):
+        Topology().set_record(record(B, {A: 1, C: 0}))
