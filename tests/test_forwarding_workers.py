@@ -122,3 +122,22 @@ def test_at_most_max_idle_workers_are_kept():
     gevent.sleep(0.01)
     assert len(workers._idle) == 3
     assert all(not worker.dead for worker in workers._idle)
+
+
+def test_an_idle_worker_keeps_nothing_of_its_last_call_alive():
+    # An idle worker once kept its last request, 16 MiB body and all, until its next call.
+    import gc
+    import weakref
+
+    class Body:
+        """Stands for a request body: something that can be weakly referred to."""
+
+    workers = Workers()
+    body = Body()
+    alive = weakref.ref(body)
+    job = workers.run(lambda held: None, body)
+    del body
+    gevent.sleep(0.01)
+    gc.collect()
+    assert job.worker is None and len(workers._idle) == 1  # parked, ready for the next call
+    assert alive() is None

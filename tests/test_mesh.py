@@ -104,6 +104,31 @@ def test_clear_errors_for_unknown_app_malformed_path_and_deadline(line):
     assert client.get("/slow", query={"s": "0"}).status == 200
 
 
+def forwarding(process) -> dict:
+    return xio.client(process.url, timeout=2).get("/_xio/node").content["forwarding"]
+
+
+def test_a_cancel_is_passed_along_the_path_and_stops_the_handler(line):
+    _, b, c = line
+    from xio.peering import codec
+
+    from .test_link_hostile import EvilPeer
+
+    asker = EvilPeer(ws(b) + "/_xio/ws")
+    asker.handshake()
+    request = codec.RequestFrame(7, node_id(c), "slow", "GET", "", "s=30", ttl_ms=60_000)
+    asker.send(codec.encode(request))
+    wait_until(lambda: forwarding(c).get("served", 0) >= 1, what="c to start the handler")
+    asker.send(codec.encode(codec.Cancel(7)))
+    # The relay passed the cancel on, and the destination stopped the app's handler.
+    wait_until(lambda: forwarding(b).get("cancelled", 0) >= 1, what="b to pass the cancel on")
+    wait_until(lambda: forwarding(c).get("cancelled", 0) >= 1, what="c to stop the handler")
+    assert forwarding(b).get("relayed") == 1
+    budgets = xio.client(c.url).get("/_xio/node").content["budgets"]
+    assert budgets["in_flight"]["used"] == 1  # only this admin request: the slow one is gone
+    asker.transport.close()
+
+
 def test_next_hop_lost_mid_request_is_502(line):
     a, b, _ = line
     import threading

@@ -10,14 +10,8 @@ from hypothesis import strategies as st
 from xio.errors import LocalProtocolError, RemoteProtocolError
 from xio.peering import records as records_module
 from xio.peering.identity import Identity
-from xio.peering.records import (
-    MAX_LIFETIME_MS,
-    RECORD_DOMAIN,
-    Record,
-    RecordStore,
-    encode_body,
-    parse_record,
-)
+from xio.peering.records import MAX_LIFETIME_MS, RECORD_DOMAIN, Record, encode_body, parse_record
+from xio.peering.store import STORE_REASONS, RecordStore
 
 NOW = 1_700_000_000_000
 ALICE = Identity.from_seed(bytes(range(32)))
@@ -209,7 +203,7 @@ def test_fuzz_mutated_records(data):
     store = RecordStore(CAROL.node_id)
     verdict = store.offer(bytes(raw), build().signature, NOW)
     assert not verdict.accepted
-    assert verdict.reason in records_module.STORE_REASONS
+    assert verdict.reason in STORE_REASONS
 
 
 # -- the store ---------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from xio.peering.codec import (
     RecordFrame,
     RequestFrame,
     ResponseFrame,
+    Summary,
+    Want,
     decode,
     encode,
 )
@@ -37,6 +39,7 @@ SEED_B = bytes(range(0x20, 0x40))
 NONCE_A = b"\x11" * 32
 NONCE_B = b"\x22" * 32
 ISSUED_MS = 1_700_000_000_000
+CAPS = ("summary",)
 
 
 def compute_vectors() -> dict[str, str]:
@@ -51,8 +54,8 @@ def compute_vectors() -> dict[str, str]:
         "node_id_b": bob.node_id,
     }
     # Handshake: Alice dials Bob.
-    initiator = Handshake(alice, "initiator", "alpha", nonce=NONCE_A)
-    responder = Handshake(bob, "responder", "beta", nonce=NONCE_B)
+    initiator = Handshake(alice, "initiator", "alpha", nonce=NONCE_A, caps=CAPS, timeout_ms=2500)
+    responder = Handshake(bob, "responder", "beta", nonce=NONCE_B, caps=CAPS, timeout_ms=2500)
     (hello_a,), (hello_b,) = initiator.start(), responder.start()
     (auth_a,) = initiator.receive(decode(encode(hello_b)))
     (auth_b,) = responder.receive(decode(encode(hello_a)))
@@ -108,6 +111,8 @@ def compute_vectors() -> dict[str, str]:
         ping_frame=encode(Ping(5)),
         pong_frame=encode(Pong(5)),
         bye_frame=encode(Bye("shutting_down")),
+        summary_frame=encode(Summary(((alice.node_id, 7), (bob.node_id, 3)))),
+        want_frame=encode(Want((bob.node_id,))),
     )
     return {k: v.hex() if isinstance(v, bytes) else str(v) for k, v in vectors.items()}
 

@@ -14,15 +14,8 @@ from hypothesis import strategies as st
 
 from xio.errors import LocalProtocolError
 from xio.peering.identity import Identity
-from xio.peering.records import (
-    MAX_RECORD_SIZE,
-    REJECTION_REASONS,
-    STORE_REASONS,
-    Record,
-    RecordStore,
-    StoreLimits,
-    parse_record,
-)
+from xio.peering.records import MAX_RECORD_SIZE, Record, parse_record
+from xio.peering.store import REJECTION_REASONS, STORE_REASONS, RecordStore, StoreLimits
 
 NOW = 1_700_000_000_000
 OWN = Identity.from_seed(bytes([200]) * 32)
@@ -235,6 +228,7 @@ def test_unreachable_records_go_before_older_reachable_ones():
     store.set_context(neighbours=[], reachable=[A.node_id, C.node_id, D.node_id])
     offer(store, build(A, now=NOW)), offer(store, build(B, now=NOW + 5))
     offer(store, build(C, now=NOW + 1))
+    store.set_context(neighbours=[], reachable=[A.node_id, C.node_id, D.node_id])  # routes ran
     verdict = offer(store, build(D, now=NOW + 9))
     assert verdict.accepted and verdict.evicted == (B.node_id,)
 
@@ -244,6 +238,7 @@ def test_a_growing_replacement_evicts_others_but_never_itself():
     store = RecordStore(OWN.node_id, limits=StoreLimits(max_bytes=3 * size_of(first)))
     store.set_context(neighbours=[], reachable=[])
     offer(store, first), offer(store, build(B, pad=100)), offer(store, build(C, pad=100))
+    store.set_context(neighbours=[], reachable=[])  # routes ran
     grown = offer(store, build(A, seq=2, pad=300))
     assert grown.accepted and grown.evicted == (B.node_id,) and grown.changed
     assert held(store) == {A.node_id: 2, C.node_id: 1}
@@ -257,6 +252,7 @@ def test_a_refused_growing_replacement_stays_evictable():
     offer(store, first), offer(store, neighbour)
     assert offer(store, build(A, seq=2, pad=300)).reason == "store_full"
     assert store.offer(*forged(build(A, seq=3, pad=300)), NOW).reason == "store_full"
+    store.set_context(neighbours=[N.node_id], reachable=[])  # routes ran
     assert offer(store, build(B)).evicted == (A.node_id,)
 
 
@@ -300,10 +296,25 @@ def test_a_record_brought_again_by_another_source_belongs_to_that_source():
     assert verdict.evicted == (B.node_id,)  # F's oldest; A is H's now
 
 
+def test_records_not_yet_seen_by_routing_are_not_evicted_as_unreachable():
+    # A flooder over its fair share cannot evict an honest record that arrived since the last
+    # routing table: to that table it is unknown, not unreachable.
+    store = RecordStore(OWN.node_id, max_records=3)
+    store.set_context(neighbours=[F.node_id], reachable=[F.node_id])
+    offer(store, build(A, now=NOW - 1000), source=H.node_id)  # honest, older, not yet routed
+    flood = sybils(4)
+    verdicts = [offer(store, made, source=F.node_id) for made in flood]
+    assert [v.accepted for v in verdicts] == [True, True, False, False]
+    assert A.node_id in held(store)
+    store.set_context(neighbours=[F.node_id], reachable=[F.node_id])  # A is unreachable now
+    assert offer(store, flood[2], source=F.node_id).evicted == (A.node_id,)
+
+
 def test_a_forged_record_never_evicts_anything():
     store = RecordStore(OWN.node_id, max_records=2)
     store.set_context(neighbours=[], reachable=[])
     offer(store, build(A)), offer(store, build(B))
+    store.set_context(neighbours=[], reachable=[])  # routes ran
     before, usage = held(store), store.usage()
     for _ in range(3):
         assert store.offer(*forged(build(C)), NOW).reason == "bad_signature"
@@ -316,6 +327,7 @@ def test_an_evicted_record_is_accepted_again_when_it_comes_back():
     store = RecordStore(OWN.node_id, max_records=1)
     store.set_context(neighbours=[], reachable=[])
     offer(store, build(A, seq=4))
+    store.set_context(neighbours=[], reachable=[])  # routes ran
     assert offer(store, build(B)).evicted == (A.node_id,)
     assert store.remove(B.node_id)
     assert offer(store, build(A, seq=4)).accepted  # no tombstone: it is not "stale"
@@ -441,6 +453,7 @@ def test_budgets_hold_whatever_happens(max_records, max_bytes, quota, operations
     store = RecordStore(OWN.node_id, limits=limits)
     now, neighbours, reachable, context_set = NOW, set(), set(), False
     introduced: dict[str, str | None] = {}  # our own model of who brought each held record
+    fresh: set[str] = set()  # held records stored since the last context: not yet routed
     for operation in operations:
         before = held(store)
         if operation[0] == "context":
@@ -448,6 +461,7 @@ def test_budgets_hold_whatever_happens(max_records, max_bytes, quota, operations
             reachable = {POOL[i].node_id for i in operation[2]}
             store.set_context(neighbours=neighbours, reachable=reachable)
             context_set = True
+            fresh = set()
         elif operation[0] == "tick":
             now += operation[1]
             for origin in store.expire(now):
@@ -467,7 +481,9 @@ def test_budgets_hold_whatever_happens(max_records, max_bytes, quota, operations
             assert set(after) == (set(before) - set(verdict.evicted)) | {origin}
             assert not set(verdict.evicted) & neighbours
             unreachable = {
-                o for o in before if o not in reachable and o not in neighbours and o != origin
+                o
+                for o in before
+                if o not in reachable and o not in neighbours and o != origin and o not in fresh
             }
             if context_set and set(verdict.evicted) - unreachable:
                 # A reachable record went only after every unreachable one, and only for a
@@ -478,7 +494,9 @@ def test_budgets_hold_whatever_happens(max_records, max_bytes, quota, operations
                 assert origin in neighbours or share < max_records
             for victim in verdict.evicted:
                 del introduced[victim]
+                fresh.discard(victim)
             introduced.setdefault(origin, source)
+            fresh.add(origin)
         usage = store.usage()
         signed = [store.signed(r.node_id) for r in store.records()]
         assert len(store) == usage["records"] == len(signed) == len(introduced) <= max_records

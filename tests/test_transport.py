@@ -9,6 +9,7 @@ import socket
 import ssl
 import struct
 from base64 import b64encode
+from contextlib import suppress
 from hashlib import sha1
 from pathlib import Path
 
@@ -20,8 +21,8 @@ from gevent.event import Event
 from gevent.queue import Queue
 from gevent.server import StreamServer
 
-from xio.errors import ConnectError, ConnectionClosed
-from xio.peering.transport import Transport, WebSocketEndpoint, connect
+from xio.errors import ConnectError, ConnectionClosed, QueueFull
+from xio.peering.transport import CLOSE_TIMEOUT, Transport, WebSocketEndpoint, connect
 from xio.server import Server
 
 from .certs import self_signed
@@ -327,10 +328,14 @@ def test_many_fragments_with_pings_between_them_make_one_message(served):
         frames += frame(0x0, part, fin=index == len(parts) - 1)
     sock.sendall(frames + frame(0x2, b"next"))
     assert server.receive(2) == [b"".join(parts), b"next"]
+    # Pings are answered, the newest one always (RFC 6455 5.5.3 lets older ones go unanswered,
+    # so that a peer pinging without reading cannot pile up pongs).
     stream = sock.makefile("rb")
-    assert [read_frame(stream) for _ in parts[1:]] == [
-        (0xA, b"ping %d" % index) for index in range(1, len(parts))
-    ]
+    pongs = [read_frame(stream)]
+    while pongs[-1][1] != b"ping %d" % (len(parts) - 1):
+        pongs.append(read_frame(stream))
+    pings = [(0xA, b"ping %d" % index) for index in range(1, len(parts))]
+    assert pongs == sorted(pongs) and set(pongs) <= set(pings)
     sock.close()
 
 
@@ -489,39 +494,47 @@ def test_server_dropped_fires_on_close_on_the_dialling_side():
     fake.stop()
 
 
-def test_close_while_a_sender_is_stuck_does_not_hang(served):
+def stop_reading(end: End) -> None:
+    """Make ``end`` read nothing more: its reader sleeps in its first message."""
+    end.transport.on_message = lambda data: gevent.sleep(30)
+
+
+def test_sends_never_block_and_a_peer_that_does_not_read_fills_only_the_queue(served):
     client, server = served.dial()
-    server.transport.on_message = lambda data: gevent.sleep(30)  # stop reading
-
-    def send_until_stuck():
-        try:
-            for _ in range(100):
-                client.transport.send(b"x" * MiB)
-        except ConnectionClosed as exc:
-            return exc
-
-    stuck = gevent.spawn(send_until_stuck)
-    gevent.sleep(0.3)
-    assert not stuck.dead
+    stop_reading(server)
+    client.transport.max_queue = 8 * MiB
+    client.transport.send(b"x")  # the reader's first message: from now on it reads nothing
+    sent = 0
+    with pytest.raises(QueueFull):
+        for _ in range(1000):  # far more than socket buffers and the queue can take
+            client.transport.send(b"x" * MiB)
+            sent += 1
+            gevent.sleep(0.002)  # let the writer push what the socket takes
+    assert 8 <= sent < 1000
+    assert client.transport.writing  # the writer waits on the socket; nobody else does
+    stalled = client.transport.bytes_sent
+    gevent.sleep(0.2)
+    assert client.transport.bytes_sent == stalled
     client.transport.close("give_up")
-    assert client.wait_closed() == "give_up"
-    assert isinstance(stuck.get(timeout=5), ConnectionClosed)
     server.transport.close()
 
 
-def test_a_sender_killed_in_the_middle_of_a_frame_ends_the_connection(served):
+def test_close_while_the_writer_is_stuck_returns_at_once(served):
     client, server = served.dial()
-    server.transport.on_message = lambda data: gevent.sleep(30)  # stop reading
-
-    def send_until_stuck():
-        for _ in range(100):
+    stop_reading(server)
+    client.transport.send(b"x")
+    with suppress(QueueFull):
+        for _ in range(200):
             client.transport.send(b"x" * MiB)
-
-    stuck = gevent.spawn(send_until_stuck)
-    gevent.sleep(0.3)
-    assert not stuck.dead and not client.transport.closed
-    stuck.kill()  # e.g. a cancelled request: half a frame is on the wire
-    assert client.wait_closed() == "connection_lost"
+            gevent.sleep(0.002)
+    assert client.transport.writing
+    client.transport.close("give_up")  # does not wait for the stuck writer
+    assert client.wait_closed() == "give_up"
+    with pytest.raises(ConnectionClosed):
+        client.transport.send(b"after")
+    # The socket itself is closed within CLOSE_TIMEOUT, unblocking the writer.
+    gevent.sleep(CLOSE_TIMEOUT + 0.5)
+    assert client.transport._connection.sock is None
     server.transport.close()
 
 
@@ -757,3 +770,44 @@ def test_no_module_but_the_transport_imports_ws4py():
             if any(name == "ws4py" or name.startswith("ws4py.") for name in names):
                 importers.append(path.relative_to(ROOT).as_posix())
     assert set(importers) == {"xio/peering/transport.py"}
+
+
+# -- large messages: admitted before they are buffered ---------------------------------
+
+
+def test_a_large_message_is_shown_to_admit_before_its_payload_has_arrived(served):
+    sock, _ = raw_upgrade(served)
+    server = served.accepted()
+    asked = []
+    server.transport.admit = lambda size, prefix: asked.append((size, prefix)) or True
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    data = frame(0x2, payload)
+    sock.sendall(data[: 14 + 64])  # the header, the mask key and 64 payload bytes
+    gevent.sleep(0.2)
+    assert asked == [(len(payload), payload[:64])]
+    assert server.messages.empty()
+    sock.sendall(data[14 + 64 :])
+    assert server.receive(1) == [payload]
+    sock.close()
+
+
+def test_a_message_not_admitted_is_read_past_and_the_next_one_arrives(served):
+    sock, _ = raw_upgrade(served)
+    server = served.accepted()
+    discarded = []
+    server.transport.admit = lambda size, prefix: size < 100_000
+    server.transport.on_discarded = lambda: discarded.append(True)
+    sock.sendall(frame(0x2, b"a" * 200_000) + frame(0x2, b"small") + frame(0x2, b"b" * 70_000))
+    assert server.receive(2) == [b"small", b"b" * 70_000]
+    assert discarded == [True]
+    sock.close()
+
+
+def test_admit_may_close_the_transport_instead(served):
+    sock, _ = raw_upgrade(served)
+    server = served.accepted()
+    server.transport.admit = lambda size, prefix: server.transport.close("no_thanks")
+    sock.sendall(frame(0x2, b"a" * 200_000))
+    assert server.wait_closed() == "no_thanks"
+    assert read_close_code(sock) == 1000
+    served.check_still_serving()

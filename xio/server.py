@@ -28,6 +28,7 @@ import gevent.ssl
 from gevent.pywsgi import OldMessage, WSGIHandler, WSGIServer
 
 from . import content as _content
+from .budget import Budget
 from .errors import HTTPError, PayloadTooLarge
 from .request import Request, Response
 from .resource import error_response
@@ -60,18 +61,50 @@ class WSGIApp:
         *,
         prefix: str = "",
         max_body: int = DEFAULT_MAX_BODY,
+        body_budget: Budget | None = None,
     ) -> None:
         self.handle = handle
         self.prefix = prefix
         self.max_body = max_body
+        # Shared with the node's links: request bodies held at once, however they arrive.
+        self.body_budget = body_budget
 
     def __call__(self, environ: dict, start_response):
         method = environ["REQUEST_METHOD"]
+        held = 0
         try:
+            held = self._reserve(environ.get("CONTENT_LENGTH"))
             body = self._read_body(environ)
+            if not held and body:  # chunked: the size is known once it is read
+                held = self._reserve(len(body))
         except HTTPError as exc:
+            if held:
+                self.body_budget.give(held)
             _stop_reading(environ)
             return self._send(environ, start_response, error_response(exc), close=True)
+        try:
+            return self._respond(environ, start_response, method, body)
+        finally:
+            if held:
+                self.body_budget.give(held)
+
+    def _reserve(self, length: str | int | None) -> int:
+        """Take a body's size from the budget before it is read; return what was taken."""
+        budget = self.body_budget
+        if budget is None or not length:
+            return 0
+        try:
+            size = min(int(length), self.max_body)  # more than max_body is a 413 anyway
+        except ValueError:
+            return 0  # _read_body answers 400
+        if size <= 0:
+            return 0
+        if not budget.take(size):
+            raise HTTPError(503, "the node's budget for request bodies is spent; try again",
+                            headers={"Retry-After": "1"})  # fmt: skip
+        return size
+
+    def _respond(self, environ: dict, start_response, method: str, body: bytes):
         path = environ.get("PATH_INFO", "")
         if not path.isascii():  # WSGI hands the path over as latin-1; URLs are UTF-8
             try:

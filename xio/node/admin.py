@@ -14,7 +14,8 @@ def admin_resource(node) -> Resource:
 
     @admin.bind("node", methods=["GET"])
     def node_info(req):
-        """This node: identity, addresses, apps, counters of what it refused."""
+        """This node: identity, addresses, apps, budgets, and counters of what it refused."""
+        forwarding = node.forwarding_counts()
         return {
             "id": node.id,
             "name": node.name,
@@ -26,8 +27,18 @@ def admin_resource(node) -> Resource:
             "records": len(node.store),
             "seq": node.store.own_seq,
             "rejected": dict(sorted(node.rejected.items())),
+            "refused": node.refusals(forwarding),
             "records_judged": {k: v for k, v in sorted(node.store.counters.items()) if v},
-            "forwarding": dict(sorted(node.forwarder.counts.items())),
+            "forwarding": dict(sorted(forwarding.items())),
+            "closed_links": dict(sorted(node.closed_links.items())),
+            "loops": node.loops,
+            "budgets": node.budgets(),
+            "routing": node.routes.stats(),
+            "link_queues": [link_queue(link, time.monotonic()) for link in sorted_links()],
+            "originated": {
+                "records": node.originator.originated,
+                "trimmed": node.originator.trimmed,
+            },  # fmt: skip
             "dialling": [
                 {
                     "url": d.url,
@@ -40,26 +51,48 @@ def admin_resource(node) -> Resource:
             "mdns": node.mdns.describe() if node.mdns is not None else None,
         }
 
+    def sorted_links():
+        return sorted(node.all_links, key=lambda link: link.peer_name or "")
+
+    def link_queue(link, now: float) -> dict:
+        session = link.session
+        return {
+            "peer": link.peer_id,
+            "name": link.peer_name,
+            "queued_bytes": session.queued_bytes,
+            "queued_frames": session.queued_frames,
+            "oldest_unsent_s": round(session.oldest_unsent(now), 3),
+            "writing": link.transport.writing,
+        }
+
     @admin.bind("peers", methods=["GET"])
     def peers(req):
         """The links of this node, established or being set up."""
         now = time.monotonic()
-        return [
-            {
-                "id": link.peer_id,
-                "name": link.peer_name,
-                "state": link.state.value,
-                "direction": "out" if link.initiator else "in",
-                "url": link.url,
-                "address": link.transport.peer,
-                "since": link.established_at,
-                "rtt_ms": round(link.rtt * 1000, 3) if link.rtt is not None else None,
-                "idle_s": round(now - link.last_received, 3),
-                "in_flight": len(link.pending) + len(link.serving),
-                "rejected": dict(link.rejected),
-            }
-            for link in sorted(node.all_links, key=lambda link: link.peer_name or "")
-        ]
+        result = []
+        for link in sorted_links():
+            session = link.session
+            result.append(
+                {
+                    "id": link.peer_id,
+                    "name": link.peer_name,
+                    "state": link.state.value,
+                    "direction": "out" if link.initiator else "in",
+                    "url": link.url,
+                    "address": link.transport.peer,
+                    "since_s": round(now - session.established_at, 3)
+                    if session.established_at is not None
+                    else None,
+                    "rtt_ms": round(session.rtt * 1000, 3) if session.rtt is not None else None,
+                    "in_flight": len(session.outgoing) + len(session.incoming),
+                    "caps": list(session.peer_caps),
+                    "bytes_in": link.transport.bytes_received,
+                    "bytes_out": link.transport.bytes_sent,
+                    "rejected": dict(session.rejected),
+                    **link_queue(link, now),
+                }
+            )
+        return result
 
     @admin.bind("routes", methods=["GET"])
     def routes(req):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -54,19 +55,121 @@ def node_arguments(parser: argparse.ArgumentParser, *, port: int, host: str) -> 
     parser.add_argument("--max-body", type=int, default=16 * 1024 * 1024, metavar="BYTES",
                         help="request body limit (default 16 MiB)")  # fmt: skip
     parser.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    limit_arguments(parser.add_argument_group("budgets and limits (all ours, none a peer's)"))
+
+
+#: (flag, NodeConfig field, parser, help) of every budget and limit; defaults from NodeConfig.
+LIMITS = (
+    ("--record-lifetime", "record_lifetime", "seconds", "lifetime of this node's record; "
+     "refreshed every third of it"),
+    ("--max-inbound-links", "max_inbound_links", "count", "links accepted from peers"),
+    ("--handshake-rate", "handshake_rate", "rate", "new links per second from one address"),
+    ("--store-max-records", "store_max_records", "count", "records of other nodes held"),
+    ("--store-max-bytes", "store_max_bytes", "size", "bytes of records held"),
+    ("--record-max-size", "record_max_size", "size", "largest record accepted"),
+    ("--origin-quota", "origin_quota", "count", "new nodes one neighbour may make known per "
+     "minute"),
+    ("--max-in-flight", "max_in_flight", "count", "requests held at once, HTTP and links"),
+    ("--body-budget", "body_budget", "size", "request bodies held at once, HTTP and links"),
+    ("--link-queue-bytes", "link_queue_bytes", "size", "frames waiting to be sent on one link"),
+    ("--write-timeout", "write_timeout", "seconds", "close a link that takes nothing this long"),
+    ("--max-ttl", "max_ttl", "seconds", "longest deadline a request may have"),
+    ("--min-originate-interval", "min_originate_interval", "seconds", "hold-down between "
+     "records made because links changed"),
+)  # fmt: skip
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # also refuses NaN
+        raise ValueError(text)
+    return value
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+
+
+def _size(text: str) -> int:
+    """Parse ``16777216``, ``16MiB``, ``64k``: a positive number of bytes (units of 1024)."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(text)
+    number, unit = match.groups()
+    return _count(str(int(float(number) * _UNITS[unit[:1].lower()])))
+
+
+# argparse names the type in its error: "invalid size value: '12x'".
+_count.__name__, _seconds.__name__, _size.__name__ = "count", "seconds", "size"
+
+
+def _show(kind: str, value: float) -> str:
+    if kind == "size":
+        for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+            if value >= size and value % size == 0:
+                return f"{value // size}{unit}"
+    return f"{value:g}"
+
+
+def limit_arguments(group) -> None:
+    """Add a flag for every budget and limit."""
+    kinds = {"count": (_count, "N"), "seconds": (_seconds, "SECONDS"), "size": (_size, "BYTES"),
+             "rate": (_seconds, "PER_SECOND")}  # fmt: skip
+    defaults = NodeConfig(name="")
+    for flag, attribute, kind, text in LIMITS:
+        default = getattr(defaults, attribute)
+        parse, metavar = kinds[kind]
+        group.add_argument(flag, dest=attribute, type=parse, default=default, metavar=metavar,
+                           help=f"{text} (default {_show(kind, default)})")  # fmt: skip
 
 
 def config_from(args: argparse.Namespace, *, state_dir: Path | None, mdns: bool) -> NodeConfig:
     """Build a ``NodeConfig`` from parsed arguments."""
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
+    limits = {attribute: getattr(args, attribute) for _, attribute, _, _ in LIMITS}
     return NodeConfig(
         name=args.name, host=args.host, port=args.port, peers=args.peers,
         state_dir=state_dir, mdns=mdns, link_timeout=args.link_timeout,
         request_timeout=args.request_timeout, max_body=args.max_body,
         tls_cert=args.tls_cert, tls_key=args.tls_key, advertise=args.advertise,
         mdns_interfaces=args.mdns_interface, advertise_addresses=args.advertise_address,
+        **limits,
     )  # fmt: skip
+
+
+def tune_process() -> None:
+    """Set what a long-running node needs from the process, as servers do.
+
+    * File descriptors: the soft limit goes up to the hard one (often 1024 against 524288),
+      so idle connections from outside do not starve links and the state files of fds.
+    * glibc malloc: large buffers (bodies, frames) come from mmap and go back to the system
+      when freed; by default glibc raises its mmap threshold after such frees, and memory
+      taken by one burst of 16 MiB bodies then stays with the process.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD, fixed: no dynamic growth
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
 
 
 def setup_logging(level: str) -> None:
@@ -80,9 +183,15 @@ def setup_logging(level: str) -> None:
 
 def run_node(node) -> int:
     """Start ``node``, serve until SIGINT or SIGTERM, stop cleanly; return the exit status."""
+    import gc
+
     import gevent
 
+    tune_process()
     node.start()
+    # What exists now (code, apps, the first tables) lives as long as the process: keep it out
+    # of the collector's full passes, which otherwise cost tens of ms on a big heap.
+    gc.freeze()
     print(f"xio: node {node.name} ({node.id}) listening on {node.url}", file=sys.stderr, flush=True)
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, node.stop)

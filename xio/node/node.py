@@ -1,26 +1,31 @@
 """The node: one process that hosts apps, links to peers and routes the mesh's requests.
 
-Theory of operation. A ``Node`` composes the parts below it and holds the state that
-ties them together: its identity, the established links (one per peer), the record
-store, and a routing table recomputed lazily after anything that can change it.
+Theory of operation. A ``Node`` composes the parts below it and holds the state that ties
+them together: its identity, the established links (one per peer), the record store and the
+routing topology, and the budgets every part draws from.
 
-- Links come from ``Dialer`` s (``--peers``) and from the WebSocket endpoint. When a
-  link is established the node sends it every record it knows, and re-originates its
-  own record (its neighbours changed); when a link closes it re-originates at once.
-  Two links to one peer collapse to the one ``keep_link`` names, on both ends.
-- Records are originated with a growing seq (persisted in the state folder so that it
-  survives restarts), refreshed every third of their lifetime, verified when they
-  arrive, flooded byte for byte to every other link when new, and dropped at expiry.
-- HTTP requests go through ``router.Router``; requests that arrive over links go
-  through ``Forwarder``. Both end in ``answer_locally`` for an app hosted here.
+- Links come from ``Dialer`` s (``--peers``, mDNS) and from the WebSocket endpoint, which
+  admits at most ``max_inbound_links`` and ``handshake_rate`` new links per second per source
+  address. When a link is established the ``RecordExchange`` starts the summary-first initial
+  exchange on it and the ``Originator`` re-originates (held down under churn); two links to
+  one peer collapse to the one ``keep_link`` names, on both ends.
+- Records arriving are judged by the store (budgets, quotas, eviction), flooded when new, and
+  change the ``Topology`` only when links, apps or names change; the ``RouteKeeper``
+  recomputes the routing table in the background and swaps it in, so requests never wait for
+  routing.
+- HTTP requests go through ``router.Router``; requests that arrive over links go through the
+  ``Forwarder``. Both end in ``answer_locally`` for an app hosted here. Requests in flight and
+  buffered bodies count against two node-wide budgets, shared by HTTP and every link.
+- Every long-lived loop (origination, expiry, routing, dialling) catches, counts and goes on;
+  ``loops`` under ``/_xio/node`` shows what failed.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,29 +33,40 @@ import gevent
 from gevent.event import Event
 
 from .. import __version__
+from ..budget import Budget
 from ..content import encode as encode_content
-from ..errors import ConfigError, ConnectError, ConnectionClosed, HTTPError
+from ..errors import ConfigError, ConnectError, HTTPError
 from ..peering import codec
-from ..peering.codec import Auth, Cancel, Hello, RecordFrame, RequestFrame, ResponseFrame
+from ..peering.codec import RequestFrame, ResponseFrame
 from ..peering.forwarding import VIA, Forwarder, error_frame, extend_via, via_of
 from ..peering.handshake import Handshake
 from ..peering.identity import Identity, is_node_id
 from ..peering.links import Dialer, Link
-from ..peering.records import DEFAULT_LIFETIME_MS, Record, RecordStore
-from ..peering.routing import RoutingTable, compute_routes, keep_link
+from ..peering.records import DEFAULT_LIFETIME_MS
+from ..peering.routing import RoutingTable, Topology, keep_link
+from ..peering.schedule import RateLimiter
+from ..peering.session import Closed, LinkLimits, LinkSession
+from ..peering.store import RecordStore, StoreLimits
 from ..peering.transport import WebSocketEndpoint, connect
 from ..request import Headers, Request, Response
 from ..resource import Resource
 from ..server import DEFAULT_MAX_BODY, Server, WSGIApp
+from .exchange import SUMMARY_CAP, RecordExchange
+from .originator import Originator, RecordContent
 from .router import HOP_BY_HOP, Router
+from .routes import RouteKeeper
 
 log = logging.getLogger("xio.node")
 
 WS_PATH = "/_xio/ws"
-SEQ_FILE = "seq"
+MiB = 1024 * 1024
 #: A node found by mDNS that refuses connections this many times in a row is forgotten
 #: until it is announced again (a killed node sends no goodbye).
 DISCOVERY_GIVE_UP = 5
+#: The loops whose failures are counted under /_xio/node "loops".
+LOOPS = ("refresh", "persist_seq", "expire", "routes", "dial")
+#: Forwarding counts that are refusals by a budget or a cap (shown under "refused" too).
+_FORWARDING_REFUSALS = ("in_flight_budget", "body_budget", "queue_full", "overloaded")
 
 
 @dataclass
@@ -73,6 +89,19 @@ class NodeConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     advertise: list[str] = field(default_factory=list)
+    # Budgets and limits: every one is ours to set, none a peer's (docs/PROTOCOL.md, 12).
+    max_inbound_links: int = 128  # well below the 256 links a record may list
+    handshake_rate: float = 10.0  # new links per second per source address (burst: twice)
+    store_max_records: int = 4096
+    store_max_bytes: int = 32 * MiB
+    record_max_size: int = 16 * 1024
+    origin_quota: int = 1024  # new origins one neighbour may introduce per minute
+    max_in_flight: int = 4096  # requests held at once, HTTP and links together
+    body_budget: int = 256 * MiB  # request bodies buffered at once, HTTP and links together
+    link_queue_bytes: int = 8 * MiB  # frames waiting to be sent on one link
+    write_timeout: float = 5.0  # a link whose frames wait this long with no progress is closed
+    max_ttl: float = 3600.0  # a request's deadline is never further away than this
+    min_originate_interval: float = 1.0  # hold-down between originations caused by changes
 
 
 def parse_peer(spec: str) -> tuple[str, str | None]:
@@ -113,15 +142,43 @@ class Node:
             self.identity = Identity.generate()
         self.id = self.identity.node_id
         self.name = config.name
-        self.store = RecordStore(self.id)
+        self.started_at = time.time()
         self.links: dict[str, Link] = {}  # peer id -> its one established link
         self.all_links: set[Link] = set()
-        self.rejected: dict[str, int] = {}
-        self.started_at = time.time()
-        self.forwarder = Forwarder(self.id, self.deliver, self._link_towards)
-        self.dialers = [Dialer(*parse_peer(p), self.dial, self.links.get) for p in config.peers]
-        self._table: RoutingTable | None = None
-        self._originate_pending = False
+        self.rejected: Counter[str] = Counter()  # a peer's fault, by reason
+        self.refused: Counter[str] = Counter()  # our budgets and caps at work, by reason
+        self.closed_links: Counter[str] = Counter()
+        self._closed_link_counts: Counter[str] = Counter()  # counts of sessions now closed
+        self.loops = {name: {"errors": 0, "last_error": ""} for name in LOOPS}
+        self.in_flight = Budget("in_flight", config.max_in_flight)
+        self.body_bytes = Budget("body_bytes", config.body_budget)
+        self.link_limits = LinkLimits(
+            link_timeout=config.link_timeout, write_timeout=config.write_timeout,
+            queue_bytes=config.link_queue_bytes, max_ttl_ms=int(config.max_ttl * 1000),
+        )  # fmt: skip
+        self.store = RecordStore(self.id, limits=StoreLimits(
+            max_records=config.store_max_records, max_bytes=config.store_max_bytes,
+            max_record_size=config.record_max_size, origin_quota=config.origin_quota,
+        ))  # fmt: skip
+        self.topology = Topology()
+        self.routes = RouteKeeper(self.id, self.topology, self._route_inputs,
+                                  on_table=self._table_computed)  # fmt: skip
+        self.exchange = RecordExchange(
+            self.store, self.topology, self.links, routes_changed=self.routes.invalidate,
+            own_seq_seen=self._own_seq_seen, reject=self._reject_record, refused=self.refused,
+        )  # fmt: skip
+        self.originator = Originator(
+            self.identity, self.store, self._record_content, self.exchange.flood_own,
+            state_dir=config.state_dir, lifetime=config.record_lifetime,
+            min_interval=config.min_originate_interval, max_size=config.record_max_size,
+            on_error=self.loop_failed,
+        )  # fmt: skip
+        self.forwarder = Forwarder(self.id, self.deliver, self._link_towards,
+                                   in_flight=self.in_flight, body_bytes=self.body_bytes)  # fmt: skip
+        self._handshakes = RateLimiter(config.handshake_rate, 2 * config.handshake_rate)
+        self._inbound = 0  # links accepted and not yet closed
+        self.dialers = [self._dialer(*parse_peer(p), self.dial) for p in config.peers]
+        self._stopping = False
         self._stopped = Event()
         self._greenlets: list = []
         self.server: Server | None = None
@@ -135,17 +192,20 @@ class Node:
     def start(self) -> Node:
         """Bind, originate the first record, start dialling; return at once."""
         config = self.config
-        endpoint = WebSocketEndpoint(self.accept, path=WS_PATH, max_message=codec.MAX_FRAME)
-        wsgi = WSGIApp(self.router.handle, max_body=config.max_body)
+        endpoint = WebSocketEndpoint(self.accept, path=WS_PATH, max_message=codec.MAX_FRAME,
+                                     admit=self._admit_link)  # fmt: skip
+        wsgi = WSGIApp(self.router.handle, max_body=config.max_body, body_budget=self.body_bytes)
         self.server = Server(wsgi, config.host, config.port, certfile=config.tls_cert,
                              keyfile=config.tls_key, websocket_app=endpoint)  # fmt: skip
         self.server.start()
-        self.originate()
+        self.routes.compute_now()
+        self.originator.start()
+        self.routes.start()
         if config.mdns:
             self._start_discovery()
         for dialer in self.dialers:
             dialer.start()
-        self._greenlets = [gevent.spawn(self._refresh), gevent.spawn(self._expire)]
+        self._greenlets = [gevent.spawn(self._expire)]
         log.info("node %s (%s) listening on %s", self.name, self.id, self.url)
         return self
 
@@ -155,19 +215,62 @@ class Node:
 
     def stop(self) -> None:
         """Say goodbye to every peer, close links, stop serving."""
-        if self._stopped.is_set():
+        if self._stopping:
             return
-        self._stopped.set()
+        self._stopping = True
         for dialer in [*self.dialers, *self.discovery_dialers.values()]:
             dialer.stop()
         for greenlet in self._greenlets:
             greenlet.kill(block=False)
+        self.originator.stop()
+        self.routes.stop()
         if self.mdns is not None:
             self.mdns.stop()
-        for link in list(self.all_links):
+        links = list(self.all_links)
+        for link in links:
             link.close("shutting_down")
+        for link in links:  # their byes leave, or are given up on, within a second
+            link.transport.join(timeout=1.5)
         if self.server is not None:
             self.server.stop(timeout=1.0)
+        self._stopped.set()  # last: serve_forever returns, and the process may end, after this
+
+    def forwarding_counts(self) -> Counter[str]:
+        """Return the forwarder's counts with those of every link's session, closed or not."""
+        counts = self.forwarder.counts + self._closed_link_counts
+        for link in self.all_links:
+            counts.update(link.session.counts)
+        return counts
+
+    def refusals(self, forwarding: Counter[str] | None = None) -> dict[str, int]:
+        """Return what our budgets and caps refused, by reason."""
+        forwarding = self.forwarding_counts() if forwarding is None else forwarding
+        refused = Counter(self.refused)
+        for reason in _FORWARDING_REFUSALS:
+            if forwarding.get(reason):
+                refused[reason] += forwarding[reason]
+        return dict(sorted(refused.items()))
+
+    def budgets(self) -> dict[str, dict]:
+        """Return every budget in use and its limit."""
+        store = self.store.usage()
+        return {
+            "in_flight": self.in_flight.describe(),
+            "body_bytes": self.body_bytes.describe(),
+            "store_records": {"used": store["records"], "limit": store["max_records"]},
+            "store_bytes": {"used": store["bytes"], "limit": store["max_bytes"]},
+            "inbound_links": {"used": self._inbound, "limit": self.config.max_inbound_links},
+            "link_queue_bytes": {
+                "used": sum(link.session.queued_bytes for link in self.all_links),
+                "limit_per_link": self.config.link_queue_bytes,
+            },
+        }
+
+    def loop_failed(self, loop: str, exc: Exception) -> None:
+        """Count an error that a long-lived loop survived (shown under /_xio/node)."""
+        entry = self.loops.setdefault(loop, {"errors": 0, "last_error": ""})
+        entry["errors"] += 1
+        entry["last_error"] = f"{type(exc).__name__}: {exc}"[:300]
 
     # -- discovery (mDNS) ---------------------------------------------------------------
 
@@ -188,7 +291,7 @@ class Node:
         """Link to a node found by mDNS, unless linked, dialling it already, or full."""
         if node_id == self.id or not urls or node_id in self.links:
             return
-        if node_id in self.discovery_dialers or self._stopped.is_set():
+        if node_id in self.discovery_dialers or self._stopping:
             return
         if any(dialer.peer_id == node_id for dialer in self.dialers):
             return
@@ -196,7 +299,7 @@ class Node:
         if peers >= self.config.max_peers:
             log.warning("not linking to discovered %s: %d peers already", node_id, peers)
             return
-        dialer = Dialer(urls[0], node_id, self._dial_discovered, self.links.get)
+        dialer = self._dialer(urls[0], node_id, self._dial_discovered)
         self.discovery_dialers[node_id] = dialer
         dialer.start()
 
@@ -241,19 +344,45 @@ class Node:
 
     # -- links --------------------------------------------------------------------------
 
+    def _dialer(self, url: str, expected: str | None, connect) -> Dialer:
+        return Dialer(url, expected, connect, self.links.get, on_error=self.loop_failed)
+
     def dial(self, url: str, expected_peer_id: str | None) -> Link:
         """Connect to ``url`` and start a link as its initiator."""
         transport = connect(url, timeout=5.0, max_message=codec.MAX_FRAME)
-        link = self._new_link(transport, "initiator", expected_peer_id, url)
-        return link
+        return self._new_link(transport, "initiator", expected_peer_id, url)
+
+    def _admit_link(self, environ: dict):
+        """Refuse a new inbound link over the rate or the cap (before the upgrade)."""
+        address = environ.get("REMOTE_ADDR") or "?"
+        if not self._handshakes.allow(address, time.monotonic()):
+            self.refused["handshake_rate"] += 1
+            return (
+                "429 Too Many Requests",
+                "too many new links from this address",
+                [("Retry-After", "1")],
+            )
+        if self._inbound >= self.config.max_inbound_links:
+            self.refused["inbound_links_full"] += 1
+            return (
+                "503 Service Unavailable",
+                "this node accepts no more links",
+                [("Retry-After", "5")],
+            )
+        return None
 
     def accept(self, transport) -> None:
         """Start a link as responder on a WebSocket a peer opened to us."""
+        self._inbound += 1
         self._new_link(transport, "responder", None, None)
 
     def _new_link(self, transport, role: str, expected: str | None, url: str | None) -> Link:
-        handshake = Handshake(self.identity, role, self.name, expected_peer_id=expected)
-        link = Link(transport, handshake, self, dead_after=self.config.link_timeout, url=url)
+        handshake = Handshake(
+            self.identity, role, self.name, expected_peer_id=expected, caps=(SUMMARY_CAP,),
+            timeout_ms=int(self.config.link_timeout * 1000),
+        )  # fmt: skip
+        session = LinkSession(handshake, limits=self.link_limits, body_budget=self.body_bytes)
+        link = Link(transport, session, self, url=url)
         self.all_links.add(link)
         link.start()
         return link
@@ -262,132 +391,90 @@ class Node:
         """Adopt a newly authenticated link, collapsing a duplicate to the same peer."""
         existing = self.links.get(link.peer_id)
         if existing is not None and existing is not link:
-            keep = keep_link(existing.handshake.link_key, link.handshake.link_key)
-            loser = link if keep == existing.handshake.link_key else existing
+            keep = keep_link(existing.session.handshake.link_key, link.session.handshake.link_key)
+            loser = link if keep == existing.session.handshake.link_key else existing
             loser.close("duplicate_link")
             if loser is link:
                 return
         self.links[link.peer_id] = link
         log.info("link up: %s (%s)", link.peer_name, link.peer_id)
-        now_ms = _now_ms()
-        try:
-            for body, signature in self.store.snapshot(now_ms):
-                link.send(RecordFrame(body, signature))
-        except ConnectionClosed:
-            return
-        self.schedule_originate()
+        self.exchange.link_up(link)
+        self._links_changed()
 
-    def link_closed(self, link: Link, was_established: bool) -> None:
-        """Forget a closed link; fail what waited on it; re-originate at once."""
+    def link_closed(self, link: Link, closed: Closed) -> None:
+        """Forget a closed link (the forwarder has answered what waited on it)."""
         self.all_links.discard(link)
-        self.forwarder.link_closed(link)
+        if not link.initiator:
+            self._inbound -= 1
+        self.exchange.link_down(link)
+        self.closed_links[closed.reason.split(":", 1)[0]] += 1
+        self._closed_link_counts.update(link.session.counts)
+        link.session.counts.clear()  # counted once, here, from now on
         if self.links.get(link.peer_id) is link:
             del self.links[link.peer_id]
-            log.info("link down: %s (%s): %s", link.peer_name, link.peer_id, link.close_reason)
-            self.schedule_originate()
+            log.info("link down: %s (%s): %s", link.peer_name, link.peer_id, closed.reason)
+            self._links_changed()
 
     def link_message(self, link: Link, message) -> None:
-        """Dispatch one frame from an established link."""
-        kind = type(message)
-        if kind is RequestFrame:
-            self.forwarder.on_request(link, message)
-        elif kind is ResponseFrame:
-            self.forwarder.on_response(link, message)
-        elif kind is RecordFrame:
-            self._receive_record(link, message)
-        elif kind is Cancel:
-            self.forwarder.on_cancel(link, message)
-        elif kind in (Hello, Auth):
-            link.reject("unexpected_frame", f"{kind.TYPE} after the handshake", fatal=True)
+        """Take a record, summary or want from an established link."""
+        self.exchange.receive(link, message)
 
     def count_rejection(self, reason: str) -> None:
         """Count one rejected frame or record by reason (shown under /_xio/node)."""
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        self.rejected[reason] += 1
+
+    def _reject_record(self, link: Link, reason: str) -> None:
+        link.session.rejected[reason] += 1
+        self.count_rejection(reason)
+
+    def _links_changed(self) -> None:
+        self.store.set_context(neighbours=self.links.keys(),
+                               reachable=self.routes.table.reachable_set())  # fmt: skip
+        self.routes.invalidate()
+        self.originator.changed()
 
     def _link_towards(self, dst: str) -> Link | None:
-        next_hop = self.table.next_hop(dst)
+        next_hop = self.routes.table.next_hop(dst)
         return self.links.get(next_hop) if next_hop else None
 
     # -- records and routes -------------------------------------------------------------
 
     @property
     def table(self) -> RoutingTable:
-        """Return the routing table, recomputing it if anything changed."""
-        if self._table is None:
-            self._table = compute_routes(
-                self.id, {peer: 1 for peer in self.links}, self.store.records(),
-                own_apps=self.apps, own_name=self.name,
-            )  # fmt: skip
-        return self._table
+        """Return the current routing table (computed in the background, never here)."""
+        return self.routes.table
 
-    def schedule_originate(self) -> None:
-        """Re-originate soon, once for any number of changes made in the same moment."""
-        self._table = None
-        if not self._originate_pending:
-            self._originate_pending = True
-            gevent.spawn(self.originate)
+    def _route_inputs(self):
+        return {peer: 1 for peer in self.links}, list(self.apps), self.name
+
+    def _table_computed(self, table: RoutingTable) -> None:
+        self.store.set_context(neighbours=self.links.keys(), reachable=table.reachable_set())
+
+    def _record_content(self) -> RecordContent:
+        apps = {name: _summary(app) for name, app in self.apps.items()}
+        links = {peer: 1 for peer in self.links}
+        return RecordContent(self.name, __version__, self.advertised_urls(), links, apps)
 
     def originate(self) -> None:
-        """Sign a fresh record of this node and flood it to every link."""
-        self._originate_pending = False
-        seq = max(self.store.own_seq, self._persisted_seq()) + 1
-        apps = {name: _summary(app) for name, app in self.apps.items()}
-        signed = Record.build(
-            self.identity, seq, _now_ms(), int(self.config.record_lifetime * 1000),
-            self.name, __version__, self.advertised_urls(),
-            {peer: 1 for peer in self.links}, apps,
-        )  # fmt: skip
-        self.store.set_own(signed)
-        self._persist_seq(seq)
-        self._table = None
-        self._flood(codec.encode(RecordFrame(signed.body, signed.signature)), None)
+        """Sign a fresh record of this node and flood it to every link, now."""
+        self.originator.originate()
 
-    def _receive_record(self, link: Link, frame: RecordFrame) -> None:
-        verdict = self.store.offer(frame.body, frame.signature, _now_ms())
-        if verdict.accepted:
-            self._table = None
-            self._flood(codec.encode(frame), link)
-        elif verdict.next_own_seq is not None:
-            # An older life of this node left a higher seq in the mesh: jump past it.
-            self._persist_seq(verdict.next_own_seq)
-            self.schedule_originate()
-        elif verdict.reason not in ("duplicate", "stale"):
-            link.reject(verdict.reason, f"record from {link.peer_name} refused")
-
-    def _flood(self, frame: bytes, source: Link | None) -> None:
-        for link in list(self.links.values()):
-            if link is not source:
-                try:
-                    link.send_bytes(frame)
-                except ConnectionClosed:
-                    pass
-
-    def _persisted_seq(self) -> int:
-        if self.config.state_dir is None:
-            return 0
-        try:
-            return int((Path(self.config.state_dir) / SEQ_FILE).read_text().strip() or 0)
-        except (OSError, ValueError):
-            return 0
-
-    def _persist_seq(self, seq: int) -> None:
-        if self.config.state_dir is None:
-            return
-        path = Path(self.config.state_dir) / SEQ_FILE
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(str(seq))
-        os.replace(temporary, path)
-
-    def _refresh(self) -> None:
-        while True:
-            gevent.sleep(self.config.record_lifetime / 3)
-            self.originate()
+    def _own_seq_seen(self, next_seq: int) -> None:
+        self.originator.raise_seq(next_seq)
 
     def _expire(self) -> None:
         while True:
             gevent.sleep(1.0)
-            if self.store.expire(_now_ms()):
-                self._table = None
+            try:
+                removed = self.store.expire(int(time.time() * 1000))
+                changed = False
+                for origin in removed:
+                    changed = self.topology.remove(origin) or changed
+                if changed:
+                    self.routes.invalidate()
+            except Exception as exc:
+                log.exception("expiring records failed")
+                self.loop_failed("expire", exc)
 
     # -- answering ----------------------------------------------------------------------
 
@@ -456,10 +543,6 @@ def _summary(app: Resource) -> str:
     public = getattr(app, "children", {}).get("www")
     doc = doc or (public.doc if public is not None else "")
     return doc.strip().split("\n", 1)[0][:200]
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 __all__ = ["Node", "NodeConfig", "parse_peer"]

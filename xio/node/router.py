@@ -44,6 +44,11 @@ class Router:
 
     def handle(self, req: Request) -> Response:
         """Answer ``req``; never raise."""
+        in_flight = self.node.in_flight
+        if not in_flight.take():  # the node-wide budget, shared with every link
+            self.node.refused["in_flight_budget"] += 1
+            busy = "too many requests in flight at this node"
+            return error_response(HTTPError(503, busy, headers={"Retry-After": "1"}))
         try:
             return self._route(req)
         except HTTPError as exc:
@@ -51,6 +56,8 @@ class Router:
         except Exception as exc:  # a bug of ours: a 500 that says so, the traceback in the log
             log.exception("routing %s %s failed", req.method, req.url_path)
             return error_response(HTTPError(500, f"{type(exc).__name__}: {exc}"))
+        finally:
+            in_flight.give()
 
     def _route(self, req: Request) -> Response:
         path = req.url_path
@@ -91,7 +98,7 @@ class Router:
             seconds = -1.0
         if not seconds > 0:  # also refuses NaN
             raise BadRequest(f"{TIMEOUT_HEADER} must be a positive number of seconds")
-        return min(seconds, MAX_TIMEOUT)
+        return min(seconds, MAX_TIMEOUT, self.node.config.max_ttl)
 
     def _pinned(self, req: Request, token: str, rest: str, deadline: float) -> Response:
         app, _, below = rest.partition("/")

@@ -1,27 +1,33 @@
 """Forwarding: requests travel hop by hop over links, many at once, each with a deadline.
 
-Theory of operation. The node that receives a request over HTTP picks the node that
-will answer it (``dst``) and calls ``Forwarder.route``. Each hop sends a ``req`` frame
-to the next hop towards ``dst`` under a request id of its own on that link, and waits
-for the matching ``res``; the frame carries the hops left and the milliseconds left
-(relative, since clocks differ), so every node along the way enforces the same
-deadline. A node that cannot go on answers in place of ``dst``, never silently:
+Theory of operation. The node that receives a request over HTTP (the ingress) picks the node
+that will answer it (``dst``) and calls ``Forwarder.route``, which waits, in that HTTP
+greenlet, for the answer or the deadline. Every other node on the way is a relay or the
+destination, and acts on events from its links, never blocking the link's reader:
 
-    no next hop towards dst, or no hops left     502
-    the next hop's link closed while waiting     502
-    the deadline passed                          504 (and a ``cancel`` goes downstream)
-    more than ``max_in_flight`` requests on a link  503
+* a relay opens a request of its own on the link towards ``dst``, with one hop less, the time
+  left, and its id on the ``X-Xio-Via`` trail, and queues it; the ``res`` that comes back is
+  queued on the asking link under the asker's id. A ``cancel``, a deadline or a closed link on
+  either side is passed on to the other (``Relay`` ties the two requests together);
+* the destination runs the app in a worker greenlet (an app may block) and queues its answer.
 
-The waiting side keeps its ``AsyncResult`` in ``link.pending``; the answering side
-keeps the job answering it in ``link.serving``, so that a ``cancel`` or a closed link can
-stop it.
+A node that cannot go on answers in place of ``dst``, never silently:
 
-Each request that arrives over a link is answered in a greenlet of its own (an app may
-block; the link's reader must not), but the greenlets are kept and reused (``Workers``):
-on CPython 3.11 a new greenlet gets a fresh interpreter data stack, mapped on its first
-call and unmapped at its end, and that cost about 50 us per request on this machine, a third
-of a forwarded request's whole cost (bench/RESULTS.md, issue 3). Like HTTP requests on one
-keep-alive connection, requests from links therefore share greenlets one after another.
+    no route to dst, or no hops left                    502
+    the next hop's link closed while waiting            502
+    the deadline passed                                 504 (and a ``cancel`` goes downstream)
+    too many requests in flight (link, or node-wide)    503
+    the node's body budget is spent                     503
+    the next hop's send queue is full                   503
+
+Every request held here counts against the node's ``in_flight`` budget until it is answered,
+cancelled, expired or lost; a request's body counts against the ``body_bytes`` budget while it
+waits here (queued on the next link it is bounded by that link's queue instead).
+
+Each request served here runs in a greenlet of its own, but the greenlets are kept and reused
+(``Workers``): on CPython 3.11 a new greenlet gets a fresh interpreter data stack, mapped on its
+first call and unmapped at its end, and that cost about 50 us per request on this machine, a
+third of a forwarded request's whole cost (bench/RESULTS.md, issue 3).
 """
 
 from __future__ import annotations
@@ -35,20 +41,23 @@ import gevent
 from gevent import GreenletExit, get_hub, getcurrent
 from gevent.event import AsyncResult
 
-from ..content import JSON, dump_json
-from ..errors import ConnectionClosed, HTTPError
-from .codec import Cancel, RequestFrame, ResponseFrame
+from ..budget import Budget
+from ..errors import ConnectionClosed, QueueFull
+from .codec import RequestFrame, ResponseFrame
 from .links import Link
+from .session import Closed, error_frame
+
+__all__ = ["VIA", "Forwarder", "Workers", "error_frame", "extend_via", "via_of", "with_via"]
 
 log = logging.getLogger("xio.forwarding")
 
-DEFAULT_MAX_IN_FLIGHT = 1024
 #: Idle workers kept for reuse; more are started when needed, and end when not kept.
 DEFAULT_IDLE_WORKERS = 128
 #: The ids of the nodes a request passed, comma-separated; see docs/PROTOCOL.md.
 VIA = "X-Xio-Via"
 #: What a request's deadline timer sets its result to.
 _TIMED_OUT = object()
+_monotonic = time.monotonic
 
 
 def via_of(headers) -> str:
@@ -70,15 +79,42 @@ def with_via(headers: tuple, node_id: str) -> tuple:
     return (*kept, (VIA, extend_via(via_of(headers), node_id)))
 
 
-def error_frame(status: int, description: str, request_id: int = 0, via: str = "") -> ResponseFrame:
-    """Return a ``res`` frame carrying xio's JSON error body."""
-    body = dump_json(HTTPError(status, description).to_dict())
-    headers = (("Content-Type", JSON), (VIA, via)) if via else (("Content-Type", JSON),)
-    return ResponseFrame(request_id, status, headers, body)
+class _Held:
+    """What a request in flight here holds of the node's budgets; given back once."""
+
+    __slots__ = ("body", "done")
+
+    def __init__(self, body: int) -> None:
+        self.body = body
+        self.done = False
+
+
+class Task(_Held):
+    """A request answered here by the app, in a worker: ``job`` can cancel it."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, body: int) -> None:
+        super().__init__(body)
+        self.job: Job | None = None
+
+
+class Relay(_Held):
+    """A request passed on: ``in_id`` on ``in_link`` is ``out_id`` on ``out_link``."""
+
+    __slots__ = ("in_link", "in_id", "out_link", "out_id", "trail")
+
+    def __init__(self, in_link: Link, in_id: int, out_link: Link, trail: str, body: int):
+        super().__init__(body)
+        self.in_link = in_link
+        self.in_id = in_id
+        self.out_link = out_link
+        self.out_id = 0
+        self.trail = trail
 
 
 class Job:
-    """One call being run by a worker: what ``link.serving`` holds for a request."""
+    """One call being run by a worker, which ``cancel`` can stop."""
 
     __slots__ = ("worker", "cancelled", "_workers")
 
@@ -110,7 +146,9 @@ class Workers:
             worker.parent.loop.run_callback(worker.switch, (job, function, args))
         else:
             self.started += 1
-            job.worker = gevent.spawn(self._work, job, function, args)
+            # The first call goes in a list the worker empties: a greenlet keeps the arguments
+            # it was spawned with for its whole life, and they must not outlive the call.
+            job.worker = gevent.spawn(self._work, [(job, function, args)])
         return job
 
     def cancel(self, job: Job) -> None:
@@ -128,9 +166,10 @@ class Workers:
         if worker is not None and worker:
             worker.throw(GreenletExit)
 
-    def _work(self, job: Job, function: Callable, args: tuple) -> None:
+    def _work(self, first: list) -> None:
         me = getcurrent()
         hub = me.parent
+        job, function, args = first.pop()
         while True:
             try:
                 function(*args)
@@ -140,6 +179,9 @@ class Workers:
                 log.exception("a worker's call failed")
             finally:
                 job.worker = None
+            # Drop what the call held before parking: an idle worker must not keep its last
+            # request (and its body) alive.
+            job = function = args = None
             if len(self._idle) >= self.max_idle:
                 return
             self._idle.append(me)
@@ -160,20 +202,22 @@ class Forwarder:
         deliver: Callable[[RequestFrame, float], ResponseFrame],
         next_link: Callable[[str], Link | None],
         *,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        in_flight: Budget | None = None,
+        body_bytes: Budget | None = None,
         idle_workers: int = DEFAULT_IDLE_WORKERS,
     ) -> None:
         self.own_id = own_id
         self._deliver = deliver
         self._next_link = next_link
-        self.max_in_flight = max_in_flight
+        self.in_flight = in_flight or Budget("in_flight", 4096)
+        self.body_bytes = body_bytes or Budget("body_bytes", 256 * 1024 * 1024)
         self.workers = Workers(idle_workers)
         self.counts: Counter[str] = Counter()
 
-    # -- sending ------------------------------------------------------------------------
+    # -- the ingress: an HTTP greenlet waits for the answer --------------------------------
 
     def route(self, request: RequestFrame, deadline: float) -> ResponseFrame:
-        """Carry ``request`` (its id is ignored) one hop towards ``request.dst``.
+        """Carry ``request`` (its id is ignored) one hop towards ``request.dst`` and wait.
 
         Errors met here are answered here, with this node last on the ``X-Xio-Via`` trail.
         """
@@ -186,111 +230,190 @@ class Forwarder:
         if link is None:
             self.counts["no_route"] += 1
             return error_frame(502, f"no route to node {request.dst}", via=trail)
-        remaining = deadline - time.monotonic()
+        remaining = deadline - _monotonic()
         if remaining <= 0:
             self.counts["deadline"] += 1
             return error_frame(504, "deadline passed before the request left this node", via=trail)
-        request_id = link.next_request_id()
+        result = AsyncResult()
+        request_id = link.session.open_request(result, deadline)
         frame = RequestFrame(
             request_id, request.dst, request.app, request.method, request.path, request.query,
             headers, request.body, request.hops - 1, int(remaining * 1000),
         )  # fmt: skip
-        result = AsyncResult()
-        link.pending[request_id] = result
-        # The deadline is a bare loop timer that sets the result to _TIMED_OUT: the same
-        # timer gevent.Timeout uses, without building a Timeout exception per request
-        # (result.get(timeout=...) does, ~2 us).
+        # The deadline runs from now, whatever the link does: a bare loop timer that sets the
+        # result (gevent.Timeout would build an exception per request).
         timer = get_hub().loop.timer(remaining)
+        timer.start(result.set, _TIMED_OUT)
         try:
             link.send(frame)
-            self.counts["forwarded"] += 1
-            timer.start(result.set, _TIMED_OUT)
-            answer = result.get()
-            if answer is _TIMED_OUT:
-                self.counts["deadline"] += 1
-                self._cancel(link, request_id)
-                return error_frame(
-                    504, f"no answer from node {request.dst} before the deadline", via=trail
-                )
-            if answer is None:  # set by link_closed
-                raise ConnectionClosed(link.close_reason)
-            return answer
+        except QueueFull:
+            timer.close()
+            link.session.forget_request(request_id)
+            self.counts["queue_full"] += 1
+            return error_frame(503, f"link to {link.peer_name} is congested", via=trail)
         except ConnectionClosed:
+            timer.close()
             self.counts["next_hop_lost"] += 1
             return error_frame(502, f"link to {link.peer_name} closed, request lost", via=trail)
-        except gevent.GreenletExit:
-            self._cancel(link, request_id)  # our own caller gave up: tell the next hop
+        self.counts["forwarded"] += 1
+        try:
+            answer = result.get()
+        except GreenletExit:
+            link.cancel_request(request_id)  # our own caller gave up: tell the next hop
             raise
         finally:
             timer.close()
-            link.pending.pop(request_id, None)
-
-    @staticmethod
-    def _cancel(link: Link, request_id: int) -> None:
-        try:
-            link.send(Cancel(request_id))
-        except ConnectionClosed:
-            pass
-
-    # -- frames from links ----------------------------------------------------------------
-
-    def on_request(self, link: Link, frame: RequestFrame) -> None:
-        """Answer a ``req`` frame from ``link`` in a greenlet of its own (a worker)."""
-        if frame.request_id in link.serving:
-            link.reject("duplicate_request_id", f"request id {frame.request_id} is in flight")
-            return
-        if len(link.serving) >= self.max_in_flight:
-            self.counts["overloaded"] += 1
-            busy = error_frame(503, "too many requests in flight on this link", frame.request_id)
-            self._reply(link, busy)
-            return
-        link.serving[frame.request_id] = self.workers.run(self._serve, link, frame)
-
-    def _serve(self, link: Link, frame: RequestFrame) -> None:
-        deadline = time.monotonic() + frame.ttl_ms / 1000
-        try:
-            if frame.dst == self.own_id:
-                self.counts["served"] += 1
-                answer = self._deliver(frame, deadline)
-            else:
-                answer = self.route(frame, deadline)
-            self._reply(
-                link, ResponseFrame(frame.request_id, answer.status, answer.headers, answer.body)
+        if answer is _TIMED_OUT:
+            self.counts["deadline"] += 1
+            link.cancel_request(request_id)
+            return error_frame(
+                504, f"no answer from node {request.dst} before the deadline", via=trail
             )
-        except Exception:
-            log.exception("request %s from %s failed", frame.request_id, link.peer_name)
-            self._reply(link, error_frame(500, "the node failed to answer", frame.request_id))
-        finally:
-            link.serving.pop(frame.request_id, None)
+        if answer is None:  # set by link_closed
+            self.counts["next_hop_lost"] += 1
+            return error_frame(502, f"link to {link.peer_name} closed, request lost", via=trail)
+        return answer
 
-    @staticmethod
-    def _reply(link: Link, frame: ResponseFrame) -> None:
+    # -- events from links: never block ----------------------------------------------------
+
+    def on_request(self, link: Link, frame: RequestFrame, deadline: float) -> None:
+        """Serve a ``req`` from ``link`` here, or pass it on towards its ``dst``."""
+        request_id = frame.request_id
+        if not self.in_flight.take():
+            self._refuse(link, request_id, "in_flight_budget", "too many requests in flight here")
+            return
+        size = len(frame.body)
+        if size and not self.body_bytes.take(size):
+            self.in_flight.give()
+            self._refuse(link, request_id, "body_budget", "the node's budget for bodies is spent")
+            return
+        if frame.dst == self.own_id:
+            task = Task(size)
+            link.session.attach(request_id, task)
+            self.counts["served"] += 1
+            task.job = self.workers.run(self._serve, link, frame, deadline, task)
+        else:
+            self._relay(link, frame, deadline, size)
+
+    def _refuse(self, link: Link, request_id: int, reason: str, description: str) -> None:
+        self.counts[reason] += 1
+        link.respond(request_id, error_frame(503, description, request_id))
+
+    def _serve(self, link: Link, frame: RequestFrame, deadline: float, task: Task) -> None:
+        request_id = frame.request_id
         try:
-            link.send(frame)
-        except ConnectionClosed:
-            pass  # the asker is gone; its side answers 502 by itself
+            answer = self._deliver(frame, deadline)
+            link.respond(
+                request_id, ResponseFrame(request_id, answer.status, answer.headers, answer.body)
+            )
+        except GreenletExit:
+            raise
+        except Exception:
+            log.exception("request %s from %s failed", request_id, link.peer_name)
+            link.respond(request_id, error_frame(500, "the node failed to answer", request_id))
+        finally:
+            self._finish(task)
 
-    def on_response(self, link: Link, frame: ResponseFrame) -> None:
-        """Hand a ``res`` frame to the request waiting for it."""
-        waiting = link.pending.get(frame.request_id)
-        if waiting is None:
-            self.counts["late_response"] += 1  # it raced a cancel or a deadline
+    def _relay(self, link: Link, frame: RequestFrame, deadline: float, size: int) -> None:
+        request_id = frame.request_id
+        headers = with_via(frame.headers, self.own_id)
+        trail = headers[-1][1]
+        out = self._next_link(frame.dst)
+        if out is None or not out.established:
+            self.counts["no_route"] += 1
+            self._answer(link, request_id, size, 502, f"no route to node {frame.dst}", trail)
+            return
+        remaining = deadline - _monotonic()
+        if remaining <= 0:
+            self.counts["deadline"] += 1
+            self._answer(link, request_id, size, 504, "deadline passed before relaying", trail)
+            return
+        relay = Relay(link, request_id, out, trail, size)
+        relay.out_id = out.session.open_request(relay, deadline)
+        forward = RequestFrame(
+            relay.out_id, frame.dst, frame.app, frame.method, frame.path, frame.query, headers,
+            frame.body, frame.hops - 1, int(remaining * 1000),
+        )  # fmt: skip
+        try:
+            out.send(forward)
+        except (QueueFull, ConnectionClosed):
+            out.session.forget_request(relay.out_id)
+            self.counts["queue_full"] += 1
+            description = f"link to {out.peer_name} is congested"
+            self._answer(link, request_id, size, 503, description, trail)
+            return
+        link.session.attach(request_id, relay)
+        self.counts["relayed"] += 1
+        # The body now waits in the next link's queue, which bounds it; it is no longer ours.
+        self.body_bytes.give(size)
+        relay.body = 0
+
+    def _answer(
+        self, link: Link, request_id: int, size: int, status: int, description: str, via: str
+    ) -> None:
+        """Answer a request we hold nothing for yet, and give back what it took."""
+        link.respond(request_id, error_frame(status, description, request_id, via))
+        self.in_flight.give()
+        if size:
+            self.body_bytes.give(size)
+
+    def on_response(self, link: Link, frame: ResponseFrame, token: object) -> None:
+        """Hand a ``res`` to the request waiting for it: an ingress, or a relay's asker."""
+        if type(token) is Relay:
+            relay = token
+            answer = ResponseFrame(relay.in_id, frame.status, frame.headers, frame.body)
+            relay.in_link.respond(relay.in_id, answer)
+            self._finish(relay)
         else:
-            waiting.set(frame)
+            token.set(frame)
 
-    def on_cancel(self, link: Link, frame: Cancel) -> None:
+    def on_cancel(self, link: Link, request_id: int, token: object) -> None:
         """Stop answering a request the asker no longer wants."""
-        serving = link.serving.pop(frame.request_id, None)
-        if serving is None:
-            self.counts["late_cancel"] += 1
-        else:
-            self.counts["cancelled"] += 1
-            serving.kill(block=False)
+        self.counts["cancelled"] += 1
+        self._drop(token)
 
-    def link_closed(self, link: Link) -> None:
-        """Fail what waits on a closed link, and stop what answers it."""
-        for waiting in list(link.pending.values()):
-            waiting.set(None)  # the waiting route() call answers 502
-        for serving in list(link.serving.values()):
-            serving.kill(block=False)
-        link.serving.clear()
+    def on_expired(self, link: Link, request_id: int, token: object, incoming: bool) -> None:
+        """Forget a request that outlived its deadline (its owner has answered it by now)."""
+        if incoming:
+            self._drop(token)
+        elif type(token) is Relay:
+            relay = token
+            lost = error_frame(504, "no answer before the deadline", relay.in_id, relay.trail)
+            relay.in_link.respond(relay.in_id, lost)
+            self._finish(relay)
+        else:
+            token.set(_TIMED_OUT)
+
+    def link_closed(self, link: Link, closed: Closed) -> None:
+        """Answer what waited on a closed link, and stop what answered it."""
+        for _, token in closed.outgoing:
+            if type(token) is Relay:
+                relay = token
+                description = f"link to {link.peer_name} closed, request lost"
+                self.counts["next_hop_lost"] += 1
+                relay.in_link.respond(
+                    relay.in_id, error_frame(502, description, relay.in_id, relay.trail)
+                )
+                self._finish(relay)
+            else:
+                token.set(None)  # the waiting route() call answers 502
+        for _, token in closed.incoming:
+            self._drop(token)
+
+    def _drop(self, token: object) -> None:
+        """Stop a request we no longer owe an answer for."""
+        if type(token) is Relay:
+            token.out_link.cancel_request(token.out_id)
+            self._finish(token)
+        elif type(token) is Task:
+            if token.job is not None:
+                token.job.kill()
+            self._finish(token)
+
+    def _finish(self, held: _Held) -> None:
+        if held.done:
+            return
+        held.done = True
+        self.in_flight.give()
+        if held.body:
+            self.body_bytes.give(held.body)

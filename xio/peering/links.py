@@ -1,103 +1,125 @@
-"""Links: an authenticated WebSocket to one peer, kept alive, and the dialer that keeps
-a ``--peers`` link up.
+"""Links: a ``LinkSession`` driven over a ``Transport``, and the dialer that keeps a
+``--peers`` link up.
 
-Theory of operation. A ``Link`` owns one ``Transport``. It runs the pure ``Handshake``
-on the first frames (accepting only small frames until it is done), then hands every
-frame that is not its own business (ping, pong, bye) to its owner, the node. Any
-``RemoteProtocolError`` on the way in is counted by reason, answered with ``bye`` and
-closes the link: a peer that sends garbage is disconnected, and the node goes on.
+Theory of operation. A ``Link`` is the gevent adapter of one link end. Every decision is the
+session's (``session.py``); the link only moves things:
 
-Liveness: every ``ping_interval`` the link sends a ping; any frame received counts as
-a sign of life; nothing for ``dead_after`` seconds closes the link with ``timeout``.
+* the transport's reader hands each message to ``session.receive`` and the link acts on the
+  events it returns: the forwarder gets requests, responses, cancels and expiries, the owner
+  (the node) gets the link's establishment, its records, summaries and wants, its rejections
+  and its end;
+* the transport's writer takes frames from ``session.pull``; whoever queues a frame wakes the
+  writer, and nobody else writes, so no send ever blocks a reader, a flood or another link;
+* a ticker greenlet calls ``session.tick`` every ping interval with the transport's byte
+  counters: pings, timeouts (``keepalive_timeout``, ``write_timeout``, ``handshake_timeout``)
+  and expiry of forgotten requests happen there. The ticker survives its own errors.
+
 The owner hears of a link exactly twice: ``link_established`` and ``link_closed``.
 
-A ``Dialer`` connects to one configured peer and, whenever the link ends, tries
-again after an exponentially growing, jittered delay (capped at 30 s) — unless a link
-to that peer exists already (it dialled us), in which case it waits for that one to end.
+A ``Dialer`` connects to one configured peer and, whenever the link ends, tries again after
+the delay its ``Backoff`` gives (doubling, capped at 30 s, back to short after a healthy link),
+jittered — unless a link to that peer exists already (it dialled us), in which case it waits
+for that one to end. Its loop survives its own errors.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import random
 import time
-from collections import Counter
 from collections.abc import Callable
+from typing import Protocol
 
 import gevent
 from gevent.event import Event
 
-from ..errors import ConnectError, ConnectionClosed, RemoteProtocolError
+from ..errors import ConnectError, ConnectionClosed
 from . import codec
-from .codec import Bye, Ping, Pong
-from .handshake import Handshake
+from .codec import RequestFrame, ResponseFrame
+from .schedule import Backoff
+from .session import (
+    CancelArrived,
+    Closed,
+    Established,
+    Expired,
+    LinkSession,
+    LinkState,
+    MessageArrived,
+    Rejected,
+    RequestArrived,
+    ResponseArrived,
+)
 from .transport import Transport
+
+__all__ = ["Dialer", "Link", "LinkOwner", "LinkState"]
 
 log = logging.getLogger("xio.links")
 
 #: Reasons a transport closes for that mean the peer broke the WebSocket rules: counted.
 TRANSPORT_VIOLATIONS = frozenset({"frame_too_large", "text_frame", "protocol_error"})
 
+_monotonic = time.monotonic
 
-class LinkState(enum.Enum):
-    HANDSHAKING = "handshaking"
-    ESTABLISHED = "established"
-    CLOSED = "closed"
+
+class LinkForwarder(Protocol):
+    """What a link hands requests to (``forwarding.Forwarder``)."""
+
+    def on_request(self, link: Link, frame: RequestFrame, deadline: float) -> None: ...
+    def on_response(self, link: Link, frame: ResponseFrame, token: object) -> None: ...
+    def on_cancel(self, link: Link, request_id: int, token: object) -> None: ...
+    def on_expired(self, link: Link, request_id: int, token: object, incoming: bool) -> None: ...
+    def link_closed(self, link: Link, closed: Closed) -> None: ...
+
+
+class LinkOwner(Protocol):
+    """What a link tells the node."""
+
+    forwarder: LinkForwarder
+
+    def link_established(self, link: Link) -> None: ...
+    def link_message(self, link: Link, message) -> None: ...
+    def link_closed(self, link: Link, closed: Closed) -> None: ...
+    def count_rejection(self, reason: str) -> None: ...
 
 
 class Link:
-    """One authenticated link to a peer."""
+    """One link to a peer: its session, its transport and its ticker."""
 
     def __init__(
-        self,
-        transport: Transport,
-        handshake: Handshake,
-        owner,
-        *,
-        dead_after: float = 2.5,
-        handshake_timeout: float = 10.0,
-        url: str | None = None,
+        self, transport: Transport, session: LinkSession, owner: LinkOwner, *, url: str | None
     ) -> None:
         self.transport = transport
-        self.handshake = handshake
+        self.session = session
         self.owner = owner
-        # Pings five times per timeout, so a silent peer is noticed within dead_after
-        # plus one ping interval (3 s by default).
-        self.ping_interval = dead_after / 5
-        self.dead_after = dead_after
-        self.handshake_timeout = handshake_timeout
         self.url = url
-        self.state = LinkState.HANDSHAKING
-        self.rejected: Counter[str] = Counter()
-        self.close_reason = ""
-        self.established_at: float | None = None
-        self.last_received = time.monotonic()
-        self.rtt: float | None = None
-        self.pending: dict = {}  # request id -> waiting result, owned by the forwarder
-        self.serving: dict = {}  # request id -> job answering it, owned by the forwarder
-        self._next_request_id = 0
-        self._pings: dict[int, float] = {}
-        self._keepalive = None
         self.closed_event = Event()
+        self._ticker = None
 
     # -- identity of the link ------------------------------------------------------------
 
     @property
     def peer_id(self) -> str | None:
-        return self.handshake.peer_id
+        return self.session.peer_id
 
     @property
     def peer_name(self) -> str | None:
-        return self.handshake.peer_name
+        return self.session.peer_name
+
+    @property
+    def state(self) -> LinkState:
+        return self.session.state
+
+    @property
+    def established(self) -> bool:
+        return self.session.established
 
     @property
     def initiator(self) -> bool:
         return self.transport.initiator
 
     @property
-    def established(self) -> bool:
-        return self.state is LinkState.ESTABLISHED
+    def close_reason(self) -> str:
+        return self.session.close_reason
 
     def __repr__(self) -> str:
         return f"<Link {self.peer_name or self.transport.peer} {self.state.value}>"
@@ -105,115 +127,127 @@ class Link:
     # -- running ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Begin the handshake and the keepalive; the transport must not be started yet."""
-        self.transport.on_message = self._receive
-        self.transport.on_close = self._transport_closed
+        """Begin the handshake and the ticker; the transport must not be started yet."""
+        transport, session = self.transport, self.session
+        transport.on_message = self._receive
+        transport.on_close = self._transport_closed
+        transport.admit = self._admit
+        transport.on_discarded = self._discarded
+        transport.pull = self._pull
         # Until the peer has proved its key it may not make us buffer more than a hello.
-        self.transport.max_message = codec.MAX_HANDSHAKE_FRAME
-        for message in self.handshake.start():
-            self.send(message)
-        self._keepalive = gevent.spawn(self._keep_alive)
-        self.transport.start()
-
-    def next_request_id(self) -> int:
-        """Return a request id unused among this link's requests in flight."""
-        while True:
-            self._next_request_id = (self._next_request_id + 1) & 0xFFFFFFFF
-            if self._next_request_id not in self.pending:
-                return self._next_request_id
-
-    def send(self, message) -> None:
-        """Encode and send one frame; raise ``ConnectionClosed`` if the link is closed."""
-        self.transport.send(codec.encode(message))
-
-    def send_bytes(self, frame: bytes) -> None:
-        """Send one already encoded frame (a flooded record is relayed byte for byte)."""
-        self.transport.send(frame)
-
-    def close(self, reason: str, tell_peer: bool = True) -> None:
-        """Close the link, saying ``reason`` to the peer first if ``tell_peer``."""
-        if self.state is LinkState.CLOSED:
-            return
-        if not self.close_reason:
-            self.close_reason = reason
-        if tell_peer:
-            try:
-                self.send(Bye(reason[:200]))
-            except ConnectionClosed:
-                pass
-        self.transport.close(reason)
+        transport.max_message = session.max_message
+        session.start(_monotonic())
+        transport.wake()
+        self._ticker = gevent.spawn(self._tick_loop)
+        transport.start()
 
     def _receive(self, data: bytes) -> None:
-        self.last_received = time.monotonic()
+        self._handle(self.session.receive(data, _monotonic()))
+
+    def _pull(self, max_bytes: int) -> list[bytes]:
+        return self.session.pull(max_bytes, _monotonic())
+
+    def _admit(self, size: int, prefix: bytes) -> bool:
+        verdict = self.session.admit(size, prefix)
+        if verdict is True or verdict is False:
+            return verdict
+        self._handle(verdict)  # refused: the link closes
+        return False
+
+    def _discarded(self) -> None:
+        self._handle(self.session.discarded())
+
+    def _tick_loop(self) -> None:
+        session, transport = self.session, self.transport
+        while session.state is not LinkState.CLOSED:
+            gevent.sleep(session.tick_interval)
+            try:
+                events = session.tick(
+                    _monotonic(), bytes_in=transport.bytes_received,
+                    bytes_out=transport.bytes_sent, writing=transport.writing,
+                )  # fmt: skip
+                self._handle(events)
+            except Exception:  # a bug of ours: keep the link's clock running regardless
+                log.exception("tick of link %s failed", self)
+
+    def _handle(self, events: list) -> None:
+        """Act on the session's events, then wake the writer if frames wait."""
+        owner = self.owner
+        for event in events:
+            kind = type(event)
+            if kind is RequestArrived:
+                owner.forwarder.on_request(self, event.frame, event.deadline)
+            elif kind is ResponseArrived:
+                owner.forwarder.on_response(self, event.frame, event.token)
+            elif kind is MessageArrived:
+                owner.link_message(self, event.message)
+            elif kind is CancelArrived:
+                owner.forwarder.on_cancel(self, event.request_id, event.token)
+            elif kind is Expired:
+                owner.forwarder.on_expired(self, event.request_id, event.token, event.incoming)
+            elif kind is Established:
+                self.transport.max_message = codec.MAX_FRAME
+                owner.link_established(self)
+            elif kind is Rejected:
+                owner.count_rejection(event.reason)
+                if event.fatal:
+                    log.warning("closing link to %s: %s", self, event.detail)
+            elif kind is Closed:
+                self._finish(event)
+        if self.session.has_output:
+            self.transport.wake()
+
+    def _finish(self, closed: Closed) -> None:
+        self.transport.close(closed.reason, final=self.session.final_frames())
+        if self._ticker is not None and self._ticker is not gevent.getcurrent():
+            self._ticker.kill(block=False)
+        self.closed_event.set()
         try:
-            if self.state is LinkState.ESTABLISHED:
-                message = codec.decode(data)
-                kind = type(message)
-                if kind is Ping:
-                    self.send(Pong(message.n))
-                elif kind is Pong:
-                    sent = self._pings.pop(message.n, None)
-                    if sent is not None:
-                        self.rtt = time.monotonic() - sent
-                elif kind is Bye:
-                    self.close(f"peer_bye: {message.reason}", tell_peer=False)
-                else:
-                    self.owner.link_message(self, message)
-            else:
-                self._receive_handshake(codec.decode(data, codec.MAX_HANDSHAKE_FRAME))
-        except RemoteProtocolError as exc:
-            self.reject(exc.reason, str(exc), fatal=True)
-        except ConnectionClosed:
-            pass
-
-    def _receive_handshake(self, message) -> None:
-        for answer in self.handshake.receive(message):
-            self.send(answer)
-        if self.handshake.established:
-            self.transport.max_message = codec.MAX_FRAME
-            self.state = LinkState.ESTABLISHED
-            self.established_at = time.time()
-            self.owner.link_established(self)
-
-    def reject(self, reason: str, detail: str = "", fatal: bool = False) -> None:
-        """Count a rejected frame by ``reason``; a fatal one closes the link."""
-        self.rejected[reason] += 1
-        self.owner.count_rejection(reason)
-        if fatal:
-            log.warning("closing link to %s: %s", self.peer_name or self.transport.peer, detail)
-            self.close(reason)
-
-    def _keep_alive(self) -> None:
-        count = 0
-        deadline = time.monotonic() + self.handshake_timeout
-        while self.state is not LinkState.CLOSED:
-            gevent.sleep(self.ping_interval)
-            now = time.monotonic()
-            if self.state is LinkState.HANDSHAKING and now > deadline:
-                self.reject("handshake_timeout", "no handshake in time", fatal=True)
-            elif now - self.last_received > self.dead_after:
-                self.close("keepalive_timeout", tell_peer=False)
-            elif self.state is LinkState.ESTABLISHED:
-                count += 1
-                self._pings = {count: now}  # only the newest ping's answer is timed
-                try:
-                    self.send(Ping(count))
-                except ConnectionClosed:
-                    pass
+            self.owner.forwarder.link_closed(self, closed)
+        finally:
+            self.owner.link_closed(self, closed)
 
     def _transport_closed(self, reason: str) -> None:
-        if self.state is LinkState.CLOSED:
-            return
-        was_established = self.state is LinkState.ESTABLISHED
-        self.state = LinkState.CLOSED
-        self.close_reason = self.close_reason or reason
+        if self.session.state is LinkState.CLOSED:
+            return  # we closed it: already handled
         if reason in TRANSPORT_VIOLATIONS:
-            self.rejected[reason] += 1
+            self.session.rejected[reason] += 1
             self.owner.count_rejection(reason)
-        if self._keepalive is not None and self._keepalive is not gevent.getcurrent():
-            self._keepalive.kill(block=False)
-        self.closed_event.set()
-        self.owner.link_closed(self, was_established)
+        self._handle(self.session.transport_closed(reason))
+
+    # -- what the node and the forwarder call --------------------------------------------
+
+    def send(self, message) -> None:
+        """Queue one frame; raise ``QueueFull`` if the peer is not keeping up."""
+        self.send_encoded(codec.encode(message))
+
+    def send_encoded(self, frame: bytes) -> None:
+        """Queue one already encoded frame (a flooded record is relayed byte for byte)."""
+        if self.session.state is LinkState.CLOSED:
+            raise ConnectionClosed(f"link to {self.peer_name} is closed")
+        self.session.send_encoded(frame)
+        self.transport.wake()
+
+    def add_source(self, source: Callable[[int], list[bytes]]) -> None:
+        """Send what ``source`` produces whenever the link has room (see LinkSession)."""
+        self.session.add_source(source)
+        self.transport.wake()
+
+    def respond(self, request_id: int, frame: ResponseFrame) -> bool:
+        """Answer the peer's request ``request_id``; False if it is no longer wanted."""
+        answered = self.session.respond(request_id, frame)
+        if answered:
+            self.transport.wake()
+        return answered
+
+    def cancel_request(self, request_id: int) -> None:
+        """Withdraw a request we sent on this link."""
+        self.session.cancel_request(request_id)
+        self.transport.wake()
+
+    def close(self, reason: str) -> None:
+        """Close the link, saying ``reason`` to the peer."""
+        self._handle(self.session.close(reason))
 
 
 class Dialer:
@@ -226,16 +260,16 @@ class Dialer:
         connect: Callable[[str, str | None], Link],
         is_linked: Callable[[str], Link | None],
         *,
-        first_delay: float = 0.25,
-        max_delay: float = 30.0,
+        backoff: Backoff | None = None,
+        on_error: Callable[[str, Exception], None] | None = None,
     ) -> None:
         self.url = url
         self.expected_peer_id = expected_peer_id
         self.peer_id = expected_peer_id
         self._connect = connect
         self._is_linked = is_linked
-        self.first_delay = first_delay
-        self.max_delay = max_delay
+        self.backoff = backoff or Backoff()
+        self._on_error = on_error or (lambda where, exc: None)
         self.attempts = 0
         self.last_error = ""
         self._greenlet = None
@@ -250,25 +284,32 @@ class Dialer:
             self._greenlet.kill(block=False)
 
     def _run(self) -> None:
-        delay = self.first_delay
         while True:
-            existing = self._is_linked(self.peer_id) if self.peer_id else None
-            if existing is not None:
-                existing.closed_event.wait()
-                delay = self.first_delay
-                continue
-            self.attempts += 1
-            started = time.monotonic()
             try:
-                link = self._connect(self.url, self.expected_peer_id)
-                link.closed_event.wait()
-                if link.peer_id:
-                    self.peer_id = self.expected_peer_id or link.peer_id
-                self.last_error = link.close_reason
-            except ConnectError as exc:
-                self.last_error = str(exc)
-            if time.monotonic() - started > self.max_delay:
-                delay = self.first_delay  # it lived a while: start over from a short wait
-            log.info("link to %s down (%s); retry in %.1fs", self.url, self.last_error, delay)
+                delay = self._attempt()
+            except Exception as exc:  # a bug of ours: count it, and keep dialling
+                log.exception("dialling %s failed", self.url)
+                self._on_error("dial", exc)
+                delay = self.backoff.maximum
             gevent.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, self.max_delay)
+
+    def _attempt(self) -> float:
+        """Dial once (or wait out a link the peer made); return the delay before the next."""
+        existing = self._is_linked(self.peer_id) if self.peer_id else None
+        if existing is not None:
+            existing.closed_event.wait()
+            return 0.0
+        self.attempts += 1
+        try:
+            link = self._connect(self.url, self.expected_peer_id)
+            link.closed_event.wait()
+            if link.session.established_at is not None:
+                self.backoff.established(link.session.established_at)
+            if link.peer_id:
+                self.peer_id = self.expected_peer_id or link.peer_id
+            self.last_error = link.close_reason
+        except ConnectError as exc:
+            self.last_error = str(exc)
+        delay = self.backoff.next_delay(_monotonic())
+        log.info("link to %s down (%s); retry in %.1fs", self.url, self.last_error, delay)
+        return delay

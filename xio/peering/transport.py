@@ -4,25 +4,32 @@ adapter between xio and ws4py.
 Theory of operation. A ``Transport`` is one WebSocket connection carrying binary messages.
 ws4py answers the server's half of the upgrade (``WebSocketEndpoint``); ``connect`` does the
 client's half on gevent sockets under one deadline (ws4py's client blocks the hub). Once the
-connection is upgraded, ``_Connection`` reads and writes the RFC 6455 frames itself:
+connection is upgraded, ``_Connection`` reads and writes the RFC 6455 frames itself, with two
+greenlets:
 
-* reading: one greenlet per connection fills a buffer with large reads (64 KiB) and parses
-  every complete frame in it, so a busy link gets several frames per ``recv``; a payload
-  that has not fully arrived is then read, exactly, into a buffer of its own size (from the
-  header) with ``recv_into``;
+* the reader fills a buffer with large reads (64 KiB) and parses every complete frame in it, so
+  a busy link gets several frames per ``recv``; it lets other greenlets run every few dozen
+  frames, so one busy link cannot hold the hub;
 * the size cap is checked from the frame header, before any of the payload is buffered
-  (close 1009 ``frame_too_large``); fragments count together towards it;
+  (close 1009 ``frame_too_large``); fragments count together towards it. A message larger
+  than ``ADMIT_ABOVE`` is buffered only if the owner's ``admit`` agrees, after seeing its first
+  bytes, and its buffer grows as the bytes arrive: a header that declares 17 MiB costs nothing
+  until 17 MiB have come. A message not admitted is read past and dropped;
 * binary only: a text frame closes the connection (1003 ``text_frame``); anything else
   against the RFC (reserved bits, unknown opcode, an unmasked frame from the client or a
   masked one from the server, a continuation of nothing, a new message inside a fragmented
   one, a fragmented or oversized control frame) closes with 1002 ``protocol_error``;
-* pings are answered with pongs (control frames may come between fragments); a close frame
-  from the peer is answered and ends the connection with ``peer_closed``;
-* writing: each frame is one ``send`` (header and payload joined unless the payload is
-  large), under one lock around every write, pongs and close frames included, so frames
-  never interleave;
+* pings are answered with a pong for the newest one; a close frame from the peer ends the
+  connection with ``peer_closed``;
+* the writer is the only code that writes to the socket. It takes frames from the owner's
+  queue (``pull``) when woken, joins small ones into one ``send``, and may block on a peer
+  that does not read without blocking anyone else: a reader, a flood or another link never
+  waits for it. The owner sees its progress in ``bytes_sent`` and decides when it has waited
+  too long;
 * exactly one ``on_close(reason)``, from the first of ``close()``, a protocol violation, the
-  peer's close frame and a failing socket.
+  peer's close frame and a failing socket. On ``close()`` the writer sends a last message and
+  the close frame if it can; a socket that does not take them is closed after
+  ``CLOSE_TIMEOUT``.
 
 Why our own framing: ws4py's generator parser made four ``recv`` calls per frame (2 bytes,
 the extended length, the mask key, the payload) and its writer built a ``Message`` and a
@@ -42,7 +49,9 @@ import os
 import socket
 import ssl
 import struct
+import time
 from base64 import b64decode, b64encode
+from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
 from hashlib import sha1
@@ -51,12 +60,12 @@ from urllib.parse import urlsplit
 import gevent
 import gevent.socket
 import gevent.ssl
-from gevent.lock import Semaphore
+from gevent import GreenletExit
 from ws4py import WS_KEY
 from ws4py.exc import HandshakeError
 from ws4py.server.wsgiutils import WebSocketWSGIApplication
 
-from ..errors import ConnectError, ConnectionClosed, LocalProtocolError
+from ..errors import ConnectError, ConnectionClosed, LocalProtocolError, QueueFull
 
 __all__ = ["Transport", "WebSocketEndpoint", "connect"]
 
@@ -70,8 +79,16 @@ _RESERVED_BITS = 0x70  # RSV1-3: no extension is ever negotiated, so they must b
 
 _CONTROL_PAYLOAD = 125  # RFC 6455 5.5: the most a control frame may carry
 _READ_SIZE = 64 * 1024  # one recv; a busy link brings several frames in it
-_JOIN_LIMIT = 64 * 1024  # payloads up to this leave in one send with their header
-_CLOSE_TIMEOUT = 1.0  # how long a close frame may take to leave before the socket is dropped
+_LARGE_READ = 1024 * 1024  # one recv into a large payload
+_JOIN_LIMIT = 64 * 1024  # frames up to this leave in one send with their neighbours
+_WRITE_BATCH = 256 * 1024  # what the writer asks its owner for at once
+_FRAMES_PER_TURN = 64  # frames a reader delivers before it lets other greenlets run
+_PREFIX = 64  # bytes of a large message shown to ``admit``
+_DEFAULT_MAX_QUEUE = 64 * 1024 * 1024  # send() without an owner's queue
+#: Messages larger than this are buffered only when the owner's ``admit`` says so.
+ADMIT_ABOVE = 64 * 1024
+#: How long final frames may take to leave before the socket is closed anyway.
+CLOSE_TIMEOUT = 1.0
 
 _MASK_KEYS = 4096  # bytes of randomness drawn at once: masking keys for 1024 frames
 _LENGTH_16 = struct.Struct("!BBH")
@@ -157,22 +174,43 @@ class _Violation(Exception):
 
 
 class Transport:
-    """One WebSocket connection carrying binary messages.
+    """One WebSocket connection carrying binary messages, with its reader and its writer.
 
-    The owner sets ``on_message`` and ``on_close`` before ``start()`` (when accepting: in
-    ``on_transport``). ``on_message(data)`` runs in the reader greenlet, one message at a time,
-    in order; ``on_close(reason)`` runs once. ``max_message``, the most the peer may send, may
-    be changed any time, e.g. kept small until the peer is known.
+    The owner sets its callbacks before ``start()`` (when accepting: in ``on_transport``):
+
+    * ``on_message(data)`` runs in the reader greenlet, one message at a time, in order;
+    * ``on_close(reason)`` runs once, in whichever greenlet ended the connection;
+    * ``admit(size, prefix)`` is asked, in the reader, before a message larger than
+      ``ADMIT_ABOVE`` is buffered: ``prefix`` is its first bytes (empty for a continuation
+      fragment). True: read it; False: read past it, keeping nothing, and call
+      ``on_discarded()``. The owner may close the transport from ``admit`` instead;
+    * ``pull(max_bytes)`` is the owner's send queue: the writer asks it for the next frames
+      (at least one if any wait, about ``max_bytes`` in all) and calls ``wake()`` is how the
+      owner says some are waiting. Without ``pull``, ``send()`` queues on the transport itself.
+
+    ``max_message``, the most the peer may send, may be changed any time (kept small until the
+    peer is known). ``bytes_received`` and ``bytes_sent`` count payload and framing bytes as
+    they cross the socket; ``writing`` is true while the writer holds frames it has not
+    finished writing. The owner's keepalive reads them: no clock is read per frame.
     """
 
     def __init__(self, connection: _Connection, peer: str, initiator: bool, max_message: int):
         self.peer = peer
         self.initiator = initiator
         self.max_message = max_message
+        self.max_queue = _DEFAULT_MAX_QUEUE
         self.closed = False
         self.close_reason = ""
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.writing = False
         self.on_message: Callable[[bytes], None] = lambda data: None
         self.on_close: Callable[[str], None] = lambda reason: None
+        self.admit: Callable[[int, bytes], bool] = lambda size, prefix: True
+        self.on_discarded: Callable[[], None] = lambda: None
+        self.pull: Callable[[int], list[bytes]] | None = None
+        self._queue: deque[bytes] = deque()  # send() without an owner's pull
+        self._queued = 0
         self._connection = connection
         self._started = not initiator  # the server runs the accepting side's reader
         connection.transport = self
@@ -188,29 +226,68 @@ class Transport:
             gevent.spawn(self._connection.run)
 
     def send(self, data: bytes) -> None:
-        """Send ``data`` as one binary message; raise ``ConnectionClosed`` if closed."""
+        """Queue ``data`` as one binary message; raise ``ConnectionClosed`` if closed.
+
+        Never blocks: the writer greenlet sends it. Raise ``QueueFull`` when ``max_queue``
+        bytes wait already (a peer that does not read cannot make us hold more).
+        """
         if self.closed:
             raise ConnectionClosed(f"transport {self.peer} is closed ({self.close_reason})")
         if not isinstance(data, (bytes, bytearray)):
             raise LocalProtocolError(f"a transport sends bytes, not {type(data).__name__}")
-        try:
-            self._connection.write_frame(_BINARY, data)
-        except (OSError, ConnectionClosed) as exc:
-            # Part of the frame may have left: nothing sent after it could be parsed.
-            self._end("connection_lost")
-            raise ConnectionClosed(f"transport {self.peer} is closed ({exc})") from exc
+        if self._queued and self._queued + len(data) > self.max_queue:
+            raise QueueFull(f"{self._queued} bytes wait to be sent to {self.peer}")
+        self._queue.append(data)
+        self._queued += len(data)
+        self._connection.wake()
 
-    def close(self, reason: str = "") -> None:
-        """Send a close frame if possible, close the socket and call ``on_close`` once."""
-        self._end(reason or "local_close", 1000)
+    def wake(self) -> None:
+        """Tell the writer that the owner's ``pull`` has frames waiting."""
+        self._connection.wake()
 
-    def _end(self, reason: str, code: int | None = None) -> None:
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until what ``send`` queued is in the socket; tell whether it got there in time.
+
+        For simple clients and tests; a node's links never wait for their writer.
+        """
+        deadline = time.monotonic() + timeout
+        while (self._queued or self.writing) and not self.closed:
+            if time.monotonic() > deadline:
+                return False
+            gevent.sleep(0.001)
+        return not self.closed
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the writer has finished (its last frames sent, or given up on)."""
+        self._connection.join(timeout)
+
+    def _next_frames(self, max_bytes: int) -> list[bytes]:
+        if self.pull is not None:
+            return self.pull(max_bytes)
+        frames, size, queue = [], 0, self._queue
+        while queue and (not frames or size + len(queue[0]) <= max_bytes):
+            data = queue.popleft()
+            frames.append(data)
+            size += len(data)
+        self._queued -= size
+        return frames
+
+    def close(self, reason: str = "", final: list[bytes] | None = None) -> None:
+        """Close: tell ``on_close`` now; the writer sends ``final`` and a close frame if it can.
+
+        ``final`` are the last binary messages (e.g. a ``bye``). Nothing waits for a peer that
+        does not read: after ``CLOSE_TIMEOUT`` the socket is closed whatever is left unsent.
+        """
+        self._end(reason or "local_close", 1000, final)
+
+    def _end(self, reason: str, code: int | None = None, final: list[bytes] | None = None) -> None:
         """Close for ``reason``, with a close frame carrying ``code`` unless it is None."""
         if self.closed:
             return
         self.closed = True
         self.close_reason = reason
-        self._connection.shut(code, reason)
+        self._queue.clear()
+        self._connection.shut(code, reason, final)
         log.debug("transport %s closed: %s", self.peer, reason)
         try:
             self.on_close(reason)
@@ -219,7 +296,7 @@ class Transport:
 
 
 class _Connection:
-    """The frames of one upgraded socket: a reader loop, a locked writer, a close."""
+    """The frames of one upgraded socket: a reader loop, a writer greenlet, a close."""
 
     transport: Transport
 
@@ -233,11 +310,15 @@ class _Connection:
     ) -> None:
         self.sock = sock
         self.client = client  # a client masks what it sends; a server requires masking
-        self.write_lock = Semaphore()
         self.leftover = leftover  # frames that came right behind the server's 101 answer
         self._on_open = on_open or (lambda transport: None)
         self._fragments: list[bytes] | None = None  # an unfinished fragmented message
         self._fragments_size = 0
+        self._pong: bytes | None = None  # the answer to the newest WebSocket ping, unsent
+        self._closing: list[bytes] | None = None  # final frames, once the transport closed
+        self._parked = False  # the writer waits in the hub for wake()
+        self._close_timer = None
+        self._writer = gevent.spawn(self._write_loop)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -263,47 +344,89 @@ class _Connection:
         finally:
             transport._end("connection_lost")
 
+    def _recv(self, size: int = _READ_SIZE) -> bytes:
+        sock = self.sock
+        if sock is None:
+            raise ConnectionClosed("socket closed")
+        chunk = sock.recv(size)
+        if not chunk:
+            raise ConnectionClosed("end of stream")
+        self.transport.bytes_received += len(chunk)
+        return chunk
+
     def _read_frames(self) -> None:
-        sock, transport = self.sock, self.transport
+        transport = self.transport
         data, self.leftover = self.leftover, b""
+        transport.bytes_received += len(data)
         pos = 0
+        delivered = 0
         while not transport.closed:
             header = _parse_header(data, pos)
             if header is None:  # need more bytes: keep the partial header, read behind it
-                chunk = sock.recv(_READ_SIZE)
-                if not chunk:
-                    raise ConnectionClosed("end of stream")
-                data, pos = data[pos:] + chunk, 0
+                data, pos = data[pos:] + self._recv(), 0
                 continue
             first, second, length, start = header
             self._check(first, second, length)  # before any of the payload is buffered
-            end = start + length
-            if end <= len(data):
-                payload = data[start:end]
-                pos = end
+            if length > ADMIT_ABOVE and first & 0x0F < _CLOSE:
+                payload, data = self._read_large(data, start, length, first, second)
+                pos = 0
+                if payload is None:
+                    continue  # discarded, or the owner closed the transport
             else:
-                payload = self._read_exactly(sock, data, start, length)
-                pos = len(data)  # _read_exactly took the rest of data
-            if second & _MASKED:
-                payload = _mask(data[start - 4 : start], payload)
-            elif type(payload) is not bytes:
-                payload = bytes(payload)
+                end = start + length
+                if end > len(data):  # the rest of a small frame: a few more reads
+                    data = data[pos:]
+                    start, end = start - pos, end - pos
+                    while end > len(data):
+                        data += self._recv()
+                    pos = 0
+                payload = data[start:end]
+                if second & _MASKED:
+                    payload = _mask(data[start - 4 : start], payload)
+                pos = end
             self._frame(first, payload)
+            delivered += 1
+            if delivered % _FRAMES_PER_TURN == 0:
+                gevent.sleep(0)  # a busy link must not keep the hub from everyone else
 
-    @staticmethod
-    def _read_exactly(sock, data: bytes, start: int, length: int) -> bytearray:
-        # Read the rest of one payload straight into a buffer of its size: no re-parsing
-        # and no joining of chunks, whatever the payload's size.
-        payload = bytearray(length)
-        view = memoryview(payload)
-        got = len(data) - start
-        view[:got] = memoryview(data)[start:]
-        while got < length:
-            count = sock.recv_into(view[got:])
-            if not count:
-                raise ConnectionClosed("end of stream")
-            got += count
-        return payload
+    def _read_large(self, data: bytes, start: int, length: int, first: int, second: int):
+        """Read a payload over ``ADMIT_ABOVE`` bytes, buffered only once the owner admits it.
+
+        ``data[start:]`` holds the payload's beginning (the mask key is just before it).
+        Return ``(payload or None, bytes after the payload)``.
+        """
+        masked = bool(second & _MASKED)
+        key = data[start - 4 : start] if masked else b""
+        while len(data) - start < min(length, _PREFIX):
+            data += self._recv()
+        prefix = b""
+        if first & 0x0F == _BINARY:  # a message's first bytes, to name its type
+            prefix = bytes(data[start : start + _PREFIX])
+            if masked:
+                prefix = _mask(key, prefix)
+        if not self.transport.admit(length, prefix):
+            rest = self._skip(data, start, length)
+            if not self.transport.closed:
+                self.transport.on_discarded()
+            return None, rest
+        # Grow the buffer as bytes arrive: a header alone never makes us allocate its length.
+        payload = bytearray(data[start : start + length])
+        while len(payload) < length:
+            payload += self._recv(min(length - len(payload), _LARGE_READ))
+        rest = bytes(data[start + length :])
+        if masked:
+            return _mask(key, payload), rest
+        return bytes(payload), rest
+
+    def _skip(self, data: bytes, start: int, length: int) -> bytes:
+        """Read past ``length`` payload bytes keeping none of them; return what follows."""
+        have = len(data) - start
+        if have >= length:
+            return data[start + length :]
+        left = length - have
+        while left > 0:
+            left -= len(self._recv(min(left, _LARGE_READ)))
+        return b""  # recv never returns more than it is asked for
 
     def _check(self, first: int, second: int, length: int) -> None:
         """Refuse a frame from its header alone; raise ``_Violation``."""
@@ -342,7 +465,10 @@ class _Connection:
                 self._fragments, self._fragments_size = None, 0
                 self._deliver(message)
         elif opcode == _PING:
-            self.write_frame(_PONG, payload)
+            # RFC 6455 5.5.3: answering only the newest ping is allowed, and a peer that
+            # pings without reading cannot make pongs pile up.
+            self._pong = bytes(payload)
+            self.wake()
         elif opcode == _CLOSE:
             if len(payload) == 1:
                 raise _Violation("protocol_error", 1002, "close frame with a 1-byte payload")
@@ -358,61 +484,119 @@ class _Connection:
             log.exception("on_message of transport %s failed", transport.peer)
             transport._end("internal_error", 1011)
 
-    # -- writing ---------------------------------------------------------------------------
+    # -- writing: only the writer greenlet writes to the socket -----------------------------
 
-    def write_frame(self, opcode: int, payload: bytes) -> None:
-        """Send one final frame; raise ``OSError`` or ``ConnectionClosed`` on failure."""
-        key = _mask_keys.take() if self.client else None
-        header = _frame_header(opcode, len(payload), key)
-        if key is not None:
-            payload = _mask(key, payload)
-        if len(payload) <= _JOIN_LIMIT:  # one segment, one syscall
-            self._write(header + payload)
+    def join(self, timeout: float | None) -> None:
+        """Wait for the writer greenlet to end."""
+        self._writer.join(timeout)
+
+    def wake(self) -> None:
+        """Let the writer run if it waits for frames."""
+        if self._parked:
+            self._parked = False
+            self._writer.parent.loop.run_callback(self._writer.switch)
+
+    def _write_loop(self) -> None:
+        hub = gevent.get_hub()
+        try:
+            while True:
+                transport = self.transport
+                if self._closing is not None:
+                    self._write_final()
+                    return
+                frames = []
+                if self._pong is not None:
+                    frames += _frame_parts(_PONG, self._pong, self.client)
+                    self._pong = None
+                if not transport.closed:
+                    for data in transport._next_frames(_WRITE_BATCH):
+                        frames += _frame_parts(_BINARY, data, self.client)
+                if not frames:
+                    self._parked = True
+                    hub.switch()  # until wake(), or shut() for the end
+                    continue
+                transport.writing = True
+                self._write(frames)
+                transport.writing = False
+        except (OSError, ConnectionClosed) as exc:
+            log.debug("transport %s write failed: %r", self.transport.peer, exc)
+            self.transport._end("connection_lost")
+        except GreenletExit:
+            pass
+        finally:
+            self._parked = False
+            if self.transport.closed:
+                self._close_socket()
+            else:
+                self.transport._end("connection_lost")
+
+    def _write(self, frames: list[bytes]) -> None:
+        sock, transport = self.sock, self.transport
+        if sock is None:
+            raise ConnectionClosed("socket closed")
+        # Small frames leave together in one send; large ones are not copied again.
+        if len(frames) > 1 and sum(map(len, frames)) <= _JOIN_LIMIT:
+            frames = [b"".join(frames)]
+        for data in frames:
+            # A plain send first: gevent's sendall asks the socket for its buffer size
+            # (a getsockopt call) every time, and a small frame nearly always fits.
+            sent = sock.send(data)
+            transport.bytes_sent += sent
+            if sent < len(data):
+                view = memoryview(data)
+                while sent < len(data):
+                    count = sock.send(view[sent:])
+                    sent += count
+                    transport.bytes_sent += count
+
+    def _write_final(self) -> None:
+        """Send the final frames, giving up after ``CLOSE_TIMEOUT``, then close the socket."""
+        final, self._closing = self._closing, []
+        if final and self.sock is not None:
+            with suppress(OSError, ConnectionClosed), gevent.Timeout(CLOSE_TIMEOUT, False):
+                self._write([b"".join(final)])
+        self._close_socket()
+
+    def shut(self, code: int | None, reason: str, final: list[bytes] | None) -> None:
+        """End the connection: the writer sends ``final`` and a close frame if it can."""
+        if self.sock is None or self._closing is not None:
+            return
+        if code is None:  # the connection is lost: nothing more can be sent
+            self._closing = []
+            self._close_socket()
+            return
+        text = reason.encode()[:123].decode("utf-8", "ignore").encode()  # <= 125 bytes
+        frames = [part for data in final or () for part in _frame_parts(_BINARY, data, self.client)]
+        frames += _frame_parts(_CLOSE, code.to_bytes(2, "big") + text, self.client)
+        self._closing = frames
+        if self._parked:
+            self.wake()
         else:
-            self._write(header, payload)
+            # The writer is busy (perhaps stuck on a peer that does not read): the socket is
+            # closed after CLOSE_TIMEOUT whatever it has sent by then.
+            self._close_timer = gevent.get_hub().loop.timer(CLOSE_TIMEOUT)
+            self._close_timer.start(self._close_socket)
 
-    def _write(self, *parts: bytes) -> None:
-        with self.write_lock:
-            sock = self.sock
-            if sock is None:
-                raise ConnectionClosed("socket closed")
-            started = False
-            try:
-                for part in parts:
-                    # A plain send first: gevent's sendall asks the socket for its buffer size
-                    # (a getsockopt call) every time, and a small frame nearly always fits.
-                    sent = sock.send(part)
-                    started = True
-                    if sent < len(part):
-                        sock.sendall(memoryview(part)[sent:])
-            except BaseException as exc:
-                # Killed (a cancelled request, a timeout) with part of the frame sent: what
-                # follows on the stream could not be parsed, so the connection ends here.
-                if started and not isinstance(exc, OSError):
-                    self.transport._end("connection_lost")
-                raise
-
-    def shut(self, code: int | None, reason: str) -> None:
-        """Send a close frame with ``code`` (None: none), then close the socket."""
-        sock, self.sock = self.sock, None  # writers from now on raise ConnectionClosed
+    def _close_socket(self) -> None:
+        sock, self.sock = self.sock, None  # readers and writers from now on stop
         if sock is None:
             return
-        # A writer holding the lock is stuck on a full socket, where a close frame would
-        # wait too: then the frame is skipped.
-        if code is not None and self.write_lock.acquire(blocking=False):
-            try:
-                text = reason.encode()[:123].decode("utf-8", "ignore").encode()  # <= 125 bytes
-                payload = code.to_bytes(2, "big") + text
-                key = _mask_keys.take() if self.client else None
-                frame = _frame_header(_CLOSE, len(payload), key)
-                frame += _mask(key, payload) if key is not None else payload
-                with suppress(OSError), gevent.Timeout(_CLOSE_TIMEOUT, False):
-                    sock.sendall(frame)
-            finally:
-                self.write_lock.release()
         with suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
         sock.close()
+        if self._parked:  # a writer still parked has nothing left to do
+            self._parked = False
+            self._writer.kill(block=False)
+
+
+def _frame_parts(opcode: int, payload: bytes, client: bool) -> list[bytes]:
+    """Return one final frame carrying ``payload`` (masked when a client sends it), in one
+    piece, or as header and payload when the payload is too large to copy again."""
+    key = _mask_keys.take() if client else None
+    header = _frame_header(opcode, len(payload), key)
+    if key is not None:
+        payload = _mask(key, payload)
+    return [header + payload] if len(payload) <= _JOIN_LIMIT else [header, payload]
 
 
 def _address(sock) -> str:
@@ -508,21 +692,34 @@ class WebSocketEndpoint:
     """A WSGI app accepting WebSocket upgrades at ``path``, for ``Server(websocket_app=)``.
 
     Call ``on_transport(transport)`` in each connection's reader greenlet once it is open;
-    messages are delivered once that call returns.
+    messages are delivered once that call returns. ``admit(environ)``, if given, is asked before
+    each upgrade: None accepts it, ``(status, text, headers)`` refuses it with that answer
+    (e.g. ``("503 Service Unavailable", "...", [("Retry-After", "5")])``).
     """
 
     def __init__(
-        self, on_transport: Callable[[Transport], None], *, path: str = "/_xio/ws", max_message: int
+        self,
+        on_transport: Callable[[Transport], None],
+        *,
+        path: str = "/_xio/ws",
+        max_message: int,
+        admit: Callable[[dict], tuple[str, str, list] | None] | None = None,
     ) -> None:
         self.on_transport = on_transport
         self.path = path
         self.max_message = max_message
+        self.admit = admit
         self._upgrade = WebSocketWSGIApplication(handler_cls=self._accept)
 
     def __call__(self, environ: dict, start_response):
         status, text = "426 Upgrade Required", "this is a WebSocket endpoint"
         headers = [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]
-        if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+        refusal = None
+        if environ.get("HTTP_UPGRADE", "").lower() == "websocket" and self.admit is not None:
+            refusal = self.admit(environ)
+        if refusal is not None:
+            status, text, headers = refusal
+        elif environ.get("HTTP_UPGRADE", "").lower() == "websocket":
             try:
                 # ws4py fails with AttributeError on a missing key, accepts a malformed one.
                 if len(b64decode(environ.get("HTTP_SEC_WEBSOCKET_KEY", ""), validate=True)) != 16:

@@ -1,0 +1,644 @@
+"""The link session: everything one end of a link decides, with no IO (sans-IO, as h11).
+
+Theory of operation
+-------------------
+A ``LinkSession`` is the state of one link end. Its adapter (``links.Link``) feeds it each
+message that arrives (``receive(data, now)``), lets the writer take the frames to send
+(``pull(max_bytes, now)``) and calls ``tick(now, ...)`` every ``tick_interval`` seconds with the
+transport's byte counters; it acts on the events these return. Nothing here touches a socket or
+a greenlet or reads a clock, so every decision below is tested with a fake clock.
+
+* **Handshake.** ``start`` queues our ``hello``; until the pure ``Handshake`` is done only frames
+  of at most ``MAX_HANDSHAKE_FRAME`` bytes are decoded, and after ``handshake_timeout`` the link
+  is closed (``handshake_timeout``). Then ``Established`` is reported, and the peer's
+  ``caps`` and ``timeout`` from its hello are known.
+* **Keepalive.** A ``ping`` every ``tick_interval`` (a fifth of the smaller of our link timeout
+  and the one the peer announced). The link is dead (``keepalive_timeout``) when no byte
+  arrived for ``link_timeout``, or when the oldest ping the writer took has gone unanswered
+  that long: a peer that sends but never reads is caught too.
+* **Send queue.** Frames wait in two classes: *urgent* (ping, pong, cancel, bye: small, at most
+  one ping and one pong waiting, always taken first) and *normal* (req, res, record, summary,
+  want). Lazy *sources* (the initial exchange of records) are asked for frames only when the
+  normal queue is empty, so a store of 40 MiB is never held as frames. A normal frame is refused
+  with ``QueueFull`` once ``queue_bytes`` wait. If frames wait and the socket takes nothing
+  for ``write_timeout``, the link is closed (``write_timeout``): a link that cannot drain is
+  closed, never waited on.
+* **Requests.** Ids are per direction. ``open_request`` registers a request we send under a
+  fresh id with the caller's ``token`` and deadline; the ``res`` comes back as
+  ``ResponseArrived`` with that token. A ``req`` that arrives is registered as incoming with a
+  deadline of arrival + ``ttl`` (clamped to ``max_ttl``), unless its id is in flight already
+  (``duplicate_request_id``, counted, dropped), ``max_in_flight`` are in flight (a 503 at once),
+  its ttl is 0 (504) or it has no hops left for another node (502). ``respond`` answers an
+  incoming request once; a peer's ``cancel`` removes it (``CancelArrived``). ``tick`` expires
+  entries ``EXPIRY_GRACE`` past their deadline (``Expired``), so nothing a peer starts lives
+  for ever, whatever it sends.
+* **Large frames.** A message over the transport's admission size is announced by ``admit``
+  before it is buffered: its type's size cap is checked, and its bytes are taken from the
+  node's body budget; a ``req`` or ``res`` that does not fit is dropped unread and answered
+  (503, or 502 to our own waiting request) by ``discarded``.
+* **Close.** ``close(reason)`` queues a ``bye`` (unless the peer said bye) and reports
+  ``Closed`` once, with every request still in flight, so that the adapter can answer them;
+  ``transport_closed`` does the same when the connection ends first.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from xio.budget import Budget
+from xio.content import JSON, dump_json
+from xio.errors import HTTPError, LocalProtocolError, QueueFull, RemoteProtocolError
+from xio.peering import codec
+from xio.peering.codec import (
+    FRAME_CAPS,
+    Bye,
+    Cancel,
+    Ping,
+    Pong,
+    RecordFrame,
+    RequestFrame,
+    ResponseFrame,
+    Summary,
+    Want,
+)
+from xio.peering.handshake import Handshake
+
+__all__ = [
+    "CancelArrived",
+    "Closed",
+    "Established",
+    "Expired",
+    "LinkLimits",
+    "LinkSession",
+    "LinkState",
+    "MessageArrived",
+    "Rejected",
+    "RequestArrived",
+    "ResponseArrived",
+    "error_frame",
+]
+
+#: How long past its deadline a request is kept before the session forgets it: the owner of
+#: the deadline (the ingress, or the app's own timer) answers first; this only frees memory.
+EXPIRY_GRACE = 1.0
+#: The most a ping may wait for its pong before the link is dead is ``link_timeout``; pings go
+#: out this many times per timeout.
+PINGS_PER_TIMEOUT = 5
+#: At most this much of what is queued is still sent when a link closes (before its bye).
+FINAL_FLUSH = 64 * 1024
+
+
+class LinkState(enum.Enum):
+    HANDSHAKING = "handshaking"
+    ESTABLISHED = "established"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkLimits:
+    """What one link may cost us; every figure is ours, never the peer's."""
+
+    link_timeout: float = 2.5  # no byte, or no pong, for this long: dead
+    handshake_timeout: float = 10.0
+    write_timeout: float = 5.0  # frames wait and the socket takes nothing for this long
+    queue_bytes: int = 8 * 1024 * 1024  # normal frames waiting to be sent
+    max_in_flight: int = 1024  # requests the peer may have waiting on us
+    max_ttl_ms: int = 3_600_000
+
+    def __post_init__(self) -> None:
+        for name in ("link_timeout", "handshake_timeout", "write_timeout"):
+            if not getattr(self, name) > 0:
+                raise LocalProtocolError(f"LinkLimits.{name} must be positive")
+        for name in ("queue_bytes", "max_in_flight", "max_ttl_ms"):
+            if getattr(self, name) < 1:
+                raise LocalProtocolError(f"LinkLimits.{name} must be at least 1")
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Established:
+    """The peer proved its key: the link carries requests and records from now on."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestArrived:
+    """A ``req`` to answer (with ``respond``) by ``deadline``, or to relay."""
+
+    frame: RequestFrame
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseArrived:
+    """The answer to a request we sent under ``token``."""
+
+    frame: ResponseFrame
+    token: object
+
+
+@dataclass(frozen=True, slots=True)
+class CancelArrived:
+    """The peer withdrew its request ``request_id`` (we had registered it with ``token``)."""
+
+    request_id: int
+    token: object
+
+
+@dataclass(frozen=True, slots=True)
+class MessageArrived:
+    """A record, summary or want: the node's business, not the link's."""
+
+    message: RecordFrame | Summary | Want
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """A request outlived its deadline by ``EXPIRY_GRACE`` and was forgotten."""
+
+    request_id: int
+    token: object
+    incoming: bool  # True: the peer's request to us; False: ours to the peer
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The peer broke a rule; counted by ``reason``. ``fatal``: the link closes (``Closed``)."""
+
+    reason: str
+    detail: str
+    fatal: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The link is closed; answer what was in flight. Reported exactly once."""
+
+    reason: str
+    was_established: bool
+    outgoing: tuple[tuple[int, object], ...]  # (request id, token) of requests we sent
+    incoming: tuple[tuple[int, object], ...]  # (request id, token) of requests we owed
+
+
+Event = (
+    Established | RequestArrived | ResponseArrived | CancelArrived | MessageArrived | Expired
+    | Rejected | Closed
+)  # fmt: skip
+
+
+def error_frame(status: int, description: str, request_id: int = 0, via: str = "") -> ResponseFrame:
+    """Return a ``res`` frame carrying xio's JSON error body."""
+    body = dump_json(HTTPError(status, description).to_dict())
+    headers = (("Content-Type", JSON), ("X-Xio-Via", via)) if via else (("Content-Type", JSON),)
+    return ResponseFrame(request_id, status, headers, body)
+
+
+class _Entry:
+    """A request in flight: the owner's token and the deadline."""
+
+    __slots__ = ("token", "deadline")
+
+    def __init__(self, token: object, deadline: float) -> None:
+        self.token = token
+        self.deadline = deadline
+
+
+class LinkSession:
+    """The decisions of one link end; see the module docstring."""
+
+    def __init__(
+        self,
+        handshake: Handshake,
+        *,
+        limits: LinkLimits | None = None,
+        body_budget: Budget | None = None,
+    ) -> None:
+        self.handshake = handshake
+        self.limits = limits or LinkLimits()
+        self.own_id = handshake.identity.node_id
+        self.body_budget = body_budget
+        self.state = LinkState.HANDSHAKING
+        self.close_reason = ""
+        self.rejected: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()  # not the peer's fault: overloaded, late_response...
+        self.outgoing: dict[int, _Entry] = {}
+        self.incoming: dict[int, _Entry] = {}
+        self.rtt: float | None = None
+        self.started_at: float | None = None
+        self.established_at: float | None = None
+        self._next_id = 0
+        self._urgent: deque[bytes | object] = deque()  # frames, or a ping or pong slot
+        self._normal: deque[tuple[float, bytes]] = deque()  # (queued at, frame)
+        self._normal_bytes = 0
+        self._sources: deque[Callable[[int], list[bytes]]] = deque()
+        self._ping_queued = False
+        self._pong_queued: int | None = None  # n of the newest ping to answer
+        self._ping_count = 0
+        self._pings_sent: deque[tuple[int, float]] = deque()  # (n, taken by the writer at)
+        self._now = 0.0  # the latest time we were told: stamps queued frames
+        self._last_life = 0.0  # when bytes last arrived
+        self._last_progress = 0.0  # when the socket last took bytes, or the writer started
+        self._bytes_in = 0
+        self._bytes_out = 0
+        self._reserved = 0  # body budget taken for a large message being read
+        self._discarding: tuple[str | None, int | None] | None = None
+        self._final: list[bytes] = []
+
+    # -- who is on the other end -----------------------------------------------------------
+
+    @property
+    def peer_id(self) -> str | None:
+        return self.handshake.peer_id
+
+    @property
+    def peer_name(self) -> str | None:
+        return self.handshake.peer_name
+
+    @property
+    def peer_caps(self) -> tuple[str, ...]:
+        """Return the optional features the peer announced in its hello."""
+        hello = self.handshake.peer_hello
+        return (hello.caps or ()) if hello is not None else ()
+
+    @property
+    def established(self) -> bool:
+        return self.state is LinkState.ESTABLISHED
+
+    @property
+    def max_message(self) -> int:
+        """Return the largest message the transport should accept now."""
+        if self.state is LinkState.ESTABLISHED:
+            return codec.MAX_FRAME
+        return codec.MAX_HANDSHAKE_FRAME
+
+    @property
+    def tick_interval(self) -> float:
+        """Return how often ``tick`` is to be called: the ping interval."""
+        timeout = self.limits.link_timeout
+        hello = self.handshake.peer_hello
+        if hello is not None and hello.timeout_ms:
+            timeout = min(timeout, hello.timeout_ms / 1000)
+        return max(timeout / PINGS_PER_TIMEOUT, 0.01)
+
+    # -- starting and receiving ------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Queue our hello; the link's clocks start at ``now``."""
+        self._now = self.started_at = self._last_life = self._last_progress = now
+        for message in self.handshake.start():
+            self._queue_normal(codec.encode(message))
+
+    def receive(self, data: bytes, now: float) -> list[Event]:
+        """Take one message from the peer; return what the adapter must act on."""
+        self._now = self._last_life = now
+        if self._reserved:  # a large message is read: from here on its objects hold it
+            self.body_budget.give(self._reserved)
+            self._reserved = 0
+        if self.state is LinkState.CLOSED:
+            return []
+        try:
+            if self.state is LinkState.ESTABLISHED:
+                return self._receive_established(codec.decode(data))
+            return self._receive_handshake(codec.decode(data, codec.MAX_HANDSHAKE_FRAME), now)
+        except RemoteProtocolError as exc:
+            return self._reject(exc.reason, str(exc), fatal=True)
+
+    def _receive_handshake(self, message, now: float) -> list[Event]:
+        for answer in self.handshake.receive(message):
+            self._queue_normal(codec.encode(answer))
+        if not self.handshake.established:
+            return []
+        self.state = LinkState.ESTABLISHED
+        self.established_at = now
+        return [Established()]
+
+    def _receive_established(self, message) -> list[Event]:
+        kind = type(message)
+        if kind is RequestFrame:
+            return self._receive_request(message)
+        if kind is ResponseFrame:
+            entry = self.outgoing.pop(message.request_id, None)
+            if entry is None:
+                self.counts["late_response"] += 1  # it raced a cancel or a deadline
+                return []
+            return [ResponseArrived(message, entry.token)]
+        if kind is Cancel:
+            entry = self.incoming.pop(message.request_id, None)
+            if entry is None:
+                self.counts["late_cancel"] += 1
+                return []
+            return [CancelArrived(message.request_id, entry.token)]
+        if kind is Ping:
+            if self._pong_queued is None:
+                self._urgent.append(_PONG_SLOT)  # filled with the newest n when taken
+            self._pong_queued = message.n
+            return []
+        if kind is Pong:
+            self._pong(message.n)
+            return []
+        if kind is Bye:
+            return self._closed(f"peer_bye: {message.reason}", tell_peer=False)
+        if kind in (RecordFrame, Summary, Want):
+            return [MessageArrived(message)]
+        return self._reject("unexpected_frame", f"{kind.TYPE} after the handshake", fatal=True)
+
+    def _receive_request(self, frame: RequestFrame) -> list[Event]:
+        request_id = frame.request_id
+        if request_id in self.incoming:
+            return self._reject("duplicate_request_id", f"request id {request_id} is in flight")
+        if len(self.incoming) >= self.limits.max_in_flight:
+            self.counts["overloaded"] += 1
+            self._answer_now(503, "too many requests in flight on this link", request_id)
+            return []
+        if frame.ttl_ms == 0:
+            self.counts["deadline"] += 1
+            self._answer_now(504, "the request arrived with no time left", request_id)
+            return []
+        if frame.hops == 0 and frame.dst != self.own_id:
+            self.counts["hop_limit"] += 1
+            self._answer_now(502, f"hop limit reached before node {frame.dst}", request_id)
+            return []
+        ttl = frame.ttl_ms
+        if ttl > self.limits.max_ttl_ms:
+            self.counts["ttl_clamped"] += 1
+            ttl = self.limits.max_ttl_ms
+        entry = _Entry(None, self._now + ttl / 1000)
+        self.incoming[request_id] = entry
+        return [RequestArrived(frame, entry.deadline)]
+
+    def _answer_now(self, status: int, description: str, request_id: int) -> None:
+        try:
+            self._queue_normal(codec.encode(error_frame(status, description, request_id)))
+        except QueueFull:
+            self.counts["queue_full"] += 1
+
+    def _pong(self, n: int) -> None:
+        sent = self._pings_sent
+        while sent and sent[0][0] <= n:  # pongs answer pings in order; older ones are done
+            number, at = sent.popleft()
+            if number == n:
+                self.rtt = self._now - at
+
+    def _reject(self, reason: str, detail: str, fatal: bool = False) -> list[Event]:
+        self.rejected[reason] += 1
+        events: list[Event] = [Rejected(reason, detail, fatal)]
+        if fatal:  # the receiver of a bye closes without answering it
+            events += self._closed(reason, tell_peer=reason != "peer_bye")
+        return events
+
+    # -- large messages --------------------------------------------------------------------
+
+    def admit(self, size: int, prefix: bytes) -> bool | list[Event]:
+        """Decide, before buffering it, on a message of ``size`` bytes starting with ``prefix``.
+
+        Return True to read it, False to have it read past and dropped (``discarded`` follows),
+        or the events of closing the link (its type's cap is smaller than ``size``).
+        """
+        if self.state is not LinkState.ESTABLISHED:
+            return True  # the transport's max_message is the handshake cap already
+        kind, request_id = codec.peek_type_and_id(prefix)
+        cap = FRAME_CAPS.get(kind) if kind is not None else None
+        if cap is not None and size > cap:
+            return self._reject("frame_too_large", f"{kind} frame of {size} bytes > {cap}", True)
+        budget = self.body_budget
+        if budget is None or budget.take(size):
+            self._reserved += size
+            return True
+        self._discarding = (kind, request_id)
+        return False
+
+    def discarded(self) -> list[Event]:
+        """Answer a large message that was dropped because the body budget was spent."""
+        kind, request_id = self._discarding or (None, None)
+        self._discarding = None
+        self.counts["body_budget"] += 1
+        if kind == "req" and request_id is not None and request_id not in self.incoming:
+            self._answer_now(503, "the node's budget for request bodies is spent", request_id)
+            return []
+        if kind == "res" and request_id is not None:
+            entry = self.outgoing.pop(request_id, None)
+            if entry is None:
+                return []
+            lost = error_frame(502, "the response is too large for this node's body budget")
+            return [ResponseArrived(lost, entry.token)]
+        # Unanswerable (fragments, or a frame not laid out as xio writes them): end the link
+        # rather than leave its sender waiting.
+        return self._closed("body_budget", tell_peer=True)
+
+    # -- requests and frames we send -------------------------------------------------------
+
+    def open_request(self, token: object, deadline: float) -> int:
+        """Register a request we are about to send; return its id on this link."""
+        if self.state is not LinkState.ESTABLISHED:
+            raise LocalProtocolError(f"cannot open a request in state {self.state.name}")
+        outgoing = self.outgoing
+        while True:
+            self._next_id = (self._next_id + 1) & 0xFFFFFFFF
+            if self._next_id not in outgoing:
+                break
+        outgoing[self._next_id] = _Entry(token, deadline)
+        return self._next_id
+
+    def attach(self, request_id: int, token: object) -> None:
+        """Give the peer's request ``request_id`` the token that its later events will carry."""
+        self.incoming[request_id].token = token
+
+    def forget_request(self, request_id: int) -> None:
+        """Drop a request we opened but could not send (its frame was refused)."""
+        self.outgoing.pop(request_id, None)
+
+    def cancel_request(self, request_id: int) -> None:
+        """Withdraw a request we sent: forget it and tell the peer (if the link is up)."""
+        if self.outgoing.pop(request_id, None) is not None and self.established:
+            self._urgent.append(codec.encode(Cancel(request_id)))
+
+    def respond(self, request_id: int, frame: ResponseFrame) -> bool:
+        """Answer the peer's request ``request_id`` with ``frame`` (whose id must match).
+
+        Return False when there is nothing to answer any more (cancelled, expired, closed)
+        or the queue is full; the answer is then dropped.
+        """
+        if self.incoming.pop(request_id, None) is None:
+            return False
+        try:
+            self._queue_normal(codec.encode(frame))
+        except QueueFull:
+            self.counts["queue_full"] += 1
+            return False
+        return True
+
+    def send(self, message) -> None:
+        """Queue one frame of the normal class; raise ``QueueFull`` or ``ConnectionClosed``."""
+        self.send_encoded(codec.encode(message))
+
+    def send_encoded(self, frame: bytes) -> None:
+        """Queue one already encoded frame (a flooded record is relayed byte for byte)."""
+        if self.state is not LinkState.ESTABLISHED:
+            raise LocalProtocolError(f"cannot send in state {self.state.name}")
+        self._queue_normal(frame)
+
+    def add_source(self, source: Callable[[int], list[bytes]]) -> None:
+        """Send what ``source(max_bytes)`` returns, whenever the queue has room, until it
+        returns nothing. Used for bulk transfers that must not be held in memory at once."""
+        if self.state is LinkState.ESTABLISHED:
+            self._sources.append(source)
+
+    def _queue_normal(self, frame: bytes) -> None:
+        if self._normal_bytes >= self.limits.queue_bytes:
+            raise QueueFull(f"{self._normal_bytes} bytes wait for {self.peer_name}")
+        if not self._normal and not self._urgent:
+            self._last_progress = max(self._last_progress, self._now)
+        self._normal.append((self._now, frame))
+        self._normal_bytes += len(frame)
+
+    # -- the writer's side -----------------------------------------------------------------
+
+    @property
+    def has_output(self) -> bool:
+        """Tell whether ``pull`` would return frames."""
+        return bool(self._urgent or self._normal or self._sources)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._normal_bytes
+
+    @property
+    def queued_frames(self) -> int:
+        return len(self._normal) + len(self._urgent)
+
+    def oldest_unsent(self, now: float) -> float:
+        """Return how long the oldest normal frame has waited (0 when none waits)."""
+        return now - self._normal[0][0] if self._normal else 0.0
+
+    def pull(self, max_bytes: int, now: float) -> list[bytes]:
+        """Return the next frames to write: urgent first, then about ``max_bytes`` more."""
+        self._now = now
+        frames: list[bytes] = []
+        urgent = self._urgent
+        while urgent:
+            frame = urgent.popleft()
+            if frame is _PONG_SLOT:
+                frame = codec.encode(Pong(self._pong_queued))
+                self._pong_queued = None
+            elif frame is _PING_SLOT:
+                self._ping_queued = False
+                self._pings_sent.append((self._ping_count, now))
+                frame = codec.encode(Ping(self._ping_count))
+            frames.append(frame)
+        size, normal = 0, self._normal
+        while normal and (size == 0 or size + len(normal[0][1]) <= max_bytes):
+            frame = normal.popleft()[1]
+            self._normal_bytes -= len(frame)
+            frames.append(frame)
+            size += len(frame)
+        while not normal and self._sources and size < max_bytes:
+            produced = self._sources[0](max_bytes - size)
+            if not produced:
+                self._sources.popleft()
+                continue
+            frames += produced
+            size += sum(map(len, produced))
+        return frames
+
+    # -- time ------------------------------------------------------------------------------
+
+    def tick(
+        self, now: float, *, bytes_in: int = 0, bytes_out: int = 0, writing: bool = False
+    ) -> list[Event]:
+        """Keep the link alive and honest: ping, time out, expire forgotten requests.
+
+        ``bytes_in`` / ``bytes_out`` are the transport's running byte counts and ``writing``
+        whether its writer holds frames it has not finished writing.
+        """
+        self._now = now
+        if self.state is LinkState.CLOSED:
+            return []
+        limits = self.limits
+        if bytes_in != self._bytes_in:
+            self._bytes_in, self._last_life = bytes_in, now
+        if bytes_out != self._bytes_out:
+            self._bytes_out, self._last_progress = bytes_out, now
+        if self.state is LinkState.HANDSHAKING:
+            if now - self.started_at > limits.handshake_timeout:
+                return self._reject("handshake_timeout", "no handshake in time", fatal=True)
+            return []
+        if now - self._last_life > limits.link_timeout:
+            return self._closed("keepalive_timeout", tell_peer=False)
+        if self._pings_sent and now - self._pings_sent[0][1] > limits.link_timeout:
+            return self._closed("keepalive_timeout", tell_peer=False)
+        waiting = writing or self._normal or self._urgent
+        if waiting and now - self._last_progress > limits.write_timeout:
+            return self._closed("write_timeout", tell_peer=False)
+        if not waiting:
+            self._last_progress = now
+        if not self._ping_queued:
+            self._ping_queued = True
+            self._ping_count += 1
+            self._urgent.append(_PING_SLOT)
+        return self._expire(now)
+
+    def _expire(self, now: float) -> list[Event]:
+        events: list[Event] = []
+        late = now - EXPIRY_GRACE
+        for incoming, table in ((True, self.incoming), (False, self.outgoing)):
+            expired = [rid for rid, entry in table.items() if entry.deadline < late]
+            for request_id in expired:
+                events.append(Expired(request_id, table.pop(request_id).token, incoming))
+        if events:
+            self.counts["expired"] += len(events)
+        return events
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def close(self, reason: str) -> list[Event]:
+        """Close the link for ``reason``, saying so to the peer; return the ``Closed`` event."""
+        return self._closed(reason, tell_peer=True)
+
+    def transport_closed(self, reason: str) -> list[Event]:
+        """Note that the connection ended (``reason``); return ``Closed`` if not reported."""
+        return self._closed(reason, tell_peer=False)
+
+    def final_frames(self) -> list[bytes]:
+        """Return the last messages to send before the connection closes.
+
+        What was queued, up to ``FINAL_FLUSH`` bytes (a hello not yet sent, answers to
+        requests), then the ``bye``; nothing if the link closed because it cannot drain.
+        """
+        return self._final
+
+    def _closed(self, reason: str, *, tell_peer: bool) -> list[Event]:
+        if self.state is LinkState.CLOSED:
+            return []
+        was_established = self.state is LinkState.ESTABLISHED
+        self.state = LinkState.CLOSED
+        self.close_reason = reason
+        if tell_peer:
+            flushed, size = [], 0
+            for _, frame in self._normal:
+                size += len(frame)
+                if size > FINAL_FLUSH:
+                    break
+                flushed.append(frame)
+            self._final = [*flushed, codec.encode(Bye(reason[:200]))]
+        if self._reserved:
+            self.body_budget.give(self._reserved)
+            self._reserved = 0
+        outgoing = tuple((rid, entry.token) for rid, entry in self.outgoing.items())
+        incoming = tuple((rid, entry.token) for rid, entry in self.incoming.items())
+        self.outgoing.clear()
+        self.incoming.clear()
+        self._urgent.clear()
+        self._normal.clear()
+        self._normal_bytes = 0
+        self._sources.clear()
+        return [Closed(reason, was_established, outgoing, incoming)]
+
+
+#: The urgent queue's placeholders: a ping is numbered and timed when the writer takes it, and
+#: a pong answers the newest ping that arrived by then.
+_PING_SLOT = object()
+_PONG_SLOT = object()
