@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,6 +197,10 @@ def hosts(node: Node, app: str) -> set[str]:
     return {host["node"] for host in node.get("/_xio/apps").get(app, [])}
 
 
+def linked(node: Node, peer_id: str) -> bool:
+    return any(p["id"] == peer_id and p["state"] == "established" for p in node.get("/_xio/peers"))
+
+
 # -- the attacks: each gets the bench, V and H, and returns when it is over ------------------
 
 
@@ -209,20 +214,24 @@ def stop_reading(bench, v, h, v_id):
     bench.wait(lambda: v_id in hosts(j, "inventory"), 10)
     bench.honest.targets.append((j, "/inventory/items/3"))
     time.sleep(10)
+    return f"attacker's link still up at V: {linked(v, attacker.key.node_id)}"
 
 
 def relink(bench, v, h, v_id):
+    h_id = h.get("/_xio/node")["id"]
     summaries = {f"app{i:02d}": "s" * 1000 for i in range(14)}
     injector = bench.hostile(v.port)
     for _ in range(1500):
         quietly(injector.send_message, record_frame(Key(), 1, apps=summaries))
     bench.wait(lambda: h.get("/_xio/node")["records"] >= 1500, 90)
     injector.close("done")
-    h.proc.send_signal(signal.SIGSTOP)
+    h.proc.send_signal(signal.SIGSTOP)  # one flap: V drops the frozen H, which then redials
     time.sleep(4)
     h.proc.send_signal(signal.SIGCONT)
+    relinked = bench.wait(lambda: linked(h, v_id) and linked(v, h_id), 20)
     bench.mark()
     time.sleep(10)
+    return f"re-linked (shown established): {relinked}"
 
 
 def fd_exhaustion(bench, v, h, v_id):
@@ -236,6 +245,8 @@ def fd_exhaustion(bench, v, h, v_id):
                 idle.append(socket.create_connection(("127.0.0.1", v.port), 1))
             except OSError:
                 break
+        time.sleep(1)
+        exhausted = len(os.listdir(f"/proc/{v.proc.pid}/fd"))
         # Hold until a refresh has failed (at most two refresh periods), then let go.
         stop_at = time.monotonic() + 2 * refresh + 1
         while time.monotonic() < stop_at:
@@ -247,15 +258,20 @@ def fd_exhaustion(bench, v, h, v_id):
         for sock in idle:
             sock.close()
     time.sleep(2.2 * bench.lifetime)
+    return f"V's descriptors in use: {exhausted} of 128"
 
 
 def inbound_links(bench, v, h, v_id):
+    refused = Counter()
     for index in range(260):
         try:
             bench.hostile(v.port, source=f"127.0.0.{10 + index % 26}", timeout=5)
-        except (PeerError, OSError):
-            pass
+        except Refused as exc:
+            refused[exc.status] += 1
+        except (PeerError, OSError) as exc:
+            refused[type(exc).__name__] += 1
     time.sleep(2.2 * bench.lifetime)
+    return f"{260 - sum(refused.values())} of 260 accepted; refused {dict(refused)}"
 
 
 def fake_topology(bench, v, h, v_id):
@@ -267,6 +283,8 @@ def fake_topology(bench, v, h, v_id):
         peers = [keys[(index + step) % count].node_id for step in range(-64, 65) if step]
         return peers + [attacker.key.node_id] if index % 20 == 0 else peers
 
+    h_id = h.get("/_xio/node")["id"]
+    since = [p["since"] for p in v.get("/_xio/peers") if p["id"] == h_id]
     mine = [v_id] + [keys[i].node_id for i in range(0, count, 20)][:255]
     quietly(attacker.send_message, record_frame(attacker.key, 1, links=mine))
     for index, key in enumerate(keys):  # about a thousand a second
@@ -278,6 +296,8 @@ def fake_topology(bench, v, h, v_id):
         index = rng.randrange(count)
         quietly(attacker.send_message, record_frame(keys[index], seq, links=links(index)))
         time.sleep(0.5)
+    now = [p["since"] for p in v.get("/_xio/peers") if p["id"] == h_id]
+    return f"the V-H link stayed the same link: {now == since}"
 
 
 def sybil_flood(bench, v, h, v_id):
@@ -289,10 +309,10 @@ def sybil_flood(bench, v, h, v_id):
     j = bench.start("j", "--app", SLOW, "--peers", h.ws, "--store-max-records", "300")
     j_id = j.get("/_xio/node")["id"]
     joined = bench.wait(lambda: j_id in hosts(v, "slow") and v_id in hosts(j, "inventory"), 15)
-    print(f"  late joiner seen both ways: {joined}", file=sys.stderr)
     bench.honest.targets += [(j, "/inventory/items/1"), (v, f"/~{j_id}/slow")]
     bench.mark()
     time.sleep(5)
+    return f"late joiner and V see each other's apps: {joined}"
 
 
 def big_headers(bench, v, h, v_id):
@@ -301,13 +321,16 @@ def big_headers(bench, v, h, v_id):
     for peer in bench.peers:
         quietly(peer.send_raw, ws_header(17 * MiB - 64, os.urandom(4)) + b"\x85")
     time.sleep(5)
+    return "30 links, each a header declaring 17 MiB and 1 byte"
 
 
 def padded_pings(bench, v, h, v_id):
+    closed = 0
     for index in range(3):
         attacker = bench.hostile(v.port, source=f"127.0.0.{80 + index}")
         quietly(attacker.send_message, padded_ping(16 * MiB))
-        attacker.wait_closed(3)
+        closed += attacker.wait_closed(3)
+    return f"links closed by V: {closed} of 3"
 
 
 def bodies(bench, v, h, v_id):
@@ -317,8 +340,10 @@ def bodies(bench, v, h, v_id):
         quietly(attacker.request, request_id, v_id, "slow", method="POST", query="s=8",
                 body=body, ttl_ms=20_000)  # fmt: skip
     time.sleep(4)
+    busy = sum(1 for r in attacker.responses.values() if r["status"] == 503)
     attacker.close()
     time.sleep(6)
+    return f"refused 503: {busy} of 30 bodies of 16 MiB"
 
 
 def long_ttl(bench, v, h, v_id):
@@ -326,31 +351,35 @@ def long_ttl(bench, v, h, v_id):
     h_id = h.get("/_xio/node")["id"]
     for request_id in range(1, 201):
         quietly(attacker.request, request_id, h_id, "slow", query="s=30", ttl_ms=2**32 - 1)
-    answered = bench.wait(lambda: len(attacker.responses) >= 200, 8)
-    print(f"  200 long-ttl requests answered within 8 s: {answered}", file=sys.stderr)
+    bench.wait(lambda: len(attacker.responses) >= 200, 8)
+    return f"answered within 8 s: {len(attacker.responses)} of 200"
 
 
 def in_flight(bench, v, h, v_id):
-    for index in range(4):
-        attacker = bench.hostile(v.port, source=f"127.0.0.{60 + index}")
+    attackers = [bench.hostile(v.port, source=f"127.0.0.{60 + i}") for i in range(4)]
+    for attacker in attackers:
         for request_id in range(1, 1025):
             quietly(attacker.request, request_id, v_id, "slow", query="s=6", ttl_ms=20_000)
     time.sleep(6)
+    busy = sum(1 for a in attackers for r in list(a.responses.values()) if r["status"] == 503)
+    return f"refused 503: {busy} of 4096 held 6 s each"
 
 
 def churn(bench, v, h, v_id):
     started, seq = time.monotonic(), v.get("/_xio/node")["seq"]
     count = 0
+    refused = 0
     while time.monotonic() - started < 10 and count < 2000:
         count += 1
         try:
             peer = HostilePeer(v.port, source=f"127.0.0.{70 + count % 4}", timeout=5)
-            peer.handshake()
-            peer.close(reset=True)
-        except (Refused, PeerError, OSError):
-            pass
+        except (PeerError, OSError):
+            refused += 1
+            continue
+        quietly(peer.handshake)
+        peer.close(reset=True)
     originated = v.get("/_xio/node")["seq"] - seq
-    print(f"  {count} handshakes, V originated {originated} records", file=sys.stderr)
+    return f"{count} handshakes ({refused} refused) in 10 s: V originated {originated} records"
 
 
 #: name -> (attack, V's flags, H's flags, V dials H, V's RLIMIT_NOFILE)
@@ -403,16 +432,16 @@ def measure(bench: Bench, name: str, attack, v: Node, h: Node, v_id: str) -> dic
     before = v.memory("VmRSS")
     bench.honest = Honest([(h, "/inventory/items/1"), (v, "/inventory/items/2"),
                            (v, "/~h/slow")])  # fmt: skip
-    watch = {"polls": 0, "present": 0}
+    polls: list[tuple[float, bool]] = []  # (when, V's app in H's mesh)
     stop = threading.Event()
 
     def watch_mesh() -> None:
         while not stop.wait(0.5):
-            watch["polls"] += 1
+            started = time.monotonic()
             try:
-                watch["present"] += v_id in hosts(h, "inventory")
+                polls.append((started, v_id in hosts(h, "inventory")))
             except Exception:
-                pass  # H stopped, or too busy to answer: not counted as present
+                polls.append((started, False))  # H too busy to answer counts as absent
 
     watcher = threading.Thread(target=watch_mesh, daemon=True)
     started = time.monotonic()
@@ -420,7 +449,7 @@ def measure(bench: Bench, name: str, attack, v: Node, h: Node, v_id: str) -> dic
     bench.honest.start()
     watcher.start()
     try:
-        attack(bench, v, h, v_id)
+        note = attack(bench, v, h, v_id)
     finally:
         bench.honest.stopped.set()
         stop.set()
@@ -436,8 +465,10 @@ def measure(bench: Bench, name: str, attack, v: Node, h: Node, v_id: str) -> dic
         "attack": name, "before": before, "peak": peak, "after": v.memory("VmRSS"),
         "p50": statistics.median(seconds), "p99": seconds[int(0.99 * (len(seconds) - 1))],
         "max": seconds[-1], "failed": sum(1 for r in results if r[2] != 200),
-        "requests": len(results), "stayed": watch["present"] == watch["polls"],
-        "duration": time.monotonic() - started,
+        "worst": Counter(str(r[2]) for r in results if r[2] != 200).most_common(2),
+        "requests": len(results),
+        "stayed": all(present for when, present in polls if when >= bench.measured_from),
+        "duration": time.monotonic() - started, "note": note,
     }  # fmt: skip
 
 
@@ -448,8 +479,8 @@ def render(rows: list[dict], today: bool) -> str:
         f"X-Xio-Timeout {DEADLINE:g} s; memory in MiB (peak = VmHWM since start)",
         "",
         "| attack | RSS before | peak | RSS after | honest p50 | p99 | max | not 200 | "
-        "V's app stayed | s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "V's app stayed | s | what else |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for r in rows:
         if "error" in r:
@@ -458,8 +489,10 @@ def render(rows: list[dict], today: bool) -> str:
         lines.append(
             f"| {r['attack']} | {r['before']:.0f} | {r['peak']:.0f} | {r['after']:.0f} | "
             f"{r['p50'] * 1000:.0f} ms | {r['p99'] * 1000:.0f} ms | {r['max'] * 1000:.0f} ms | "
-            f"{r['failed']}/{r['requests']} | {'yes' if r['stayed'] else 'no'} | "
-            f"{r['duration']:.0f} |"
+            f"{r['failed']}/{r['requests']}{' (' if r['worst'] else ''}"
+            f"{', '.join(f'{kind} x{n}' for kind, n in r['worst'])}{')' if r['worst'] else ''} | "
+            f"{'yes' if r['stayed'] else 'no'} | "
+            f"{r['duration']:.0f} | {r['note']} |"
         )
     return "\n".join(lines)
 
@@ -469,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attack", action="append", choices=sorted(ATTACKS),
                         help="run this attack only (repeatable; default: all)")  # fmt: skip
     parser.add_argument("--today", action="store_true",
-                        help="drop the flags the current code lacks; size for old defaults")  # fmt: skip
+                        help="drop the flags old code lacks; size for its defaults")  # fmt: skip
     args = parser.parse_args(argv)
     rows = []
     for name in args.attack or list(ATTACKS):

@@ -16,8 +16,8 @@ how the peer behaves:
 * ``handshake()`` authenticates with a fresh or given ``Key`` (section 6), optionally
   announcing the hello fields a newer node understands (``caps``, ``timeout``);
 * ``send(kind, **fields)``, ``send_map(map)``, ``send_message(bytes)`` and ``send_raw(bytes)``
-  write a frame, any msgpack map (a ping padded with an ignored key), any binary message, or
-  raw bytes on the socket (only a frame header that declares 17 MiB, say);
+  write a frame, any msgpack map, any binary message (``padded_ping(size)``: a legal ping
+  padded with an ignored key), or raw bytes (only a frame header that declares 17 MiB, say);
 * ``record_frame(key, seq, ...)`` builds and signs records (section 8) for the peer itself and
   for any number of fake identities;
 * ``start_reader()`` runs a thread that reads every frame, answers pings with pongs (so the
@@ -30,26 +30,25 @@ that forgets a peer still ends.
 
 Where PROTOCOL.md left me guessing (kept here because each is a question for the document):
 
-1. Section 3 says the frame cap is checked on "the message", but not whether a node may refuse
-   from the WebSocket header alone, nor what happens to bytes of a refused frame: I assume the
-   node closes the connection and drops the rest.
-2. Section 6 does not say whether the responder may send ``hello`` before the initiator's
-   ``hello`` arrives ("neither waits" suggests yes) nor whether frames other than ``auth`` can
-   follow the responder's ``auth`` in the same read: this peer accepts both.
-3. Section 6 names the transcript's ids as str and nonces as bin "in the canonical encoding",
-   but the canonical rules are in 8.2, about record bodies; I read them as applying to the
-   5-element array too (msgpack-python's ``packb(use_bin_type=True)``).
-4. Section 8.1 says links and apps are "strictly ascending" but the ``links`` entries are
-   2-element arrays: the order is by the neighbour id alone (the first element).
-5. Section 9 says a new link is sent "every unexpired record of other nodes": it does not say
-   how fast, nor whether a peer that asks for nothing may be sent less; the summary-first
+1. Sections 2 and 6: the node's ``hello`` came in the same read as its 101 answer. Nothing
+   says a client must expect frames right behind the upgrade answer (this one keeps them).
+2. Section 2 says nothing of a node refusing the upgrade itself (the fixed node answers HTTP
+   503 when full and 429 over its handshake rate), nor whether a client should back off.
+3. Section 3 caps "the message", but does not say a node may close on a frame header that
+   declares too much, before the payload comes; nor what becomes of a refused frame's bytes.
+4. Section 6 asks for "the canonical encoding of section 8.2" for the transcript array, but
+   8.2 is written for record bodies: I read it as ``packb(use_bin_type=True)`` all the same.
+5. Section 8.1: ``links`` entries are 2-element arrays "strictly ascending": I took the
+   order to be by neighbour id alone.
+6. Section 7: a peer "must ping more often than the other side's timeout", but has no way to
+   learn it (the ``hello`` field ``timeout`` is not in the document); and "any frame counts as
+   a sign of life" leaves open whether a peer that never answers our pings may be closed.
+7. Section 9: how fast a new link is sent the store is not said, and the summary-first
    exchange (``caps`` ``"summary"``, frames ``summary`` / ``want``) is not in the document yet.
-6. Section 7 says "any frame counts as a sign of life" but not whether our pings left
-   unanswered may close the link although we send frames; the fixed node does close it.
-7. Section 11 gives no upper bound on a ``req``'s ``ttl`` beyond uint32 (49.7 days), while the
-   ingress clamps ``X-Xio-Timeout`` to 3600 s.
-8. Section 7 sets 1024 in-flight requests "per link and direction", which says nothing of a
-   node-wide bound; nor does section 12 bound request bodies held at once.
+8. Section 11 bounds a ``req``'s ``ttl`` only by uint32 (49.7 days), while the ingress
+   clamps ``X-Xio-Timeout`` to 3600 s.
+9. Sections 7 and 12 bound in-flight requests per link and direction only: nothing bounds
+   them per node, nor the request bodies a node holds at once.
 """
 
 from __future__ import annotations
@@ -72,7 +71,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 LINK_DOMAIN = b"xio-link-v1\x00"
 RECORD_DOMAIN = b"xio-record-v1\x00"
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, 1.3
-MAX_FRAME = 17 * 1024 * 1024
 MAX_LIFETIME_MS = 3_600_000
 
 _BINARY, _CLOSE, _PING, _PONG = 0x2, 0x8, 0x9, 0xA
@@ -228,7 +226,7 @@ class HostilePeer:
         self.key = key or Key()
         self.name = name
         self.peer_id: str | None = None
-        self.frames: deque = deque(maxlen=20000)  # what the reader got, oldest dropped
+        self.frames: deque = deque(maxlen=1000)  # the newest frames the reader got
         self.counts: Counter[str] = Counter()
         self.responses: dict[int, dict] = {}  # res frames by request id
         self.bytes_received = 0

@@ -37,11 +37,9 @@ from .hostile import (
     PeerError,
     Refused,
     padded_ping,
-    record_body,
     record_frame,
     ws_header,
 )
-from .hostile import encode as encode_frame
 
 INVENTORY = str(ROOT / "tests/apps/inventory")
 SLOW = str(ROOT / "tests/apps/slow")
@@ -98,37 +96,28 @@ def node_id(process) -> str:
     return node_info(process)["id"]
 
 
-def apps_seen(process) -> dict:
-    return get(process, "/_xio/apps")
-
-
 def hosts_of(process, app: str) -> set[str]:
-    return {host["node"] for host in apps_seen(process).get(app, [])}
+    """Return the ids of the nodes ``process`` knows to host ``app``."""
+    return {host["node"] for host in get(process, "/_xio/apps").get(app, [])}
 
 
 def link_to(process, peer_id: str) -> dict | None:
     """Return ``process``'s established link to ``peer_id`` as /_xio/peers shows it."""
-    for link in get(process, "/_xio/peers"):
-        if link["id"] == peer_id and link["state"] == "established":
-            return link
-    return None
+    links = get(process, "/_xio/peers")
+    return next((x for x in links if x["id"] == peer_id and x["state"] == "established"), None)
 
 
 def record_seq(process, origin: str) -> int | None:
     """Return the seq of ``origin``'s record as ``process`` holds it (None: no record)."""
-    for route in get(process, "/_xio/routes"):
-        if route["destination"] == origin:
-            return route["seq"]
-    return None
+    routes = get(process, "/_xio/routes")
+    return next((route["seq"] for route in routes if route["destination"] == origin), None)
 
 
 def memory_mib(process, field: str = "VmRSS") -> float:
     """Return ``field`` (VmRSS, VmHWM) of the process from /proc, in MiB."""
     with open(f"/proc/{process.proc.pid}/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError(f"no {field} in /proc/{process.proc.pid}/status")
+        line = next(line for line in status if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
 
 
 def attack_quietly(action, *args, **options) -> None:
@@ -147,14 +136,13 @@ class HonestTraffic:
 
     A request is a failure unless it is answered 200: a 502/503/504, a refused connection and
     no answer at all (the client gives up ``DEADLINE`` + 1.5 s after it last heard anything)
-    all count. Bounded: at most ``max_requests`` and ``max_seconds``.
+    all count. Bounded: at most 3000 requests and 240 s.
     """
 
-    def __init__(self, targets, max_requests: int = 3000, max_seconds: float = 240.0) -> None:
-        self.targets = list(targets)
+    def __init__(self, targets) -> None:
+        self.targets = list(targets)  # (process, path); a test may add some on the way
         self.results: list[tuple[str, str, object, float]] = []
-        self._max_requests = max_requests
-        self._until = time.monotonic() + max_seconds
+        self._until = time.monotonic() + 240
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -166,20 +154,16 @@ class HonestTraffic:
         self._stop.set()
         self._thread.join(DEADLINE + 5)
 
-    def add(self, process, path: str) -> None:
-        """Send requests to ``path`` at ``process`` too from now on."""
-        self.targets.append((process, path))
-
     def _run(self) -> None:
         clients = {}
         headers = {"X-Xio-Timeout": str(DEADLINE)}
         while not self._stop.is_set() and time.monotonic() < self._until:
             for process, path in list(self.targets):
-                if len(self.results) >= self._max_requests:
+                if len(self.results) >= 3000:
                     return
-                client = clients.setdefault(
-                    process.url, xio.client(process.url, timeout=DEADLINE + 1.5)
-                )
+                if process.url not in clients:
+                    clients[process.url] = xio.client(process.url, timeout=DEADLINE + 1.5)
+                client = clients[process.url]
                 started = time.monotonic()
                 try:
                     outcome = client.get(path, headers=headers).status
@@ -227,11 +211,23 @@ def mesh(start_node):
     return make
 
 
-def hostile(victim, **options) -> HostilePeer:
-    """Return an authenticated hostile peer of ``victim`` that answers pings."""
+_PEERS: list[HostilePeer] = []  # every peer a test opened, closed after it
+
+
+@pytest.fixture(autouse=True)
+def _close_peers():
+    yield
+    while _PEERS:
+        _PEERS.pop().close()
+
+
+def hostile(victim, *, handshake=True, reader=True, caps=None, **options) -> HostilePeer:
+    """Return a hostile peer of ``victim``: authenticated and answering pings unless told."""
     peer = HostilePeer(port_of(victim), **options)
-    peer.handshake()
-    return peer.start_reader()
+    _PEERS.append(peer)
+    if handshake:
+        peer.handshake(caps=caps)
+    return peer.start_reader() if reader else peer
 
 
 def watch_refreshes(h, v_id: str, seconds: float, traffic: HonestTraffic) -> None:
@@ -257,17 +253,14 @@ def test_a_peer_that_stops_reading_is_closed_and_honest_traffic_goes_on(mesh, st
     with HonestTraffic(honest_targets(v, h)) as traffic:
         # It asks for answers larger than the socket buffers (the path comes back twice, in
         # the body and in X-Item), never reads a byte, and pings to look alive.
-        attacker = HostilePeer(port_of(v), receive_buffer=4096)
-        attacker.handshake()
-        attacker.keep_pinging(0.1, duration=30)
+        attacker = hostile(v, reader=False, receive_buffer=4096).keep_pinging(0.1, duration=30)
         for request_id in range(1, 49):
-            attack_quietly(
-                attacker.request, request_id, v_id, "inventory", "/items/" + "x" * 60_000
-            )
+            attack_quietly(attacker.request, request_id, v_id, "inventory",
+                           "/items/" + "x" * 60_000)  # fmt: skip
         # An honest node joins meanwhile: its record and H's new one flood through V.
         j = start_node("j", "--peers", ws(h))
         wait_until(lambda: v_id in hosts_of(j, "inventory"), what="J to see V's app")
-        traffic.add(j, "/inventory/items/3")
+        traffic.targets.append((j, "/inventory/items/3"))
         time.sleep(10)
     traffic.check("while a peer stopped reading")
     wait_until(lambda: link_to(v, attacker.key.node_id) is None, timeout=10,
@@ -276,7 +269,6 @@ def test_a_peer_that_stops_reading_is_closed_and_honest_traffic_goes_on(mesh, st
     assert closed.get("keepalive_timeout", 0) + closed.get("write_timeout", 0) >= 1
     assert link_to(h, v_id) is not None
     assert v_id in hosts_of(j, "inventory")
-    attacker.close(reset=True)
 
 
 # -- 2. a re-link with large stores -----------------------------------------------------------
@@ -320,10 +312,6 @@ LIMIT_NOFILE = (
 )
 
 
-def open_fds(process) -> int:
-    return len(os.listdir(f"/proc/{process.proc.pid}/fd"))
-
-
 @pytest.mark.slow
 def test_fd_exhaustion_does_not_stop_the_record_refresh(spawn, tmp_path, start_node):
     lifetime = scaled(6.0, 60.0)
@@ -347,7 +335,7 @@ def test_fd_exhaustion_does_not_stop_the_record_refresh(spawn, tmp_path, start_n
             soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
             for _ in range(min(limit + 64, soft // 2)):
                 idle.append(socket.create_connection(("127.0.0.1", port_of(v)), 2))
-            wait_until(lambda: open_fds(v) >= limit - 1, timeout=10,
+            wait_until(lambda: len(os.listdir(f"/proc/{v.proc.pid}/fd")) >= limit - 1, timeout=10,
                        what="V to run out of file descriptors")  # fmt: skip
             # ... until a refresh has failed (released at once, the record has not expired).
             stop_at = time.monotonic() + 2 * refresh + 1
@@ -387,7 +375,7 @@ def test_inbound_links_beyond_the_cap_are_refused_and_the_record_keeps_refreshin
             inbound = [p for p in get(v, "/_xio/peers") if p["direction"] == "in"]
         finally:
             for peer in attackers:
-                peer.close()
+                peer.close()  # while traffic goes on: many links closing at once
     assert len(inbound) <= 128, f"V accepted {len(inbound)} inbound links"
     assert 503 in refused, f"refusals: {sorted(set(map(str, refused)))}"
     assert node_info(v)["refused"]["inbound_links_full"] >= 1
@@ -434,15 +422,13 @@ def test_a_topology_of_thousands_of_fake_nodes_stalls_neither_requests_nor_links
         # One small change twice a second: each is a new routing computation somewhere.
         for seq in range(2, 22):
             index = rng.randrange(count)
-            attack_quietly(
-                attacker.send_message, record_frame(keys[index], seq, links=links(index))
-            )
+            frame = record_frame(keys[index], seq, links=links(index))
+            attack_quietly(attacker.send_message, frame)
             time.sleep(0.5)
     traffic.check("while thousands of fake nodes churned")
     link = link_to(h, v_id)
     assert link is not None and link["since"] == since, "the link between H and V dropped"
     assert v_id in hosts_of(h, "inventory")
-    attacker.close()
 
 
 # -- 5. the record store under a sybil flood --------------------------------------------------
@@ -472,15 +458,13 @@ def test_an_honest_late_joiner_gets_in_after_a_sybil_flood(mesh, start_node):
 def test_a_new_link_that_speaks_summary_is_not_sent_the_whole_store(mesh):
     v, h = mesh()
     summaries = {f"app{i}": "s" * 1000 for i in range(4)}
-    bodies = [record_body(Key(), 1, apps=summaries) for _ in range(300)]
-    store_bytes = sum(len(body) for body, _ in bodies)
+    frames = [record_frame(Key(), 1, apps=summaries) for _ in range(300)]
+    store_bytes = sum(len(frame) for frame in frames)
     injector = hostile(v)
-    for body, signature in bodies:
-        injector.send_message(encode_frame("record", b=body, s=signature))
+    for frame in frames:
+        injector.send_message(frame)
     wait_until(lambda: node_info(h)["records"] >= 300, timeout=30, what="the store to fill")
-    newcomer = HostilePeer(port_of(v))
-    newcomer.handshake(caps=["summary"])
-    newcomer.start_reader()
+    newcomer = hostile(v, caps=["summary"])
     time.sleep(3)
     assert newcomer.bytes_received < store_bytes / 4, (
         f"a new link got {newcomer.bytes_received} bytes in 3 s; the store is {store_bytes}"
@@ -494,8 +478,6 @@ def test_a_new_link_that_speaks_summary_is_not_sent_the_whole_store(mesh):
     # A peer that announces no caps still gets the whole store, paced.
     old = hostile(v)
     wait_until(lambda: old.counts["record"] >= 300, timeout=30, what="the whole store")
-    for peer in (injector, newcomer, old):
-        peer.close()
 
 
 def origins_received(peer: HostilePeer) -> set[str]:
@@ -510,19 +492,14 @@ def origins_received(peer: HostilePeer) -> set[str]:
 def test_frame_headers_that_declare_17_mib_cost_no_memory(mesh):
     v, h = mesh()
     before = memory_mib(v, "VmHWM")
-    peers = []
     with HonestTraffic(honest_targets(v, h)) as traffic:
         for index in range(30):  # from six addresses, under the per-address handshake rate
-            peer = HostilePeer(port_of(v), source=f"127.0.0.{50 + index % 6}")
-            peer.handshake()
+            peer = hostile(v, reader=False, source=f"127.0.0.{50 + index % 6}")
             peer.send_raw(ws_header(17 * MiB - 64, os.urandom(4)) + b"\x85")
-            peers.append(peer)
         time.sleep(2)
     grown = memory_mib(v, "VmHWM") - before
     assert grown < 100, f"V's peak memory grew {grown:.0f} MiB for 30 frame headers"
     traffic.check("while 30 links declared 17 MiB frames")
-    for peer in peers:
-        peer.close()
 
 
 def test_a_padded_ping_closes_the_link_as_too_large(mesh):
@@ -538,11 +515,7 @@ def test_a_padded_ping_closes_the_link_as_too_large(mesh):
     assert node_info(v)["closed_links"].get("frame_too_large", 0) >= 1
     grown = memory_mib(v, "VmHWM") - before
     assert grown < 100, f"V's peak memory grew {grown:.0f} MiB for one padded ping"
-    assert v_id_in_mesh(v, h)
-
-
-def v_id_in_mesh(v, h) -> bool:
-    return node_id(v) in hosts_of(h, "inventory")
+    assert node_id(v) in hosts_of(h, "inventory")
 
 
 @pytest.mark.slow
@@ -561,9 +534,9 @@ def test_request_bodies_held_at_the_node_are_bounded_and_freed(mesh, monkeypatch
                            query="s=8", body=body, ttl_ms=20_000)  # fmt: skip
         wait_until(lambda: len(attacker.responses) >= 20 or attacker.closed.is_set(),
                    timeout=scaled(10, 12), what="20 requests refused")  # fmt: skip
-        held = memory_mib(v, "VmHWM") - hwm_before
         attacker.close()
         time.sleep(9)  # every call has ended by now
+    held = memory_mib(v, "VmHWM") - hwm_before
     rss_after = memory_mib(v) - rss_before
     assert held < 250, f"V's peak memory grew {held:.0f} MiB for a 64 MiB body budget"
     assert rss_after < 40, f"V still holds {rss_after:.0f} MiB after the link closed"
@@ -579,7 +552,6 @@ def test_a_req_asking_for_a_49_day_ttl_is_answered_at_max_ttl(mesh):
     attacker.request(1, node_id(h), "slow", query="s=30", ttl_ms=2**32 - 1)
     wait_until(lambda: 1 in attacker.responses, timeout=8, what="an answer within max-ttl")
     assert attacker.responses[1]["status"] == 504
-    attacker.close()
 
 
 def test_requests_in_flight_are_bounded_over_all_links(mesh):
@@ -595,6 +567,8 @@ def test_requests_in_flight_are_bounded_over_all_links(mesh):
     assert node_info(v)["refused"]["in_flight_budget"] >= 1
     for attacker in attackers:
         attacker.close()
+    # Once the attackers are gone (their calls cancelled, or over after 6 s) V serves again.
+    wait_until(lambda: get(v, "/slow").get("slept") == "0", timeout=10, what="V to serve again")
     with HonestTraffic(honest_targets(v, h)) as traffic:
         time.sleep(2)
     traffic.check("after the in-flight flood")
@@ -609,10 +583,8 @@ def test_handshake_churn_is_rate_limited_and_originations_held_down(mesh):
         while time.monotonic() - started < 8 and done + len(refused) < 400:
             source = f"127.0.0.{70 + (done + len(refused)) % 4}"
             try:
-                peer = HostilePeer(port_of(v), source=source, timeout=5)
-                peer.handshake()
+                hostile(v, reader=False, source=source, timeout=5).close(reset=True)
                 done += 1
-                peer.close(reset=True)
             except Refused as exc:
                 refused.append(exc.status)
             except (Closed, PeerError, OSError) as exc:
@@ -623,5 +595,5 @@ def test_handshake_churn_is_rate_limited_and_originations_held_down(mesh):
         f"V originated {originated} records in {elapsed:.0f} s for {done} handshakes"
     )
     traffic.check("during handshake churn")
-    assert v_id_in_mesh(v, h)
+    assert node_id(v) in hosts_of(h, "inventory")
     assert 429 in refused and node_info(v)["refused"]["handshake_rate"] >= 1
