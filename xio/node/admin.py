@@ -80,7 +80,11 @@ def admin_resource(node) -> Resource:
                     "direction": "out" if link.initiator else "in",
                     "url": link.url,
                     "address": link.transport.peer,
-                    "since_s": round(now - session.established_at, 3)
+                    # when it was established (Unix time), and for how long (s)
+                    "since": round(time.time() - (now - session.established_at), 3)
+                    if session.established_at is not None
+                    else None,
+                    "up_s": round(now - session.established_at, 3)
                     if session.established_at is not None
                     else None,
                     "rtt_ms": round(session.rtt * 1000, 3) if session.rtt is not None else None,

@@ -64,7 +64,7 @@ MiB = 1024 * 1024
 #: until it is announced again (a killed node sends no goodbye).
 DISCOVERY_GIVE_UP = 5
 #: The loops whose failures are counted under /_xio/node "loops".
-LOOPS = ("refresh", "persist_seq", "expire", "routes", "dial")
+LOOPS = ("refresh", "expire", "routes", "dial")
 #: Forwarding counts that are refusals by a budget or a cap (shown under "refused" too).
 _FORWARDING_REFUSALS = ("in_flight_budget", "body_budget", "queue_full", "overloaded")
 

@@ -126,7 +126,7 @@ class Originator:
             self._write_seq(seq)
         except OSError as exc:
             log.warning("cannot write seq %d to %s: %s", seq, self._state_dir, exc)
-            self._on_error("persist_seq", exc)
+            self._on_error("refresh", exc)  # survived: the record still floods
         self.schedule.originated(time.monotonic())
         self.originated += 1
         self._flood(signed)

@@ -44,11 +44,21 @@ class Router:
 
     def handle(self, req: Request) -> Response:
         """Answer ``req``; never raise."""
+        if req.url_path.startswith("/_xio/"):
+            # The admin resources answer at once and hold nothing: an operator must be able to
+            # look at a node whose budget is spent.
+            return self._answer(req)
         in_flight = self.node.in_flight
         if not in_flight.take():  # the node-wide budget, shared with every link
             self.node.refused["in_flight_budget"] += 1
             busy = "too many requests in flight at this node"
             return error_response(HTTPError(503, busy, headers={"Retry-After": "1"}))
+        try:
+            return self._answer(req)
+        finally:
+            in_flight.give()
+
+    def _answer(self, req: Request) -> Response:
         try:
             return self._route(req)
         except HTTPError as exc:
@@ -56,8 +66,6 @@ class Router:
         except Exception as exc:  # a bug of ours: a 500 that says so, the traceback in the log
             log.exception("routing %s %s failed", req.method, req.url_path)
             return error_response(HTTPError(500, f"{type(exc).__name__}: {exc}"))
-        finally:
-            in_flight.give()
 
     def _route(self, req: Request) -> Response:
         path = req.url_path
