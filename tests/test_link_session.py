@@ -182,6 +182,23 @@ def test_urgent_frames_leave_before_bulk_data(pair):
     assert kinds == ["ping", "pong", "record"]
 
 
+def test_requests_and_answers_leave_before_queued_records(pair):
+    for _ in range(3):
+        pair.a.send(RecordFrame(b"r" * 1000, b"s" * 64))
+    request_id = pair.a.open_request("t", pair.now + 30)
+    pair.a.send(request(request_id))
+    kinds = [msgpack.unpackb(frame)["t"] for frame in pair.a.pull(BIG, pair.now)]
+    assert kinds == ["req", "record", "record", "record"]
+
+
+def test_a_flood_of_records_leaves_room_for_requests():
+    pair = Pair(limits_a=LinkLimits(queue_bytes=10_000)).start()
+    with pytest.raises(QueueFull):
+        for _ in range(10):
+            pair.a.send(RecordFrame(b"r" * 3000, b"s" * 64))
+    pair.a.send(request(pair.a.open_request("t", pair.now + 30)))  # still queued
+
+
 def test_a_full_queue_refuses_frames_and_counts_its_bytes():
     pair = Pair(limits_a=LinkLimits(queue_bytes=10_000)).start()
     frame = RecordFrame(b"r" * 3000, b"s" * 64)

@@ -150,9 +150,10 @@ def tune_process() -> None:
 
     * File descriptors: the soft limit goes up to the hard one (often 1024 against 524288),
       so idle connections from outside do not starve links and the state files of fds.
-    * glibc malloc: large buffers (bodies, frames) come from mmap and go back to the system
-      when freed; by default glibc raises its mmap threshold after such frees, and memory
-      taken by one burst of 16 MiB bodies then stays with the process.
+    * glibc malloc: large buffers (bodies, frames of 4 MiB and more) come from mmap and go back
+      to the system when freed; by default glibc raises its mmap threshold after such frees,
+      and memory taken by one burst of 16 MiB bodies then stays with the process. Smaller
+      blocks stay on the heap: an mmap per request (msgpack's buffer) costs two syscalls.
     """
     import resource
 
@@ -167,7 +168,8 @@ def tune_process() -> None:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD, fixed: no dynamic growth
+        # Above msgpack's 1 MiB packing buffer (malloc'd per packb), below the bodies.
+        libc.mallopt(-3, 4 * 1024 * 1024)  # M_MMAP_THRESHOLD, fixed: no dynamic growth
     except (OSError, AttributeError):
         pass  # not glibc: nothing to tune
 

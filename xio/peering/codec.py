@@ -20,10 +20,10 @@ The hot path (``req`` / ``res``) is one ``unpackb``, one dict walk and one datac
 microseconds and no cryptography. Links are authenticated once, by the handshake.
 
 Memory is never taken on a peer's word. Each type has a frame size cap (``FRAME_CAPS``: a ``ping``
-is tens of bytes, only ``req`` and ``res`` may be megabytes); the cap is checked from the first
-bytes when ``"t"`` comes first, as xio and every encoder following PROTOCOL.md write it, and again
-after decoding otherwise. A frame larger than ``SMALL_FRAME`` is first walked without building
-anything and refused if it holds more than ``MAX_LARGE_FRAME_OBJECTS`` msgpack objects, because
+is tens of bytes, only ``req`` and ``res`` may be megabytes), checked after decoding; a frame
+larger than ``SMALL_FRAME`` is checked from its first bytes when ``"t"`` comes first, as xio and
+every encoder following PROTOCOL.md write it, and then walked without building anything and
+refused if it holds more than ``MAX_LARGE_FRAME_OBJECTS`` msgpack objects, because
 one byte of msgpack (an empty array) becomes some 64 bytes of Python objects: a large frame may
 be large only by its strings and bins.
 """
@@ -447,7 +447,9 @@ FRAME_CAPS: dict[str, int] = {
 }
 
 _unpackb = msgpack.unpackb
-_packb = msgpack.packb
+# One packer, reused: packb makes a packer per call, and each one mallocs a 1 MiB buffer. Frames
+# are encoded on the hub's thread only, one at a time (pack does not switch greenlets).
+_pack = msgpack.Packer(use_bin_type=True).pack
 
 
 def encode(message: Message) -> bytes:
@@ -462,7 +464,7 @@ def encode(message: Message) -> bytes:
         if value is None and default is None:
             continue
         frame[key] = value
-    return _packb(frame, use_bin_type=True)
+    return _pack(frame)
 
 
 def peek_type_and_id(prefix: bytes) -> tuple[str | None, int | None]:
@@ -566,12 +568,11 @@ def decode(data: bytes, max_size: int = MAX_FRAME) -> Message:
     size = len(data)
     if size > max_size:
         raise RemoteProtocolError("frame_too_large", f"{size} bytes > {max_size}")
-    if size > FRAME_CAPS["ping"]:  # the smallest cap: anything shorter fits every type
+    if size > SMALL_FRAME:  # smaller frames are capped by type after decoding: it is cheap
         kind, _ = peek_type_and_id(data[:16])
         if kind is not None:
             _check_cap(kind, size)
-        if size > SMALL_FRAME:
-            _check_object_count(data, MAX_LARGE_FRAME_OBJECTS)
+        _check_object_count(data, MAX_LARGE_FRAME_OBJECTS)
     try:
         frame = _unpackb(
             data,

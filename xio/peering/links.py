@@ -219,13 +219,16 @@ class Link:
 
     def send(self, message) -> None:
         """Queue one frame; raise ``QueueFull`` if the peer is not keeping up."""
-        self.send_encoded(codec.encode(message))
-
-    def send_encoded(self, frame: bytes) -> None:
-        """Queue one already encoded frame (a flooded record is relayed byte for byte)."""
         if self.session.state is LinkState.CLOSED:
             raise ConnectionClosed(f"link to {self.peer_name} is closed")
-        self.session.send_encoded(frame)
+        self.session.send(message)
+        self.transport.wake()
+
+    def send_encoded(self, frame: bytes) -> None:
+        """Queue an encoded record frame (a flooded record is relayed byte for byte)."""
+        if self.session.state is LinkState.CLOSED:
+            raise ConnectionClosed(f"link to {self.peer_name} is closed")
+        self.session.send_encoded(frame, bulk=True)
         self.transport.wake()
 
     def add_source(self, source: Callable[[int], list[bytes]]) -> None:

@@ -16,11 +16,12 @@ a greenlet or reads a clock, so every decision below is tested with a fake clock
   and the one the peer announced). The link is dead (``keepalive_timeout``) when no byte
   arrived for ``link_timeout``, or when the oldest ping the writer took has gone unanswered
   that long: a peer that sends but never reads is caught too.
-* **Send queue.** Frames wait in two classes: *urgent* (ping, pong, cancel, bye: small, at most
-  one ping and one pong waiting, always taken first) and *normal* (req, res, record, summary,
-  want). Lazy *sources* (the initial exchange of records) are asked for frames only when the
-  normal queue is empty, so a store of 40 MiB is never held as frames. A normal frame is refused
-  with ``QueueFull`` once ``queue_bytes`` wait. If frames wait and the socket takes nothing
+* **Send queue.** Frames wait in three classes, taken in this order: *urgent* (ping, pong,
+  cancel, bye: small, at most one ping and one pong waiting), *normal* (req, res) and *bulk*
+  (record, summary, want: a flood crossing the link does not delay its requests). Lazy
+  *sources* (the initial exchange of records) are asked for frames only when the queues are
+  empty, so a store of 40 MiB is never held as frames. A normal or bulk frame is refused with
+  ``QueueFull`` once ``queue_bytes`` of its class wait. If frames wait and the socket takes nothing
   for ``write_timeout``, the link is closed (``write_timeout``): a link that cannot drain is
   closed, never waited on.
 * **Requests.** Ids are per direction. ``open_request`` registers a request we send under a
@@ -232,8 +233,10 @@ class LinkSession:
         self.established_at: float | None = None
         self._next_id = 0
         self._urgent: deque[bytes | object] = deque()  # frames, or a ping or pong slot
-        self._normal: deque[tuple[float, bytes]] = deque()  # (queued at, frame)
+        self._normal: deque[tuple[float, bytes]] = deque()  # (queued at, frame): req, res
         self._normal_bytes = 0
+        self._bulk: deque[tuple[float, bytes]] = deque()  # records, summaries, wants
+        self._bulk_bytes = 0
         self._sources: deque[Callable[[int], list[bytes]]] = deque()
         self._ping_queued = False
         self._pong_queued: int | None = None  # n of the newest ping to answer
@@ -472,14 +475,18 @@ class LinkSession:
         return True
 
     def send(self, message) -> None:
-        """Queue one frame of the normal class; raise ``QueueFull`` or ``ConnectionClosed``."""
-        self.send_encoded(codec.encode(message))
+        """Queue one frame (a ``req`` or ``res`` before records); raise ``QueueFull``."""
+        bulk = type(message) not in (RequestFrame, ResponseFrame)
+        self.send_encoded(codec.encode(message), bulk=bulk)
 
-    def send_encoded(self, frame: bytes) -> None:
+    def send_encoded(self, frame: bytes, *, bulk: bool = True) -> None:
         """Queue one already encoded frame (a flooded record is relayed byte for byte)."""
         if self.state is not LinkState.ESTABLISHED:
             raise LocalProtocolError(f"cannot send in state {self.state.name}")
-        self._queue_normal(frame)
+        if bulk:
+            self._queue_bulk(frame)
+        else:
+            self._queue_normal(frame)
 
     def add_source(self, source: Callable[[int], list[bytes]]) -> None:
         """Send what ``source(max_bytes)`` returns, whenever the queue has room, until it
@@ -489,30 +496,41 @@ class LinkSession:
 
     def _queue_normal(self, frame: bytes) -> None:
         if self._normal_bytes >= self.limits.queue_bytes:
-            raise QueueFull(f"{self._normal_bytes} bytes wait for {self.peer_name}")
-        if not self._normal and not self._urgent:
+            raise QueueFull(f"{self._normal_bytes} bytes of requests wait for {self.peer_name}")
+        if not self.queued_frames:
             self._last_progress = max(self._last_progress, self._now)
         self._normal.append((self._now, frame))
         self._normal_bytes += len(frame)
+
+    def _queue_bulk(self, frame: bytes) -> None:
+        # Records have a queue of their own, behind requests and answers: a flood crossing a
+        # link must not make its requests wait, nor fill the room they need.
+        if self._bulk_bytes >= self.limits.queue_bytes:
+            raise QueueFull(f"{self._bulk_bytes} bytes of records wait for {self.peer_name}")
+        if not self.queued_frames:
+            self._last_progress = max(self._last_progress, self._now)
+        self._bulk.append((self._now, frame))
+        self._bulk_bytes += len(frame)
 
     # -- the writer's side -----------------------------------------------------------------
 
     @property
     def has_output(self) -> bool:
         """Tell whether ``pull`` would return frames."""
-        return bool(self._urgent or self._normal or self._sources)
+        return bool(self._urgent or self._normal or self._bulk or self._sources)
 
     @property
     def queued_bytes(self) -> int:
-        return self._normal_bytes
+        return self._normal_bytes + self._bulk_bytes
 
     @property
     def queued_frames(self) -> int:
-        return len(self._normal) + len(self._urgent)
+        return len(self._normal) + len(self._bulk) + len(self._urgent)
 
     def oldest_unsent(self, now: float) -> float:
-        """Return how long the oldest normal frame has waited (0 when none waits)."""
-        return now - self._normal[0][0] if self._normal else 0.0
+        """Return how long the oldest queued frame has waited (0 when none waits)."""
+        heads = [queue[0][0] for queue in (self._normal, self._bulk) if queue]
+        return now - min(heads) if heads else 0.0
 
     def pull(self, max_bytes: int, now: float) -> list[bytes]:
         """Return the next frames to write: urgent first, then about ``max_bytes`` more."""
@@ -529,13 +547,18 @@ class LinkSession:
                 self._pings_sent.append((self._ping_count, now))
                 frame = codec.encode(Ping(self._ping_count))
             frames.append(frame)
-        size, normal = 0, self._normal
+        size, normal, bulk = 0, self._normal, self._bulk
         while normal and (size == 0 or size + len(normal[0][1]) <= max_bytes):
             frame = normal.popleft()[1]
             self._normal_bytes -= len(frame)
             frames.append(frame)
             size += len(frame)
-        while not normal and self._sources and size < max_bytes:
+        while bulk and not normal and (size == 0 or size + len(bulk[0][1]) <= max_bytes):
+            frame = bulk.popleft()[1]
+            self._bulk_bytes -= len(frame)
+            frames.append(frame)
+            size += len(frame)
+        while not normal and not bulk and self._sources and size < max_bytes:
             produced = self._sources[0](max_bytes - size)
             if not produced:
                 self._sources.popleft()
@@ -570,7 +593,7 @@ class LinkSession:
             return self._closed("keepalive_timeout", tell_peer=False)
         if self._pings_sent and now - self._pings_sent[0][1] > limits.link_timeout:
             return self._closed("keepalive_timeout", tell_peer=False)
-        waiting = writing or self._normal or self._urgent
+        waiting = writing or self.queued_frames
         if waiting and now - self._last_progress > limits.write_timeout:
             return self._closed("write_timeout", tell_peer=False)
         if not waiting:
@@ -618,7 +641,7 @@ class LinkSession:
         self.close_reason = reason
         if tell_peer:
             flushed, size = [], 0
-            for _, frame in self._normal:
+            for _, frame in (*self._normal, *self._bulk):
                 size += len(frame)
                 if size > FINAL_FLUSH:
                     break
@@ -634,6 +657,8 @@ class LinkSession:
         self._urgent.clear()
         self._normal.clear()
         self._normal_bytes = 0
+        self._bulk.clear()
+        self._bulk_bytes = 0
         self._sources.clear()
         return [Closed(reason, was_established, outgoing, incoming)]
 

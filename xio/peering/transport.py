@@ -82,7 +82,8 @@ _READ_SIZE = 64 * 1024  # one recv; a busy link brings several frames in it
 _LARGE_READ = 1024 * 1024  # one recv into a large payload
 _JOIN_LIMIT = 64 * 1024  # frames up to this leave in one send with their neighbours
 _WRITE_BATCH = 256 * 1024  # what the writer asks its owner for at once
-_FRAMES_PER_TURN = 64  # frames a reader delivers before it lets other greenlets run
+_FRAMES_PER_TURN = 64  # frames a reader delivers before it lets other greenlets run ...
+_BYTES_PER_FRAME = 1024  # ... large ones counting as one per KiB (records cost by their size)
 _PREFIX = 64  # bytes of a large message shown to ``admit``
 _DEFAULT_MAX_QUEUE = 64 * 1024 * 1024  # send() without an owner's queue
 #: Messages larger than this are buffered only when the owner's ``admit`` says so.
@@ -359,7 +360,7 @@ class _Connection:
         data, self.leftover = self.leftover, b""
         transport.bytes_received += len(data)
         pos = 0
-        delivered = 0
+        turn = 0  # frames, and their bytes / _BYTES_PER_FRAME, delivered since we last yielded
         while not transport.closed:
             header = _parse_header(data, pos)
             if header is None:  # need more bytes: keep the partial header, read behind it
@@ -385,8 +386,9 @@ class _Connection:
                     payload = _mask(data[start - 4 : start], payload)
                 pos = end
             self._frame(first, payload)
-            delivered += 1
-            if delivered % _FRAMES_PER_TURN == 0:
+            turn += 1 + len(payload) // _BYTES_PER_FRAME
+            if turn >= _FRAMES_PER_TURN:
+                turn = 0
                 gevent.sleep(0)  # a busy link must not keep the hub from everyone else
 
     def _read_large(self, data: bytes, start: int, length: int, first: int, second: int):
