@@ -453,7 +453,7 @@ def test_a_response_over_the_body_budget_fails_our_own_request_with_502():
 
 def test_an_unanswerable_large_frame_over_budget_closes_the_link():
     pair = Pair(budget_b=Budget("body_bytes", 10)).start()
-    assert pair.b.admit(100_000, b"") is False  # a continuation fragment: no type to read
+    assert pair.b.admit(100_000, b"\x81\xa1x") is False  # no "t" where xio puts it: no type
     assert of(Closed, pair.b.discarded())[0].reason == "body_budget"
 
 

@@ -321,7 +321,7 @@ def test_fragmented_message_under_the_cap_is_reassembled(served):
 def test_many_fragments_with_pings_between_them_make_one_message(served):
     sock, _ = raw_upgrade(served)
     server = served.accepted()
-    parts = [b"", b"a" * 125, b"b" * 126, b"", b"c" * 70000, b"d"]
+    parts = [b"", b"a" * 125, b"b" * 126, b"", b"c" * 65000, b"d"]
     frames = frame(0x2, parts[0], fin=False)
     for index, part in enumerate(parts[1:], 1):
         frames += frame(0x9, b"ping %d" % index)  # control frames may come between fragments
@@ -565,6 +565,18 @@ def test_fragments_adding_up_over_the_cap_close_as_too_large(served):
     server = served.accepted()
     half = b"y" * (MAX // 2 + 1)
     sock.sendall(frame(0x2, half, fin=False) + frame(0x0, half, fin=False))
+    assert server.wait_closed() == "frame_too_large"
+    assert read_close_code(sock) == 1009
+    served.check_still_serving()
+
+
+def test_a_fragmented_message_over_64_kib_closes_as_too_large(served):
+    # Fragments of at most 64 KiB are never shown to ``admit``: together they must not make
+    # a large message that no budget agreed to, however large the transport's cap is.
+    sock, _ = raw_upgrade(served)
+    server = served.accepted()
+    part = b"f" * 40_000
+    sock.sendall(frame(0x2, part, fin=False) + frame(0x0, part))
     assert server.wait_closed() == "frame_too_large"
     assert read_close_code(sock) == 1009
     served.check_still_serving()

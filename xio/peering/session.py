@@ -428,8 +428,8 @@ class LinkSession:
                 return []
             lost = error_frame(502, "the response is too large for this node's body budget")
             return [ResponseArrived(lost, entry.token)]
-        # Unanswerable (fragments, or a frame not laid out as xio writes them): end the link
-        # rather than leave its sender waiting.
+        # Unanswerable (a frame not laid out as xio writes them, its id out of reach of the
+        # first bytes): end the link rather than leave its sender waiting.
         return self._closed("body_budget", tell_peer=True)
 
     # -- requests and frames we send -------------------------------------------------------

@@ -11,10 +11,12 @@ greenlets:
   a busy link gets several frames per ``recv``; it lets other greenlets run every few dozen
   frames, so one busy link cannot hold the hub;
 * the size cap is checked from the frame header, before any of the payload is buffered
-  (close 1009 ``frame_too_large``); fragments count together towards it. A message larger
-  than ``ADMIT_ABOVE`` is buffered only if the owner's ``admit`` agrees, after seeing its first
-  bytes, and its buffer grows as the bytes arrive: a header that declares 17 MiB costs nothing
-  until 17 MiB have come. A message not admitted is read past and dropped;
+  (close 1009 ``frame_too_large``). A message larger than ``ADMIT_ABOVE`` is buffered only if
+  the owner's ``admit`` agrees, after seeing its first bytes, and its buffer grows as the bytes
+  arrive: a header that declares 17 MiB costs nothing until 17 MiB have come. A message not
+  admitted is read past and dropped. A fragmented message may be at most ``ADMIT_ABOVE`` in
+  all (1009 beyond): fragments too small to be admitted one by one must not add up to a large
+  message that was never admitted (xio never fragments; RFC 6455 lets a receiver set limits);
 * binary only: a text frame closes the connection (1003 ``text_frame``); anything else
   against the RFC (reserved bits, unknown opcode, an unmasked frame from the client or a
   masked one from the server, a continuation of nothing, a new message inside a fragmented
@@ -182,8 +184,7 @@ class Transport:
     * ``on_message(data)`` runs in the reader greenlet, one message at a time, in order;
     * ``on_close(reason)`` runs once, in whichever greenlet ended the connection;
     * ``admit(size, prefix)`` is asked, in the reader, before a message larger than
-      ``ADMIT_ABOVE`` is buffered: ``prefix`` is its first bytes (empty for a continuation
-      fragment). True: read it; False: read past it, keeping nothing, and call
+      ``ADMIT_ABOVE`` is buffered: ``prefix`` is its first bytes. True: read it; False: read past it, keeping nothing, and call
       ``on_discarded()``. The owner may close the transport from ``admit`` instead;
     * ``pull(max_bytes)`` is the owner's send queue: the writer asks it for the next frames
       (at least one if any wait, about ``max_bytes`` in all) and calls ``wake()`` is how the
@@ -401,11 +402,9 @@ class _Connection:
         key = data[start - 4 : start] if masked else b""
         while len(data) - start < min(length, _PREFIX):
             data += self._recv()
-        prefix = b""
-        if first & 0x0F == _BINARY:  # a message's first bytes, to name its type
-            prefix = bytes(data[start : start + _PREFIX])
-            if masked:
-                prefix = _mask(key, prefix)
+        prefix = bytes(data[start : start + _PREFIX])  # its first bytes, to name its type
+        if masked:
+            prefix = _mask(key, prefix)
         if not self.transport.admit(length, prefix):
             rest = self._skip(data, start, length)
             if not self.transport.closed:
@@ -451,6 +450,10 @@ class _Connection:
             raise _Violation("text_frame", 1003, "text frame")
         if self._fragments_size + length > self.transport.max_message:
             raise _Violation("frame_too_large", 1009, f"message over {length} bytes")
+        if (opcode == _CONTINUATION or not first & _FIN) and (
+            self._fragments_size + length > ADMIT_ABOVE
+        ):
+            raise _Violation("frame_too_large", 1009, f"fragmented message over {ADMIT_ABOVE} bytes")
 
     def _frame(self, first: int, payload: bytes) -> None:
         """Act on one checked frame."""
