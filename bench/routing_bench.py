@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 import gevent  # noqa: E402
 
 from xio.node.routes import RouteKeeper  # noqa: E402
+from xio.node.routes import _drain as drain_slices  # noqa: E402
 from xio.peering.records import Record  # noqa: E402
 from xio.peering.routing import Route, Topology, compute_routes, compute_stepwise  # noqa: E402
 
@@ -173,17 +174,7 @@ SHAPES = {"random": random_mesh, "sybil": sybil_mesh}
 
 def drain(slices) -> tuple[object, float, float]:
     """Run a compute_stepwise generator; return (table, busy seconds, longest slice)."""
-    busy = longest = 0.0
-    while True:
-        started = time.perf_counter()
-        try:
-            next(slices)
-        except StopIteration as finished:
-            elapsed = time.perf_counter() - started
-            return finished.value, busy + elapsed, max(longest, elapsed)
-        elapsed = time.perf_counter() - started
-        busy += elapsed
-        longest = max(longest, elapsed)
+    return drain_slices(slices, None, time.perf_counter())  # as the keeper times its slices
 
 
 def timed(function) -> float:
