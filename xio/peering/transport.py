@@ -450,10 +450,9 @@ class _Connection:
             raise _Violation("text_frame", 1003, "text frame")
         if self._fragments_size + length > self.transport.max_message:
             raise _Violation("frame_too_large", 1009, f"message over {length} bytes")
-        if (opcode == _CONTINUATION or not first & _FIN) and (
-            self._fragments_size + length > ADMIT_ABOVE
-        ):
-            raise _Violation("frame_too_large", 1009, f"fragmented message over {ADMIT_ABOVE} bytes")
+        fragmented = opcode == _CONTINUATION or not first & _FIN
+        if fragmented and self._fragments_size + length > ADMIT_ABOVE:
+            raise _Violation("frame_too_large", 1009, f"fragmented message > {ADMIT_ABOVE} bytes")
 
     def _frame(self, first: int, payload: bytes) -> None:
         """Act on one checked frame."""
