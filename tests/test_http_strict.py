@@ -74,7 +74,8 @@ SMUGGLING = {
     ),
     "two content-lengths, 0 then N": (
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: %d\r\n\r\n"
-        % len(HIDDEN) + HIDDEN,
+        % len(HIDDEN)
+        + HIDDEN,
         400,
     ),
     "chunked with a trailing space, and content-length": (
@@ -87,11 +88,26 @@ SMUGGLING = {
         b"\r\n0\r\n\r\n" + HIDDEN,
         400,
     ),
-    "content-length 1_0": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1_0\r\n\r\n" + HIDDEN, 400),
-    "content-length +3": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n" + HIDDEN, 400),
-    "content-length 1 0": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1 0\r\n\r\n" + HIDDEN, 400),
-    "content-length -1": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n" + HIDDEN, 400),
-    "content-length 1,1": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1,1\r\n\r\nx" + HIDDEN, 400),
+    "content-length 1_0": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1_0\r\n\r\n" + HIDDEN,
+        400,
+    ),
+    "content-length +3": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n" + HIDDEN,
+        400,
+    ),
+    "content-length 1 0": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1 0\r\n\r\n" + HIDDEN,
+        400,
+    ),
+    "content-length -1": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n" + HIDDEN,
+        400,
+    ),
+    "content-length 1,1": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1,1\r\n\r\nx" + HIDDEN,
+        400,
+    ),
     "transfer-encoding gzip": (
         b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n" + HIDDEN,
         501,
