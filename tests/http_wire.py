@@ -108,3 +108,10 @@ def header_values(headers: list[tuple[str, str]], name: str) -> list[str]:
 def in_thread(function, *args, **kwargs):
     """Run a blocking call on a real thread while this hub keeps serving."""
     return gevent.get_hub().threadpool.spawn(function, *args, **kwargs).get()
+
+
+def wait_for(predicate, what: str, timeout: float = WAIT) -> None:
+    """Poll ``predicate`` while this hub keeps serving; fail after ``timeout`` seconds."""
+    with gevent.Timeout(timeout, AssertionError(f"timed out waiting for {what}")):
+        while not predicate():
+            gevent.sleep(0.01)

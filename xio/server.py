@@ -174,7 +174,7 @@ class WSGIApp:
                 return body, held
             # chunked: the size is known once it is read, so the budget is taken piece by piece
             body = bytearray()
-            while piece := stream.read(_PIECE):
+            while piece := stream.read(min(_PIECE, self.max_body + 1 - len(body))):
                 if len(body) + len(piece) > self.max_body:
                     raise PayloadTooLarge(f"body is over the limit of {self.max_body} bytes")
                 held += self._reserve(len(piece))
