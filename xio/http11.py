@@ -107,11 +107,11 @@ class HeaderFieldsTooLarge(HTTPError):
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP/(\d)\.(\d)\r?\n")
-# A field line: token, colon, the rest up to the line end (a bare LF is tolerated); the
-# value, OWS trimmed, may hold visible characters, spaces, tabs and obs-text, no control.
-# Two simple patterns, each linear in the line, rather than one that could backtrack.
-_FIELD = re.compile(rb"(" + _TOKEN + rb"):([^\r\n]*)\r?\n")
-_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+# A field line: token, colon, a value of visible characters, spaces, tabs and obs-text (no
+# CR, LF, NUL or other control), line end (a bare LF is tolerated). Linear: the value's
+# characters and the line end cannot overlap, so the pattern never backtracks.
+_FIELD = re.compile(rb"(" + _TOKEN + rb"):([\t\x20-\x7e\x80-\xff]*)\r?\n")
+_LOOSE_FIELD = re.compile(rb"(" + _TOKEN + rb"):[^\r\n]*\r?\n")
 _DIGITS = re.compile(r"[0-9]{1,18}")  # 18 digits: any length a body could have, no overflow
 _TOKEN_STR = re.compile(_TOKEN.decode())
 _VALUE_STR = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
@@ -141,7 +141,6 @@ def read_fields(readline: Callable[[int], bytes], limits: HTTPLimits) -> list[tu
     count_limit = limits.max_header_count
     fields: list[tuple[str, str]] = []
     match = _FIELD.fullmatch
-    valid = _VALUE.fullmatch
     while True:
         line = readline(room + 1)
         if line in (b"\r\n", b"\n"):
@@ -157,11 +156,12 @@ def read_fields(readline: Callable[[int], bytes], limits: HTTPLimits) -> list[tu
         if parsed is None:
             if line[:1] in (b" ", b"\t"):
                 raise BadRequest("obsolete line folding (a header line starting with whitespace)")
+            loose = _LOOSE_FIELD.fullmatch(line)
+            if loose is not None:
+                raise BadRequest(f"control character in header {loose.group(1).decode()!r}")
             raise BadRequest(f"malformed header line {line[:80]!r}")
         name, value = parsed.groups()
         value = value.strip(b" \t")
-        if valid(value) is None:
-            raise BadRequest(f"control character in header {name.decode()!r}")
         fields.append((name.decode("ascii"), value.decode("latin-1")))
 
 
