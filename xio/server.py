@@ -45,7 +45,7 @@ from . import http11
 from .budget import Budget
 from .errors import BadRequest, HTTPError, PayloadTooLarge, RequestTimeout, ServiceUnavailable
 from .http11 import HTTPLimits
-from .request import Request, Response
+from .request import Headers, Request, Response
 from .resource import error_response
 
 __all__ = ["DEFAULT_MAX_BODY", "HTTPLimits", "Server", "WSGIApp", "status_line"]
@@ -199,7 +199,8 @@ class WSGIApp:
         if content_type is None and extra and "Content-Type" in extra:
             content_type = extra["Content-Type"]
         try:
-            fields = http11.response_fields(extra.fields()) if extra else []
+            pairs = extra.fields() if isinstance(extra, Headers) else list((extra or {}).items())
+            fields = http11.response_fields(pairs) if pairs else []
         except HTTPError as exc:  # a header that cannot be written as one line
             log.warning("refused the response to %s %s: %s", environ.get("REQUEST_METHOD"),
                         environ.get("PATH_INFO"), exc.description)  # fmt: skip
