@@ -4,6 +4,7 @@ response headers the server writes, and canaries on the gevent internals it reli
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import logging
 import shutil
@@ -11,9 +12,12 @@ import subprocess
 
 import gevent.pywsgi
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import xio
 from xio import http11
+from xio.errors import HTTPError
 from xio.request import Headers, Response
 from xio.server import PYWSGI_CONTRACT
 
@@ -225,6 +229,14 @@ def test_streams_and_files_over_the_python_client(served, tmp_path):
     assert len(served.files) == 2 and all(handle.closed for handle in served.files)
 
 
+def test_a_stream_to_an_http_1_0_client_ends_with_the_close(served):
+    data = b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    ((status, headers, body),) = parse_responses(exchange(served, data))
+    assert status == 200 and body == EXPECTED_STREAM
+    assert header_values(headers, "Transfer-Encoding") == []
+    assert header_values(headers, "Connection") == ["close"]
+
+
 # -- point 2 (the HTTP-writing half): the server owns the framing ---------------------------------
 
 
@@ -313,3 +325,50 @@ def test_the_server_no_longer_uses_the_stdlib_private_header_reader():
     import xio.server
 
     assert "_read_headers" not in inspect.getsource(xio.server)
+
+
+# -- the pure rules, fuzzed: remote garbage is a 4xx or a close, nothing else --------------------
+
+
+@given(st.binary(max_size=600))
+@settings(max_examples=300, deadline=None)
+def test_any_header_section_is_fields_or_a_4xx(data):
+    limits = http11.HTTPLimits(max_header_bytes=256, max_header_count=8)
+    try:
+        fields = http11.read_fields(io.BytesIO(data).readline, limits)
+    except HTTPError as exc:
+        assert exc.status in (400, 431)
+        return
+    except ConnectionResetError:
+        return
+    assert len(fields) <= 8
+    for name, value in fields:
+        assert name and not set(name) & set(" \t\r\n:")
+        assert "\r" not in value and "\n" not in value and "\x00" not in value
+    try:
+        http11.request_framing(fields, "HTTP/1.1")
+    except HTTPError as exc:
+        assert exc.status in (400, 501)
+
+
+@given(st.binary(max_size=120))
+def test_any_request_line_is_parsed_or_refused(line):
+    try:
+        method, target, version = http11.parse_request_line(line)
+    except HTTPError as exc:
+        assert exc.status in (400, 414, 505)
+        return
+    assert version in ("HTTP/1.0", "HTTP/1.1") and " " not in target
+
+
+@given(st.lists(st.tuples(st.text(max_size=12), st.text(max_size=12)), max_size=6))
+def test_response_fields_are_written_as_single_lines_or_refused_502(fields):
+    try:
+        kept = http11.response_fields(fields)
+    except HTTPError as exc:
+        assert exc.status == 502
+        return
+    for name, value in kept:
+        line = f"{name}: {value}\r\n".encode("latin-1")  # every one fits latin-1
+        assert line.count(b"\n") == 1 and line.count(b"\r") == 1
+        assert name.lower() not in http11.HOP_BY_HOP
