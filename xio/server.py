@@ -321,6 +321,7 @@ class _Handler(WSGIHandler):
             except OSError:
                 return None
             self.time_start = time.time()
+        self.environ = self.command = None  # a refusal is not logged as the last request
         deadline = gevent.Timeout(limits.header_timeout, RequestTimeout("the request head "
                                   f"did not arrive within {limits.header_timeout:g} s"))  # fmt: skip
         deadline.start()
