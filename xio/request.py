@@ -28,25 +28,44 @@ _UNSET = object()
 
 
 class Headers(MutableMapping):
-    """A case-insensitive mapping of header names to values that keeps the names' case."""
+    """A case-insensitive mapping of header names to values that keeps the names' case.
+
+    A name may carry several values (two ``Set-Cookie`` lines): ``add`` appends one,
+    ``fields()`` gives every ``(name, value)`` line as it goes on the wire, and
+    ``get_all`` a name's values. The mapping view (``headers[name]``, ``items()``)
+    shows one entry per name, its values joined with a comma as HTTP allows.
+    """
 
     __slots__ = ("_items",)
 
     def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] | None = None):
-        self._items: dict[str, tuple[str, str]] = {}
+        # lower-case name -> (name as first given, value, further values...)
+        self._items: dict[str, tuple[str, ...]] = {}
         if items:
-            pairs = items.items() if isinstance(items, Mapping) else items
+            pairs = items.fields() if isinstance(items, Headers) else (
+                items.items() if isinstance(items, Mapping) else items
+            )  # fmt: skip
             for name, value in pairs:
                 self.add(name, value)
 
     def add(self, name: str, value: str) -> None:
-        """Add a value, joining it to an existing one with a comma as HTTP allows."""
+        """Add a value to a name, keeping the values it had: each is its own line."""
         key = name.lower()
         old = self._items.get(key)
-        self._items[key] = (name, f"{old[1]}, {value}" if old else str(value))
+        self._items[key] = (*old, str(value)) if old else (name, str(value))
+
+    def get_all(self, name: str) -> list[str]:
+        """Return every value of ``name``, in the order given (``[]`` when absent)."""
+        entry = self._items.get(name.lower())
+        return list(entry[1:]) if entry else []
+
+    def fields(self) -> list[tuple[str, str]]:
+        """Return every ``(name, value)`` line, a repeated name once per value."""
+        return [(entry[0], value) for entry in self._items.values() for value in entry[1:]]
 
     def __getitem__(self, name: str) -> str:
-        return self._items[name.lower()][1]
+        entry = self._items[name.lower()]
+        return entry[1] if len(entry) == 2 else ", ".join(entry[1:])
 
     def __setitem__(self, name: str, value: str) -> None:
         self._items[name.lower()] = (name, str(value))
@@ -58,16 +77,19 @@ class Headers(MutableMapping):
         return isinstance(name, str) and name.lower() in self._items
 
     def __iter__(self) -> Iterator[str]:
-        return (name for name, _ in self._items.values())
+        return (entry[0] for entry in self._items.values())
 
     def __len__(self) -> int:
         return len(self._items)
 
     def __repr__(self) -> str:
-        return f"Headers({dict(self.items())!r})"
+        return f"Headers({self.fields()!r})"
 
     def items(self):  # type: ignore[override]  # cheaper than the mixin's
-        return list(self._items.values())
+        return [
+            (entry[0], entry[1] if len(entry) == 2 else ", ".join(entry[1:]))
+            for entry in self._items.values()
+        ]
 
     def copy(self) -> Headers:
         """Return an independent copy."""

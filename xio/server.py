@@ -3,48 +3,84 @@ gevent server to run it.
 
 ``WSGIApp`` is the only place where WSGI environ turns into a ``Request`` and a
 ``Response`` turns into status, headers and body bytes; everything behind it (the
-resource tree, the node's router, the mesh forwarder) deals in xio values only.
+resource tree, the node's router, the mesh forwarder) deals in xio values only. It owns
+the response's framing: ``Content-Length`` is computed here (a file's from its size), a
+handler's or a peer's framing and hop-by-hop headers are dropped, repeated headers stay
+repeated, and a header that cannot be written (a control character) becomes a JSON 502
+naming it (the rules are in ``xio.http11``).
 
-``Server`` runs any WSGI app on gevent's pywsgi with two changes that matter:
-``TCP_NODELAY`` on every accepted socket (measured here: stock pywsgi holds each
-response ~40 ms, because headers and body leave as two writes and Nagle waits for the
-client's delayed ACK), and one access-log line per request on the ``xio.access``
-logger. WebSocket upgrades to a path the app names are handed to ws4py.
+``Server`` runs any WSGI app on gevent's pywsgi with these changes: the request head is
+read by ``xio.http11`` (strict framing, bounded size and count, no private stdlib
+parser), every connection is bounded in time (``HTTPLimits``: head, body, idle
+keep-alive) and in number (total and per client address); ``TCP_NODELAY`` on every
+accepted socket (measured here: stock pywsgi holds each response ~40 ms, because headers
+and body leave as two writes and Nagle waits for the client's delayed ACK); one
+access-log line per request on the ``xio.access`` logger, and one line on ``xio`` for
+each refusal, never a traceback for a client's mistake. WebSocket upgrades to a path the
+app names are handed to ws4py.
+
+Which pywsgi internals are overridden or relied on is listed in ``PYWSGI_CONTRACT``;
+``tests/test_http_strict.py`` checks that gevent still has them.
 """
 
 from __future__ import annotations
 
-import email.parser
+import io
 import logging
-import re
+import os
 import socket
 import ssl
+import stat
+import time
+from collections import Counter
 from collections.abc import Callable
 from http import HTTPStatus
-from http import client as http_client
 
 import gevent
 import gevent.ssl
 from gevent.pywsgi import OldMessage, WSGIHandler, WSGIServer
 
 from . import content as _content
+from . import http11
 from .budget import Budget
-from .errors import HTTPError, PayloadTooLarge
-from .request import Request, Response
+from .errors import BadRequest, HTTPError, PayloadTooLarge, RequestTimeout, ServiceUnavailable
+from .http11 import HTTPLimits
+from .request import Headers, Request, Response
 from .resource import error_response
+
+__all__ = ["DEFAULT_MAX_BODY", "HTTPLimits", "Server", "WSGIApp", "status_line"]
 
 log = logging.getLogger("xio")
 access_log = logging.getLogger("xio.access")
 
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
+#: The environ key through which the server tells ``WSGIApp`` its body deadline.
+BODY_TIMEOUT_KEY = "xio.body_timeout"
 
 _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 _NO_BODY_STATUSES = frozenset({204, 304})
 _COALESCE_LIMIT = 64 * 1024
-# A header line the stdlib parser takes as one plain ``name: value`` header: a name of the
-# characters its feedparser accepts, no continuation, no stray CR inside (it splits on CR).
-_read_headers = getattr(http_client, "_read_headers", None)  # private, hence the fallback
-_PLAIN_HEADER = re.compile(r"([\x21-\x39\x3b-\x7e]+):[ \t]*([^\r\n]*)\r?\n")
+_PIECE = 64 * 1024  # a chunked body is read, and taken from the budget, this much at a time
+_FD_SHARE = 0.75  # connections never take more than this share of the fd limit
+
+#: pywsgi's internals this module overrides (methods) or relies on (attributes set by
+#: gevent), with the parameters expected: a canary test fails when gevent changes them.
+PYWSGI_CONTRACT = {
+    "WSGIHandler.handle_one_request": ("self",),
+    "WSGIHandler.handle_one_response": ("self",),
+    "WSGIHandler.get_environ": ("self",),
+    "WSGIHandler.run_application": ("self",),
+    "WSGIHandler.process_result": ("self",),
+    "WSGIHandler.finalize_headers": ("self",),
+    "WSGIHandler._write": ("self", "data", "_bytearray"),
+    "WSGIHandler._write_with_headers": ("self", "data"),
+    "WSGIHandler._sendall": ("self", "data"),
+    "WSGIHandler.start_response": ("self", "status", "headers", "exc_info"),
+    "WSGIHandler.log_request": ("self",),
+    "WSGIServer.handle": ("self", "sock", "address"),
+    "WSGIServer.wrap_socket_and_handle": ("self", "client_socket", "address"),
+    "Input.__init__": ("self", "rfile", "content_length", "socket", "chunked_input"),
+}
 
 
 def status_line(status: int) -> str:
@@ -70,38 +106,26 @@ class WSGIApp:
         self.body_budget = body_budget
 
     def __call__(self, environ: dict, start_response):
-        method = environ["REQUEST_METHOD"]
-        held = 0
         try:
-            held = self._reserve(environ.get("CONTENT_LENGTH"))
-            body = self._read_body(environ)
-            if not held and body:  # chunked: the size is known once it is read
-                held = self._reserve(len(body))
+            body, held = self._read_body(environ)
         except HTTPError as exc:
-            if held:
-                self.body_budget.give(held)
+            _log_refusal(environ.get("REMOTE_ADDR"), exc, environ)
             _stop_reading(environ)
             return self._send(environ, start_response, error_response(exc), close=True)
         try:
-            return self._respond(environ, start_response, method, body)
+            return self._respond(environ, start_response, environ["REQUEST_METHOD"], body)
         finally:
             if held:
                 self.body_budget.give(held)
 
-    def _reserve(self, length: str | int | None) -> int:
-        """Take a body's size from the budget before it is read; return what was taken."""
+    def _reserve(self, size: int) -> int:
+        """Take ``size`` bytes from the budget before they are read; return what was taken."""
         budget = self.body_budget
-        if budget is None or not length:
-            return 0
-        try:
-            size = min(int(length), self.max_body)  # more than max_body is a 413 anyway
-        except ValueError:
-            return 0  # _read_body answers 400
-        if size <= 0:
+        if budget is None or size <= 0:
             return 0
         if not budget.take(size):
-            raise HTTPError(503, "the node's budget for request bodies is spent; try again",
-                            headers={"Retry-After": "1"})  # fmt: skip
+            raise ServiceUnavailable("the node's budget for request bodies is spent; try again",
+                                     headers={"Retry-After": "1"})  # fmt: skip
         return size
 
     def _respond(self, environ: dict, start_response, method: str, body: bytes):
@@ -120,29 +144,74 @@ class WSGIApp:
         )
         return self._send(environ, start_response, self.handle(req))
 
-    def _read_body(self, environ: dict) -> bytes:
+    def _read_body(self, environ: dict) -> tuple[bytes, int]:
+        """Return the body and what it holds of the budget; raise an HTTPError to refuse."""
         length = environ.get("CONTENT_LENGTH")
-        stream = environ["wsgi.input"]
-        if length:
-            try:
-                size = int(length)
-            except ValueError:
-                raise HTTPError(400, f"bad Content-Length {length!r}") from None
-            if size > self.max_body:
-                raise PayloadTooLarge(f"body of {size} bytes is over the limit of {self.max_body}")
-            return stream.read(size) if size else b""
-        if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
-            body = stream.read(self.max_body + 1)
-            if len(body) > self.max_body:
-                raise PayloadTooLarge(f"body is over the limit of {self.max_body} bytes")
-            return body
-        return b""
+        chunked = environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
+        if not length and not chunked:
+            return b"", 0
+        seconds = environ.get(BODY_TIMEOUT_KEY)
+        timer = None
+        if seconds:  # set by our Server; another WSGI server keeps its own timeouts
+            timer = gevent.Timeout(seconds, RequestTimeout(f"the body took over {seconds:g} s"))
+            timer.start()
+        held = 0
+        try:
+            stream = environ["wsgi.input"]
+            if length:
+                try:
+                    size = int(length)
+                except ValueError:
+                    raise BadRequest(f"bad Content-Length {length!r}") from None
+                if size > self.max_body:
+                    raise PayloadTooLarge(
+                        f"body of {size} bytes is over the limit of {self.max_body}"
+                    )
+                held = self._reserve(size)
+                body = stream.read(size) if size else b""
+                if len(body) < size:
+                    raise BadRequest(f"the body ended after {len(body)} of {size} bytes")
+                return body, held
+            # chunked: the size is known once it is read, so the budget is taken piece by piece
+            body = bytearray()
+            while piece := stream.read(min(_PIECE, self.max_body + 1 - len(body))):
+                if len(body) + len(piece) > self.max_body:
+                    raise PayloadTooLarge(f"body is over the limit of {self.max_body} bytes")
+                held += self._reserve(len(piece))
+                body += piece
+            return bytes(body), held
+        except OSError as exc:  # pywsgi's Input: a malformed chunk, the client went away
+            if held:
+                self.body_budget.give(held)
+            raise BadRequest(f"malformed or incomplete body: {exc}") from exc
+        except BaseException:
+            if held:
+                self.body_budget.give(held)
+            raise
+        finally:
+            if timer is not None:
+                timer.close()
 
     def _send(self, environ: dict, start_response, response: Response, close: bool = False):
         status = response.status
         content, content_type = response.content, response.content_type
+        extra = response.headers
+        if content_type is None and extra and "Content-Type" in extra:
+            content_type = extra["Content-Type"]
+        try:
+            pairs = extra.fields() if isinstance(extra, Headers) else list((extra or {}).items())
+            fields = http11.response_fields(pairs) if pairs else []
+        except HTTPError as exc:  # a header that cannot be written as one line
+            log.warning("refused the response to %s %s: %s", environ.get("REQUEST_METHOD"),
+                        environ.get("PATH_INFO"), exc.description)  # fmt: skip
+            _close_content(content)
+            response = error_response(exc)
+            status, content, content_type, fields = exc.status, response.content, None, []
+        length = None
         if type(content) is str and content_type is None:  # the commonest answer, first
             body, content_type = content.encode(), _content.TEXT
+        elif (length := _file_length(content)) is not None:
+            body, content_type = _read_file(content, length), content_type or _content.BINARY
         else:
             try:
                 body, content_type = _content.encode(
@@ -150,24 +219,69 @@ class WSGIApp:
                 )
             except TypeError as exc:
                 log.error("cannot encode the response to %s: %s", environ.get("PATH_INFO"), exc)
-                response = error_response(HTTPError(500, f"TypeError: {exc}"))
                 status = 500
-                body, content_type = _content.encode(response.content, None)
-        has_body = status not in _NO_BODY_STATUSES
+                body, content_type = _content.encode(
+                    error_response(HTTPError(500, f"TypeError: {exc}")).content, None
+                )
+        has_body = status not in _NO_BODY_STATUSES and status >= 200
         headers = [("Content-Type", content_type)] if has_body else []
-        extra = response.headers
-        if extra:
-            headers.extend(extra.items())
-        if has_body and type(body) is bytes and not (extra and "Content-Length" in extra):
-            headers.append(("Content-Length", str(len(body))))
+        for name, value in fields:
+            if name.lower() != "content-type":
+                headers.append((name, value))
+        if has_body:
+            if type(body) is bytes:
+                length = len(body)
+            if length is not None:
+                headers.append(("Content-Length", str(length)))
+            elif environ.get("SERVER_PROTOCOL") == "HTTP/1.0":
+                close = True  # no chunked encoding in HTTP/1.0: the close ends the body
         if close:
             headers.append(("Connection", "close"))
         start_response(status_line(status), headers)
         if not has_body or environ["REQUEST_METHOD"] == "HEAD":
-            if type(body) is not bytes and hasattr(body, "close"):
-                body.close()
+            if type(body) is not bytes:
+                _close_content(body)
+                _close_content(content)
             return [b""]
         return [body] if type(body) is bytes else body
+
+
+def _file_length(content) -> int | None:
+    """Return the bytes left in an open regular file, or None for any other content."""
+    if not hasattr(content, "fileno") or isinstance(content, io.TextIOBase):
+        return None  # a text file's size in bytes is not the length of what it reads
+    try:
+        info = os.fstat(content.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return max(0, info.st_size - content.tell())
+    except (OSError, ValueError):  # no real descriptor (a wrapped stream), or closed
+        return None
+
+
+def _read_file(stream, length: int):
+    """Yield exactly ``length`` bytes of ``stream``, then close it."""
+    try:
+        left = length
+        while left:
+            chunk = stream.read(min(left, _PIECE))
+            if not chunk:  # it shrank since Content-Length went out: end the connection
+                raise OSError(f"file ended {left} bytes short of its Content-Length")
+            left -= len(chunk)
+            yield chunk.encode() if isinstance(chunk, str) else chunk
+    finally:
+        stream.close()
+
+
+def _close_content(content) -> None:
+    close = getattr(content, "close", None)
+    if close is not None and not isinstance(content, (bytes, str)):
+        close()
+
+
+def _log_refusal(client, exc: HTTPError, environ: dict | None = None) -> None:
+    where = f" {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}" if environ else ""
+    log.info("refused%s from %s: %s", where, client or "-", exc)
 
 
 def _stop_reading(environ: dict) -> None:
@@ -179,52 +293,97 @@ def _stop_reading(environ: dict) -> None:
         stream.chunked_input = False
 
 
+class _Idle(Exception):
+    """A keep-alive connection waited too long for its next request."""
+
+
 class _Handler(WSGIHandler):
-    """pywsgi's handler with stricter parsing, xio's access log and ws4py upgrades."""
+    """pywsgi's handler with xio's request head reader, deadlines, access log and ws4py."""
 
-    def read_request(self, raw_requestline):
-        # The stdlib header parser skips a line with no colon and drops every header
-        # after it; a request whose headers do not parse cleanly is refused (400), as
-        # is an HTTP/1.1 request without Host (RFC 9112, 3.2).
-        parsed = super().read_request(raw_requestline)
-        if self.headers.defects:
-            raise ValueError(f"malformed header section: {self.headers.defects[0]!r}")
-        if self.request_version == "HTTP/1.1" and "host" not in self.headers:
-            raise ValueError("HTTP/1.1 request without Host header")
-        return parsed
+    served = 0  # requests answered on this connection
 
-    def MessageClass(self, fp, *args):  # noqa: N802 (pywsgi's name)
-        # pywsgi parses headers with http.client.parse_headers, i.e. the email package's
-        # feedparser: ~15 us a request here, a tenth of the server's CPU. The lines are read
-        # exactly as it reads them; when every one is a plain header (what clients send) the
-        # message is filled in directly, as the feedparser would fill it, and anything else
-        # (continuations, malformed lines, multipart or message types) goes to the feedparser.
-        if _read_headers is None:  # a Python without the private helper: the stock parser
-            return super().MessageClass(fp, *args)
+    def handle_one_request(self):
+        # pywsgi's own reads the head with the stdlib's parser and no deadline; this one
+        # reads it with xio.http11's rules under the header timeout, and closes the
+        # connection after any refusal. Returns as pywsgi's does: None to close, True
+        # for the next request, (status, bytes) to send before closing.
+        if self.rfile.closed:
+            return None
+        limits = self.server.limits
+        if self.served:
+            try:
+                with gevent.Timeout(limits.idle_timeout, _Idle):
+                    if not self.rfile.peek(1):
+                        return None
+            except _Idle:
+                log.debug("closed an idle connection from %s", self._client())
+                return None
+            except OSError:
+                return None
+            self.time_start = time.time()
+        self.environ = self.command = None  # a refusal is not logged as the last request
+        deadline = gevent.Timeout(limits.header_timeout, RequestTimeout("the request head "
+                                  f"did not arrive within {limits.header_timeout:g} s"))  # fmt: skip
+        deadline.start()
         try:
-            lines = _read_headers(fp)
-        except http_client.LineTooLong:
-            message = OldMessage()
-            message.status = "Line too long"
-            return message
-        if lines[-1] in (b"\r\n", b"\n"):
-            message = OldMessage()
-            match = _PLAIN_HEADER.fullmatch
-            for line in lines[:-1]:
-                parsed = match(line.decode("iso-8859-1"))
-                if parsed is None:
-                    break
-                name, value = parsed.groups()
-                if name.lower() == "content-type" and (
-                    "multipart" in value.lower() or "message" in value.lower()
-                ):
-                    break
-                message.set_raw(name, value)
-            else:
-                message.set_payload("")
-                return message
-        text = b"".join(lines).decode("iso-8859-1")
-        return email.parser.Parser(_class=OldMessage).parsestr(text)
+            if not self._read_head(limits):
+                return None
+        except HTTPError as exc:
+            return self._refuse(exc)
+        except OSError:  # reset, or closed inside the head
+            return None
+        finally:
+            deadline.close()
+        self.served += 1
+        self.environ = self.get_environ()
+        self.environ[BODY_TIMEOUT_KEY] = limits.body_timeout
+        self.application = self.server.application
+        loop = self.server.loop
+        iteration = loop.iteration
+        self.handle_one_response()
+        if self.close_connection or self.rfile.closed:
+            return None
+        # A keep-alive connection whose next request is already buffered is served again
+        # without ever yielding; under load a few connections then hold the server (p99
+        # over 100 ms seen here). So when the event loop has not turned since this
+        # request began, it yields once before the next.
+        if loop.iteration == iteration:
+            gevent.sleep(0)
+        return True
+
+    def _read_head(self, limits: HTTPLimits) -> bool:
+        """Read and check the request line and headers; False when the client left."""
+        line = self.rfile.readline(http11.MAX_REQUEST_LINE + 1)
+        if line in (b"\r\n", b"\n"):  # RFC 9112, 2.2: one empty line before a request
+            line = self.rfile.readline(http11.MAX_REQUEST_LINE + 1)
+        if not line:
+            return False
+        self.requestline = line.decode("latin-1").rstrip("\r\n")
+        self.response_length = 0
+        self.command, self.path, self.request_version = http11.parse_request_line(line)
+        fields = http11.read_fields(self.rfile.readline, limits)
+        framing = http11.request_framing(fields, self.request_version)
+        message = OldMessage()
+        for name, value in fields:
+            message.set_raw(name, value)
+        self.headers = message
+        self.content_length = framing.content_length
+        tokens = {t.strip().lower() for t in message.get("Connection", "").split(",")}
+        if self.request_version == "HTTP/1.1":
+            self.close_connection = "close" in tokens
+        else:
+            self.close_connection = "keep-alive" not in tokens
+        return True
+
+    def _refuse(self, exc: HTTPError):
+        self.code = exc.status
+        self.close_connection = True
+        _log_refusal(self._client(), exc)
+        return str(exc.status), _refusal(exc)
+
+    def _client(self) -> str:
+        address = self.client_address
+        return address[0] if isinstance(address, tuple) else "-"
 
     def run_application(self):
         if self.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
@@ -246,23 +405,11 @@ class _Handler(WSGIHandler):
         if websocket is not None:
             gevent.spawn(websocket.run).join()
 
-    def handle_one_request(self):
-        # A keep-alive connection whose next request is already buffered is served again
-        # without ever yielding; under load a few connections then hold the server (p99
-        # over 100 ms seen here). So when the event loop has not turned since this
-        # connection's last request, it yields once before the next.
-        loop = self.server.loop
-        iteration = loop.iteration
-        result = super().handle_one_request()
-        if result is True and loop.iteration == iteration:
-            gevent.sleep(0)
-        return result
-
     def _write_with_headers(self, data):
         # pywsgi sends the head and the body in two writes; a small body rides along with
-        # the head in one (one syscall less per response, measured 6-11 us here).
-        if not data or len(data) > _COALESCE_LIMIT or self.response_use_chunked:
-            return super()._write_with_headers(data)
+        # the head in one (one syscall less per response, measured 6-11 us here). The
+        # framing is known only once finalize_headers has run: a streamed body's first
+        # chunk then gets its chunk-size line like every other.
         self.headers_sent = True
         self.finalize_headers()
         head = bytearray(b"HTTP/1.1 ")
@@ -274,8 +421,17 @@ class _Handler(WSGIHandler):
             head += value
             head += b"\r\n"
         head += b"\r\n"
-        head += data
-        self._sendall(head)
+        if data and len(data) <= _COALESCE_LIMIT:
+            if self.response_use_chunked:
+                head += b"%x\r\n" % len(data)
+                head += data
+                head += b"\r\n"
+            else:
+                head += data
+            self._sendall(head)
+        else:
+            self._sendall(head)
+            self._write(data)
 
     def _sendall(self, data):
         # gevent's sendall asks the socket for its buffer size (a getsockopt syscall) on
@@ -295,36 +451,130 @@ class _Handler(WSGIHandler):
         if access_log.isEnabledFor(logging.INFO):
             delta = (self.time_finish or 0) - (self.time_start or 0)
             status = getattr(self, "code", None) or "-"
-            client = self.client_address[0] if isinstance(self.client_address, tuple) else "-"
             path = self.environ.get("PATH_INFO", "") if self.environ else ""
             access_log.info(
-                "%s %s %s %s %.2fms", client, self.command or "-", path, status, delta * 1000
+                "%s %s %s %s %.2fms",
+                self._client(),
+                self.command or "-",
+                path,
+                status,
+                delta * 1000,
             )
+
+
+def _refusal(exc: HTTPError) -> bytes:
+    """Return a whole response refusing a request with ``exc``, closing the connection."""
+    body, content_type = _content.encode(exc.to_dict(), None)
+    head = [f"HTTP/1.1 {status_line(exc.status)}", f"Content-Type: {content_type}",
+            f"Content-Length: {len(body)}", "Connection: close"]  # fmt: skip
+    head.extend(f"{name}: {value}" for name, value in exc.headers.items())
+    return "\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body
+
+
+_CAPACITY_RESPONSE = _refusal(
+    ServiceUnavailable("too many connections; try again", headers={"Retry-After": "1"})
+)
 
 
 class _NoDelayServer(WSGIServer):
     handler_class = _Handler
     websocket_app = None
 
+    def __init__(self, *args, limits: HTTPLimits, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = limits
+        self.max_connections = _connection_cap(limits.max_connections)
+        self.connections = 0
+        self.per_client: Counter[str] = Counter()
+        self.refused = 0
+
+    def _admit(self, sock, address, plain: bool) -> str | None:
+        # Counted before anything is read (TLS handshake included), refused with a 503
+        # written without waiting; the accept loop goes on serving everyone else.
+        client = address[0] if isinstance(address, tuple) else ""
+        if (
+            self.connections >= self.max_connections
+            or self.per_client[client] >= self.limits.max_connections_per_client
+        ):
+            self.refused += 1
+            total = self.connections >= self.max_connections
+            log.info("refused a connection from %s: %s", client or "-",
+                     f"{self.connections} open, the limit" if total
+                     else f"{self.per_client[client]} open from this address, the limit")  # fmt: skip
+            try:
+                if plain:
+                    sock.setblocking(False)
+                    sock.send(_CAPACITY_RESPONSE)
+            except OSError:
+                pass
+            sock.close()
+            return None
+        self.connections += 1
+        self.per_client[client] += 1
+        return client
+
+    def _release(self, client: str) -> None:
+        self.connections -= 1
+        self.per_client[client] -= 1
+        if self.per_client[client] <= 0:
+            del self.per_client[client]
+
     def handle(self, sock, address):
+        client = self._admit(sock, address, plain=True)
+        if client is not None:
+            try:
+                self._serve(sock, address)
+            finally:
+                self._release(client)
+
+    def wrap_socket_and_handle(self, client_socket, address):
+        # The TLS handshake has the header timeout; a client that fails it (wrong
+        # protocol, distrusts our certificate, stalls) is one closed connection, not a
+        # traceback on the hub.
+        client = self._admit(client_socket, address, plain=False)
+        if client is None:
+            return
+        try:
+            try:
+                with gevent.Timeout(self.limits.header_timeout, TimeoutError("TLS handshake")):
+                    tls_socket = self.wrap_socket(client_socket, **self.ssl_args)
+            except (ssl.SSLError, OSError) as exc:
+                log.debug("TLS handshake with %s failed: %s", address, exc)
+                client_socket.close()
+                return
+            try:
+                self._serve(tls_socket, address)
+            finally:
+                tls_socket.close()
+        finally:
+            self._release(client)
+
+    def _serve(self, sock, address):
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:  # a Unix socket has no Nagle to turn off
             pass
-        super().handle(sock, address)
+        WSGIServer.handle(self, sock, address)
 
-    def wrap_socket_and_handle(self, client_socket, address):
-        # A client that fails the TLS handshake (wrong protocol, distrusts our certificate)
-        # is one closed connection, not a traceback on the hub.
-        try:
-            return super().wrap_socket_and_handle(client_socket, address)
-        except (ssl.SSLError, OSError) as exc:
-            log.debug("TLS handshake with %s failed: %s", address, exc)
-            client_socket.close()
+
+def _connection_cap(wanted: int) -> int:
+    """Return ``wanted``, lowered to a share of the process's file-descriptor limit."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return wanted
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return wanted
+    return max(1, min(wanted, int(soft * _FD_SHARE)))
 
 
 class Server:
-    """Serve a WSGI app on gevent at ``host``:``port`` (0 picks a free port)."""
+    """Serve a WSGI app on gevent at ``host``:``port`` (0 picks a free port).
+
+    ``limits`` bounds what clients may hold (``HTTPLimits``; the defaults when None).
+    """
 
     def __init__(
         self,
@@ -335,6 +585,7 @@ class Server:
         certfile: str | None = None,
         keyfile: str | None = None,
         websocket_app=None,
+        limits: HTTPLimits | None = None,
     ) -> None:
         ssl_args = {}
         if certfile:
@@ -344,8 +595,21 @@ class Server:
             context.load_cert_chain(certfile, keyfile)
             ssl_args = {"ssl_context": context}
         self.tls = bool(certfile)
-        self._server = _NoDelayServer((host, port), app, log=None, error_log=log, **ssl_args)
+        self.limits = limits or HTTPLimits()
+        self._server = _NoDelayServer(
+            (host, port), app, log=None, error_log=log, limits=self.limits, **ssl_args
+        )
         self._server.websocket_app = websocket_app
+
+    @property
+    def connections(self) -> int:
+        """Return how many connections are open now."""
+        return self._server.connections
+
+    @property
+    def max_connections(self) -> int:
+        """Return the connection cap in force (``limits``, lowered below the fd limit)."""
+        return self._server.max_connections
 
     @property
     def address(self) -> tuple[str, int]:

@@ -76,6 +76,16 @@ LIMITS = (
     ("--max-ttl", "max_ttl", "seconds", "longest deadline a request may have"),
     ("--min-originate-interval", "min_originate_interval", "seconds", "hold-down between "
      "records made because links changed"),
+    ("--header-timeout", "header_timeout", "seconds", "HTTP: time for a request line and headers"),
+    ("--body-timeout", "body_timeout", "seconds", "HTTP: time for a whole request body"),
+    ("--idle-timeout", "idle_timeout", "seconds", "HTTP: close a keep-alive connection idle "
+     "this long"),
+    ("--max-connections", "max_connections", "count", "HTTP connections open at once, "
+     "WebSockets included (kept below 3/4 of the fd limit)"),
+    ("--max-connections-per-client", "max_connections_per_client", "count", "HTTP connections "
+     "open at once from one address"),
+    ("--max-header-bytes", "max_header_bytes", "size", "HTTP: largest request header section "
+     "(431 past it)"),
 )  # fmt: skip
 
 

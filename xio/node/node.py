@@ -50,7 +50,7 @@ from ..peering.store import RecordStore, StoreLimits
 from ..peering.transport import WebSocketEndpoint, connect
 from ..request import Headers, Request, Response
 from ..resource import Resource
-from ..server import DEFAULT_MAX_BODY, Server, WSGIApp
+from ..server import DEFAULT_MAX_BODY, HTTPLimits, Server, WSGIApp
 from .exchange import SUMMARY_CAP, RecordExchange
 from .originator import Originator, RecordContent
 from .router import HOP_BY_HOP, Router
@@ -67,6 +67,9 @@ DISCOVERY_GIVE_UP = 5
 LOOPS = ("refresh", "expire", "routes", "dial")
 #: Forwarding counts that are refusals by a budget or a cap (shown under "refused" too).
 _FORWARDING_REFUSALS = ("in_flight_budget", "body_budget", "queue_full", "overloaded")
+
+
+_HTTP_DEFAULTS = HTTPLimits()
 
 
 @dataclass
@@ -102,6 +105,13 @@ class NodeConfig:
     write_timeout: float = 5.0  # a link whose frames wait this long with no progress is closed
     max_ttl: float = 3600.0  # a request's deadline is never further away than this
     min_originate_interval: float = 1.0  # hold-down between originations caused by changes
+    # The HTTP front (xio.server.HTTPLimits; README, "HTTP limits").
+    header_timeout: float = _HTTP_DEFAULTS.header_timeout
+    body_timeout: float = _HTTP_DEFAULTS.body_timeout
+    idle_timeout: float = _HTTP_DEFAULTS.idle_timeout
+    max_connections: int = _HTTP_DEFAULTS.max_connections
+    max_connections_per_client: int = _HTTP_DEFAULTS.max_connections_per_client
+    max_header_bytes: int = _HTTP_DEFAULTS.max_header_bytes
 
 
 def parse_peer(spec: str) -> tuple[str, str | None]:
@@ -195,8 +205,15 @@ class Node:
         endpoint = WebSocketEndpoint(self.accept, path=WS_PATH, max_message=codec.MAX_FRAME,
                                      admit=self._admit_link)  # fmt: skip
         wsgi = WSGIApp(self.router.handle, max_body=config.max_body, body_budget=self.body_bytes)
+        limits = HTTPLimits(
+            header_timeout=config.header_timeout, body_timeout=config.body_timeout,
+            idle_timeout=config.idle_timeout, max_connections=config.max_connections,
+            max_connections_per_client=config.max_connections_per_client,
+            max_header_bytes=config.max_header_bytes,
+        )  # fmt: skip
         self.server = Server(wsgi, config.host, config.port, certfile=config.tls_cert,
-                             keyfile=config.tls_key, websocket_app=endpoint)  # fmt: skip
+                             keyfile=config.tls_key, websocket_app=endpoint,
+                             limits=limits)  # fmt: skip
         self.server.start()
         self.routes.compute_now()
         self.originator.start()
