@@ -45,7 +45,7 @@ def default_state_dir(name: str) -> Path:
 
 
 def node_arguments(
-    parser: argparse.ArgumentParser, *, port: int, host: str, mdns_default: str
+    parser: argparse.ArgumentParser, *, port: int, host: str, mdns_default: str = "off by default"
 ) -> None:
     """Add the options shared by ``xio-node`` and ``app.main()``."""
     parser.add_argument("--version", action="version", version=f"xio {__version__}")
