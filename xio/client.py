@@ -90,7 +90,12 @@ class Client(Verbs):
         verify: bool | str = True,
         pool_size: int = 8,
     ) -> None:
+        base_url = _with_scheme(base_url)
         parts = urlsplit(base_url)
+        try:
+            parts.port  # noqa: B018 (raises on a port that is not a number)
+        except ValueError:
+            raise ValueError(f"not an http(s) URL: {base_url!r} (bad port)") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
         self.base_url = base_url
@@ -307,8 +312,22 @@ class Client(Verbs):
 
 
 def client(url: str, **options) -> Client:
-    """Return a ``Client`` for the service at ``url`` (options as for ``Client``)."""
+    """Return a ``Client`` for the service at ``url`` (options as for ``Client``).
+
+    ``url`` is ``http(s)://host[:port][/path]``, or ``host:port[/path]`` and ``host[/path]``
+    as ``--peers`` reads them (plain HTTP; a node's default port 7700 when none is given).
+    """
     return Client(url, **options)
+
+
+def _with_scheme(url: str) -> str:
+    """Read ``h:p`` and ``h`` as ``--peers`` does: ``http://h:p``, ``http://h:7700``."""
+    if "://" in url:
+        return url
+    address, slash, path = url.partition("/")
+    if ":" not in address.rsplit("]", 1)[-1]:
+        address += ":7700"  # the node's default port
+    return f"http://{address}{slash}{path}"
 
 
 def _tls_context(verify: bool | str) -> ssl.SSLContext:

@@ -20,6 +20,8 @@
     │   ├── LocalProtocolError    by this process (a bug or a misuse of the API)
     │   └── RemoteProtocolError   by the peer; ``reason`` is a short code that is counted
     └── ConfigError               bad command line, configuration or app spec
+        └── StateError            the state directory is locked by another node, or a
+                                  file in it cannot be read or written (names the file)
 
 Handlers raise an ``HTTPError`` to answer with that status; anything else raised by a
 handler becomes a 500. Library exceptions (msgpack, cryptography, ws4py, zeroconf) are
@@ -192,3 +194,7 @@ class RemoteProtocolError(ProtocolError):
 
 class ConfigError(XioError):
     """A bad command line, configuration file or app spec."""
+
+
+class StateError(ConfigError):
+    """The state directory is in use by another node, or a file in it cannot be used."""

@@ -4,6 +4,10 @@ xio-node [options]         run a node (see --help)
 xio-node --demo            a node on 127.0.0.1:7700 hosting a demo app, no discovery
 xio-node id                print this machine's node id (from --state-dir)
 xio-node doctor            check why nodes on this LAN do (not) find each other (mDNS)
+
+Every value is checked as it is parsed (ports, durations, sizes, peers, TLS files), so a bad
+command line is one line on stderr and exit status 2, before anything starts; a state
+directory held by another node, or a file in it that cannot be used, is exit status 1.
 """
 
 from __future__ import annotations
@@ -16,8 +20,22 @@ import signal
 import sys
 from pathlib import Path
 
-from ..errors import ConfigError
-from .node import NodeConfig
+from .. import __version__
+from ..errors import ConfigError, StateError
+from .node import NodeConfig, parse_peer
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+SUBCOMMANDS = """subcommands:
+  xio-node id [--name N | --state-dir DIR] [--create]
+                        print the node id kept in the state directory
+  xio-node doctor       check why nodes on this LAN do (not) find each other (mDNS)"""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with errors on one line: the usage of ~40 options would bury the message."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def default_state_dir(name: str) -> Path:
@@ -26,17 +44,21 @@ def default_state_dir(name: str) -> Path:
     return Path(base) / "xio" / name
 
 
-def node_arguments(parser: argparse.ArgumentParser, *, port: int, host: str) -> None:
+def node_arguments(
+    parser: argparse.ArgumentParser, *, port: int, host: str, mdns_default: str = "off by default"
+) -> None:
     """Add the options shared by ``xio-node`` and ``app.main()``."""
+    parser.add_argument("--version", action="version", version=f"xio {__version__}")
     parser.add_argument("--name", help="this node's name (default: the host name)")
     parser.add_argument("--host", default=host, help=f"address to listen on (default {host})")
-    parser.add_argument("--port", type=int, default=port, help=f"port (default {port}; 0: any)")
+    parser.add_argument("--port", type=_port, default=port, help=f"port (default {port}; 0: any)")
     parser.add_argument("--peers", nargs="+", action="extend", default=[], metavar="URL",
-                        help="peers to link to: ws://h:p, wss://h:p, http://h:p or h:p, "
-                        "optionally with #<node-id> to pin the id")  # fmt: skip
-    parser.add_argument("--state-dir", type=Path, help="where the node key and seq are kept")
+                        type=_peer, help="peers to link to: ws://h:p, wss://h:p, http://h:p or "
+                        "h:p, optionally with #<node-id> to pin the id")  # fmt: skip
+    parser.add_argument("--state-dir", type=Path, help="where the node key and seq are kept "
+                        "(locked: one node per directory)")  # fmt: skip
     parser.add_argument("--mdns", dest="mdns", action="store_true", default=None,
-                        help="announce and discover nodes on the LAN")  # fmt: skip
+                        help=f"announce and discover nodes on the LAN ({mdns_default})")  # fmt: skip
     parser.add_argument("--no-mdns", dest="mdns", action="store_false", help="no discovery")
     parser.add_argument("--mdns-interface", action="append", default=[], metavar="NAME_OR_ADDRESS",
                         help="run discovery on this interface only (repeatable; default: every "
@@ -48,13 +70,15 @@ def node_arguments(parser: argparse.ArgumentParser, *, port: int, host: str) -> 
     parser.add_argument("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert")
     parser.add_argument("--advertise", action="append", default=[], metavar="URL",
                         help="URL to announce for this node (repeatable)")  # fmt: skip
-    parser.add_argument("--link-timeout", type=float, default=2.5, metavar="SECONDS",
+    parser.add_argument("--link-timeout", type=_seconds, default=2.5, metavar="SECONDS",
                         help="a silent link is dead after this long (default 2.5)")  # fmt: skip
-    parser.add_argument("--request-timeout", type=float, default=30.0, metavar="SECONDS",
+    parser.add_argument("--request-timeout", type=_seconds, default=30.0, metavar="SECONDS",
                         help="default deadline of a request (default 30)")  # fmt: skip
-    parser.add_argument("--max-body", type=int, default=16 * 1024 * 1024, metavar="BYTES",
+    parser.add_argument("--max-body", type=_size, default=16 * 1024 * 1024, metavar="BYTES",
                         help="request body limit (default 16 MiB)")  # fmt: skip
-    parser.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    parser.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS,
+                        metavar="LEVEL",
+                        help="debug, info, warning or error (default info)")  # fmt: skip
     limit_arguments(parser.add_argument_group("budgets and limits (all ours, none a peer's)"))
 
 
@@ -116,6 +140,20 @@ def _size(text: str) -> int:
     return _count(str(int(float(number) * _UNITS[unit[:1].lower()])))
 
 
+def _port(text: str) -> int:
+    if not (text.isdigit() and int(text) <= 65535):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0 to 65535)")
+    return int(text)
+
+
+def _peer(text: str) -> str:
+    try:
+        parse_peer(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
 # argparse names the type in its error: "invalid size value: '12x'".
 _count.__name__, _seconds.__name__, _size.__name__ = "count", "seconds", "size"
 
@@ -144,6 +182,8 @@ def config_from(args: argparse.Namespace, *, state_dir: Path | None, mdns: bool)
     """Build a ``NodeConfig`` from parsed arguments."""
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
+    if args.tls_cert:
+        check_tls_files(args.tls_cert, args.tls_key)
     limits = {attribute: getattr(args, attribute) for _, attribute, _, _ in LIMITS}
     return NodeConfig(
         name=args.name, host=args.host, port=args.port, peers=args.peers,
@@ -153,6 +193,27 @@ def config_from(args: argparse.Namespace, *, state_dir: Path | None, mdns: bool)
         mdns_interfaces=args.mdns_interface, advertise_addresses=args.advertise_address,
         **limits,
     )  # fmt: skip
+
+
+def check_tls_files(cert: str, key: str) -> None:
+    """Raise ``ConfigError`` naming the option and the file unless they make a TLS server."""
+    import ssl
+
+    for option, path, marker in (("--tls-cert", cert, "CERTIFICATE-----"),
+                                 ("--tls-key", key, "PRIVATE KEY-----")):  # fmt: skip
+        try:
+            with open(path, "rb") as handle:
+                text = handle.read(1024 * 1024)
+        except OSError as exc:
+            raise ConfigError(f"{option} {path}: {exc.strerror}") from exc
+        if marker.encode() not in text:
+            raise ConfigError(f"{option} {path}: no PEM {marker.strip('-').lower()} in it")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"--tls-key {key} does not go with --tls-cert {cert}: {exc.reason or exc}"
+        ) from exc
 
 
 def tune_process() -> None:
@@ -187,29 +248,45 @@ def tune_process() -> None:
 def setup_logging(level: str) -> None:
     """Log to stderr, one line per record."""
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
 
 
-def run_node(node) -> int:
+def run_node(node, prog: str = "xio-node") -> int:
     """Start ``node``, serve until SIGINT or SIGTERM, stop cleanly; return the exit status."""
     import gc
 
     import gevent
 
     tune_process()
-    node.start()
+    try:
+        node.start()
+    except OSError as exc:  # the port is taken, the address is not ours...
+        address = f"{node.config.host}:{node.config.port}"
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        print(f"{prog}: cannot serve on {address}: {reason}", file=sys.stderr)
+        return 1
     # What exists now (code, apps, the first tables) lives as long as the process: keep it out
     # of the collector's full passes, which otherwise cost tens of ms on a big heap.
     gc.freeze()
-    print(f"xio: node {node.name} ({node.id}) listening on {node.url}", file=sys.stderr, flush=True)
+    print(f"xio: {listening(node)}", file=sys.stderr, flush=True)
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, node.stop)
     node.serve_forever()
     logging.getLogger("xio.node").info("stopped")
     return 0
+
+
+def listening(node) -> str:
+    """Say where ``node`` listens: a URL to reach it and, if different, what it is bound to."""
+    host, port = node.server.address
+    line = f"node {node.name} ({node.id}) listening on {node.url}"
+    if host in ("0.0.0.0", "::", ""):
+        bound = f"[{host}]" if ":" in host else (host or "0.0.0.0")
+        line += f" (bound to {bound}:{port}: every address of this machine)"
+    return line
 
 
 def patch_for_handlers() -> None:
@@ -233,8 +310,12 @@ def main(argv: list[str] | None = None) -> int:
         from .doctor import main as doctor
 
         return doctor(argv[1:])
-    parser = argparse.ArgumentParser(prog="xio-node", description="Run an xio node.")
-    node_arguments(parser, port=7700, host="0.0.0.0")
+    description = ("Run an xio node. It announces itself and links to the nodes it finds on "
+                   "the LAN (mDNS) unless given --no-mdns or --demo.")  # fmt: skip
+    parser = ArgumentParser(prog="xio-node", description=description, epilog=SUBCOMMANDS,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    node_arguments(parser, port=7700, host="0.0.0.0",
+                   mdns_default="on by default, except with --demo")  # fmt: skip
     parser.add_argument("--app", action="append", default=[], metavar="SPEC",
                         help="app to host: path/to/app.py, a folder with app.py, or "
                         "module:attribute (repeatable)")  # fmt: skip
@@ -258,25 +339,38 @@ def main(argv: list[str] | None = None) -> int:
 
             apps.setdefault("demo", demo_app(args.name))
         node = Node(config_from(args, state_dir=state_dir, mdns=mdns), apps)
+    except StateError as exc:  # not a bad command line: another node, or the disk
+        print(f"xio-node: {exc}", file=sys.stderr)
+        return 1
     except (ConfigError, OSError) as exc:
         print(f"xio-node: {exc}", file=sys.stderr)
         return 2
-    try:
-        return run_node(node)
-    except OSError as exc:  # the port is taken, say
-        print(f"xio-node: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
+    return run_node(node)
 
 
 def _print_id(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="xio-node id", description="Print the node id.")
+    parser = ArgumentParser(prog="xio-node id", description="Print the node id.")
     parser.add_argument("--name", help="node name (picks the default state folder)")
     parser.add_argument("--state-dir", type=Path, help="where the node key is kept")
+    parser.add_argument("--create", action="store_true",
+                        help="create a new identity there if it has none")  # fmt: skip
     args = parser.parse_args(argv)
-    from ..peering.identity import Identity
+    from ..peering.identity import KEY_FILE, Identity
 
-    state_dir = args.state_dir or default_state_dir(args.name or _hostname())
-    print(Identity.load_or_create(state_dir).node_id)
+    name = args.name or _hostname()
+    state_dir = args.state_dir or default_state_dir(name)
+    try:
+        if not args.create and not (state_dir / KEY_FILE).exists():
+            whose = f"in {state_dir}" if args.state_dir else f"for node {name!r}"
+            print(f"xio-node id: no identity {whose}: {state_dir / KEY_FILE} does not exist "
+                  "(a node creates it on its first start; or pass --create)",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        identity = Identity.load_or_create(state_dir)
+    except ConfigError as exc:
+        print(f"xio-node id: {exc}", file=sys.stderr)
+        return 1
+    print(identity.node_id)
     return 0
 
 

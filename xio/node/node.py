@@ -51,6 +51,7 @@ from ..peering.transport import WebSocketEndpoint, connect
 from ..request import Headers, Request, Response
 from ..resource import Resource
 from ..server import DEFAULT_MAX_BODY, HTTPLimits, Server, WSGIApp
+from ..statedir import StateLock
 from .exchange import SUMMARY_CAP, RecordExchange
 from .originator import Originator, RecordContent
 from .router import HOP_BY_HOP, Router
@@ -131,6 +132,9 @@ def parse_peer(spec: str) -> tuple[str, str | None]:
     address, slash, path = rest.partition("/")
     if ":" not in address.rsplit("]", 1)[-1]:
         address += ":7700"
+    port = address.rsplit(":", 1)[1]
+    if not (port.isdigit() and 0 < int(port) < 65536):  # else it would be dialled forever
+        raise ConfigError(f"peer {spec!r}: {port!r} is not a port (1 to 65535)")
     return f"{scheme}://{address}{'/' + path if slash and path else WS_PATH}", pinned or None
 
 
@@ -146,7 +150,9 @@ class Node:
         self.config = config
         self.apps: dict[str, Resource] = dict(apps or {})
         self.main_app = main_app
-        if config.state_dir is not None:
+        self.state_lock: StateLock | None = None
+        if config.state_dir is not None:  # one node per state dir: else one identity twice
+            self.state_lock = StateLock.acquire(Path(config.state_dir))
             self.identity = Identity.load_or_create(Path(config.state_dir))
         else:
             self.identity = Identity.generate()
@@ -223,7 +229,8 @@ class Node:
         for dialer in self.dialers:
             dialer.start()
         self._greenlets = [gevent.spawn(self._expire)]
-        log.info("node %s (%s) listening on %s", self.name, self.id, self.url)
+        # debug: xio-node and app.main() print the one "listening on" line themselves.
+        log.debug("node %s (%s) listening on %s", self.name, self.id, self.url)
         return self
 
     def serve_forever(self) -> None:
@@ -250,6 +257,8 @@ class Node:
             link.transport.join(timeout=1.5)
         if self.server is not None:
             self.server.stop(timeout=1.0)
+        if self.state_lock is not None:
+            self.state_lock.release()
         self._stopped.set()  # last: serve_forever returns, and the process may end, after this
 
     def forwarding_counts(self) -> Counter[str]:

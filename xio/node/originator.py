@@ -7,7 +7,8 @@ record's lifetime. It never dies: an error is counted and logged and the next at
 second later.
 
 * **Seq.** Each record's seq is one above the highest this node has used, persisted in
-  ``<state_dir>/seq`` (read once at start; written atomically before the flood). A write that
+  ``<state_dir>/seq`` (read once at start; written by ``statedir.write_atomic`` before the
+  flood; a seq file that exists and cannot be read stops the start). A write that
   fails (a full disk, no file descriptor left) is counted and does not stop the flood: a record
   that does not go out lets the node vanish from the mesh, while a seq reused after a restart
   is repaired by the store's rule for records of an older life (``next_own_seq``).
@@ -19,7 +20,6 @@ second later.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,11 +28,12 @@ from pathlib import Path
 import gevent
 from gevent.event import Event
 
-from ..errors import LocalProtocolError
+from ..errors import LocalProtocolError, StateError
 from ..peering.identity import Identity
 from ..peering.records import MAX_APPS, MAX_LINKS, Record, SignedRecord
 from ..peering.schedule import OriginationSchedule
 from ..peering.store import RecordStore
+from ..statedir import read_text, write_atomic
 
 __all__ = ["Originator", "RecordContent"]
 
@@ -124,8 +125,8 @@ class Originator:
         self._seq_floor = seq
         try:
             self._write_seq(seq)
-        except OSError as exc:
-            log.warning("cannot write seq %d to %s: %s", seq, self._state_dir, exc)
+        except StateError as exc:  # names the file and the reason
+            log.warning("%s (seq %d); the record floods anyway", exc, seq)
             self._on_error("refresh", exc)  # survived: the record still floods
         self.schedule.originated(time.monotonic())
         self.originated += 1
@@ -162,17 +163,18 @@ class Originator:
         raise LocalProtocolError(f"no record of this node fits {self.max_size} bytes: {last_error}")
 
     def _read_seq(self) -> int:
+        # A missing file is a first start; one that cannot be read is a StateError at start.
         if self._state_dir is None:
             return 0
+        path = Path(self._state_dir) / SEQ_FILE
+        text = read_text(path, what="seq file")
         try:
-            return int((Path(self._state_dir) / SEQ_FILE).read_text().strip() or 0)
-        except (OSError, ValueError):
+            return int(text.strip() or 0) if text is not None else 0
+        except ValueError:
+            log.warning("seq file %s holds %r, not a number: starting from 0", path, text[:40])
             return 0
 
     def _write_seq(self, seq: int) -> None:
         if self._state_dir is None:
             return
-        path = Path(self._state_dir) / SEQ_FILE
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(str(seq))
-        os.replace(temporary, path)
+        write_atomic(Path(self._state_dir) / SEQ_FILE, f"{seq}\n".encode(), what="seq file")

@@ -15,7 +15,7 @@ accepted too, for keys made by other tools. A key file readable by group or othe
 ssh does, because a copied key is a stolen identity.
 
 Library exceptions from ``cryptography`` never leave this module: ``verify`` answers a bool and
-file problems become ``ConfigError``.
+file problems become ``ConfigError`` (``StateError`` when the key cannot be written).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import os
 import re
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from xio.errors import ConfigError, LocalProtocolError
+from xio.statedir import write_atomic
 
 __all__ = [
     "KEY_FILE",
@@ -147,8 +147,8 @@ class Identity:
     def load_or_create(cls, state_dir: Path) -> Identity:
         """Load ``state_dir/node.key``, creating the directory and a new key if missing.
 
-        A new key is written atomically (temporary file, fsync, rename) with mode 0600, so a
-        crash never leaves a half-written key behind.
+        A new key is written by ``xio.statedir.write_atomic`` (temporary file, fsync, rename,
+        fsync of the directory) with mode 0600, so a crash never leaves a half-written key.
         """
         state_dir = Path(state_dir)
         path = state_dir / KEY_FILE
@@ -168,18 +168,7 @@ class Identity:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, pem)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise ConfigError(f"cannot write node key {path}: {exc}") from exc
+        write_atomic(path, pem, what="node key", mode=0o600)
 
     def sign(self, data: bytes) -> bytes:
         """Return the 64-byte Ed25519 signature of ``data``."""

@@ -19,7 +19,8 @@ The owner hears of a link exactly twice: ``link_established`` and ``link_closed`
 A ``Dialer`` connects to one configured peer and, whenever the link ends, tries again after
 the delay its ``Backoff`` gives (doubling, capped at 30 s, back to short after a healthy link),
 jittered — unless a link to that peer exists already (it dialled us), in which case it waits
-for that one to end. Its loop survives its own errors.
+for that one to end. A URL that reaches this node itself (``self_link``) is dialled once only.
+Its loop survives its own errors.
 """
 
 from __future__ import annotations
@@ -294,10 +295,15 @@ class Dialer:
                 log.exception("dialling %s failed", self.url)
                 self._on_error("dial", exc)
                 delay = self.backoff.maximum
+            if delay is None:
+                return
             gevent.sleep(delay * random.uniform(0.5, 1.5))
 
-    def _attempt(self) -> float:
-        """Dial once (or wait out a link the peer made); return the delay before the next."""
+    def _attempt(self) -> float | None:
+        """Dial once (or wait out a link the peer made); return the delay before the next.
+
+        ``None``: dial no more (the URL reached this node itself).
+        """
         existing = self._is_linked(self.peer_id) if self.peer_id else None
         if existing is not None:
             existing.closed_event.wait()
@@ -311,6 +317,9 @@ class Dialer:
             if link.peer_id:
                 self.peer_id = self.expected_peer_id or link.peer_id
             self.last_error = link.close_reason
+            if self.last_error.partition(":")[0] == "self_link":  # only ever us again there
+                log.warning("not dialling %s again: it is this node itself", self.url)
+                return None
         except ConnectError as exc:
             self.last_error = str(exc)
         delay = self.backoff.next_delay(_monotonic())
