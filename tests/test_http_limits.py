@@ -291,3 +291,9 @@ def test_xio_node_flags_set_the_http_limits(start_node):
     big = b"GET /_xio/node HTTP/1.1\r\nHost: x\r\nX-Big: " + b"d" * 3000 + b"\r\n\r\n"
     assert statuses(in_thread(talk, big)) == [431]
     assert statuses(in_thread(talk, b"GET /_xio/node HTTP/1.1\r\nHost: x\r\n")) == [408]
+    # Each refusal is counted where an operator looks, by status.
+    node_view = in_thread(lambda: xio.client(node.url, timeout=10).get("/_xio/node").content)
+    assert node_view["refused"]["http_431"] == 1
+    assert node_view["refused"]["http_408"] == 1
+    connections = node_view["budgets"]["http_connections"]
+    assert connections["limit"] == 50 and connections["used"] >= 1  # this request's own

@@ -101,6 +101,7 @@ class WSGIApp:
     ) -> None:
         self.handle = handle
         self.prefix = prefix
+        self.refused: Counter[str] = Counter()  # requests refused before the handler, by status
         self.max_body = max_body
         # Shared with the node's links: request bodies held at once, however they arrive.
         self.body_budget = body_budget
@@ -109,7 +110,7 @@ class WSGIApp:
         try:
             body, held = self._read_body(environ)
         except HTTPError as exc:
-            _log_refusal(environ.get("REMOTE_ADDR"), exc, environ)
+            _log_refusal(self.refused, environ.get("REMOTE_ADDR"), exc, environ)
             _stop_reading(environ)
             return self._send(environ, start_response, error_response(exc), close=True)
         try:
@@ -279,7 +280,9 @@ def _close_content(content) -> None:
         close()
 
 
-def _log_refusal(client, exc: HTTPError, environ: dict | None = None) -> None:
+def _log_refusal(counts: Counter, client, exc: HTTPError, environ: dict | None = None) -> None:
+    """Count a client's mistake (or our limit) by status and log it in one line."""
+    counts[f"http_{exc.status}"] += 1
     where = f" {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}" if environ else ""
     log.info("refused%s from %s: %s", where, client or "-", exc)
 
@@ -378,7 +381,7 @@ class _Handler(WSGIHandler):
     def _refuse(self, exc: HTTPError):
         self.code = exc.status
         self.close_connection = True
-        _log_refusal(self._client(), exc)
+        _log_refusal(self.server.refused, self._client(), exc)
         return str(exc.status), _refusal(exc)
 
     def _client(self) -> str:
@@ -486,7 +489,7 @@ class _NoDelayServer(WSGIServer):
         self.max_connections = _connection_cap(limits.max_connections)
         self.connections = 0
         self.per_client: Counter[str] = Counter()
-        self.refused = 0
+        self.refused: Counter[str] = Counter()  # by reason: http_<status>, http_connections
 
     def _admit(self, sock, address, plain: bool) -> str | None:
         # Counted before anything is read (TLS handshake included), refused with a 503
@@ -496,7 +499,7 @@ class _NoDelayServer(WSGIServer):
             self.connections >= self.max_connections
             or self.per_client[client] >= self.limits.max_connections_per_client
         ):
-            self.refused += 1
+            self.refused["http_connections"] += 1
             total = self.connections >= self.max_connections
             log.info("refused a connection from %s: %s", client or "-",
                      f"{self.connections} open, the limit" if total
@@ -600,6 +603,11 @@ class Server:
             (host, port), app, log=None, error_log=log, limits=self.limits, **ssl_args
         )
         self._server.websocket_app = websocket_app
+
+    @property
+    def refused(self) -> Counter[str]:
+        """Return what was refused by reason: connections over a cap, requests by status."""
+        return self._server.refused + getattr(self._server.application, "refused", Counter())
 
     @property
     def connections(self) -> int:

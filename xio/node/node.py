@@ -272,6 +272,8 @@ class Node:
         """Return what our budgets and caps refused, by reason."""
         forwarding = self.forwarding_counts() if forwarding is None else forwarding
         refused = Counter(self.refused)
+        if self.server is not None:
+            refused.update(self.server.refused)  # the HTTP front's: http_<status>, connections
         for reason in _FORWARDING_REFUSALS:
             if forwarding.get(reason):
                 refused[reason] += forwarding[reason]
@@ -286,6 +288,10 @@ class Node:
             "store_records": {"used": store["records"], "limit": store["max_records"]},
             "store_bytes": {"used": store["bytes"], "limit": store["max_bytes"]},
             "inbound_links": {"used": self._inbound, "limit": self.config.max_inbound_links},
+            "http_connections": {
+                "used": self.server.connections if self.server else 0,
+                "limit": self.server.max_connections if self.server else 0,
+            },
             "link_queue_bytes": {
                 "used": sum(link.session.queued_bytes for link in self.all_links),
                 "limit_per_link": self.config.link_queue_bytes,
