@@ -137,6 +137,10 @@ def _split(path: str) -> list[str]:
 class Resource(Verbs):
     """A node of the resource tree; see the module docstring for how it dispatches."""
 
+    #: Hosted by a node, a tree with ``threads > 0`` has its handlers run on that many
+    #: threads of its own instead of the node's hub (``xio.threads``).
+    threads = 0
+
     def __init__(self, name: str = "", parent: Resource | None = None) -> None:
         self.name = name
         self.parent = parent

@@ -51,6 +51,7 @@ from ..peering.transport import WebSocketEndpoint, connect
 from ..request import Headers, Request, Response
 from ..resource import Resource
 from ..server import DEFAULT_MAX_BODY, Server, WSGIApp
+from ..threads import HUB_WATCH, answer_on_threads
 from .exchange import SUMMARY_CAP, RecordExchange
 from .originator import Originator, RecordContent
 from .router import HOP_BY_HOP, Router
@@ -503,6 +504,10 @@ class Node:
         return response
 
     def _run_app(self, app: Resource, req: Request, deadline: float) -> Response:
+        if app.threads:  # on the app's own threads: the hub keeps serving links meanwhile
+            return answer_on_threads(app, req, deadline, self.refused)
+        if not HUB_WATCH.started:  # warns of a handler that holds the hub (xio.threads)
+            HUB_WATCH.start()
         timer = gevent.Timeout(max(deadline - time.monotonic(), 0.0))
         timer.start()
         try:
