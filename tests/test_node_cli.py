@@ -1,4 +1,4 @@
-"""xio-node as a user meets it: the demo, identity, restarts, app.main() in a mesh, embedding."""
+"""xio-node as a user meets it: the demo, identity, restarts, app.main() in a mesh."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import os
 import stat
 import subprocess
 import sys
-
-import gevent
 
 import xio
 
@@ -72,23 +70,6 @@ def test_bad_command_lines_say_what_is_wrong(tmp_path):
                                  capture_output=True, text=True, env=env, timeout=30)  # fmt: skip
     assert missing_app.returncode == 2
     assert "no such file" in missing_app.stderr
-
-
-def test_embedded_nodes_form_a_mesh_in_one_process():
-    shop = xio.app("shop")
-    shop.bind("www/price", lambda req: {"price": 3})
-    first = xio.node("first", apps=[shop])
-    second = xio.node("second", peers=[first.url])
-    try:
-        with gevent.Timeout(10):
-            while not second.table.hosts_of("shop"):
-                gevent.sleep(0.02)
-        request = xio.Request("GET", "/shop/price")
-        response = second.router.handle(request)
-        assert (response.status, response.content) == (200, b'{"price":3}')
-    finally:
-        second.stop()
-        first.stop()
 
 
 def test_console_script_is_installed():
