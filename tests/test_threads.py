@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 
+import pytest
+
 import xio
 
-from .conftest import ROOT, wait_until
+from .conftest import NODE, ROOT, wait_until
 
 BUSY = str(ROOT / "tests/apps/busy")  # xio.app(__name__, threads=2)
 
@@ -95,3 +99,16 @@ def test_a_handler_holding_the_hub_is_named_in_a_warning(start_node):
     assert "for GET 'www/spin' has held the hub for 0.1" in log
     assert "xio-node --threads busy=N" in log
     assert "handler spin" not in log.split("released the hub")[1]  # said once, then done
+
+
+def test_bad_thread_counts_are_refused_at_start():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for flag, says in (("nosuch=2", "no app 'nosuch' is hosted"),
+                       ("busy", "invalid APP=N value: 'busy'"),
+                       ("busy=999", "invalid APP=N value: 'busy=999'")):  # fmt: skip
+        done = subprocess.run([*NODE, "--app", BUSY, "--threads", flag, "--no-mdns", "--port",
+                               "0"], capture_output=True, text=True, env=env, timeout=30)  # fmt: skip
+        assert done.returncode == 2, flag
+        assert says in done.stderr
+    with pytest.raises(ValueError, match="threads must be a whole number from 0 to 256"):
+        xio.app("x", threads=-1)
