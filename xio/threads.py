@@ -162,14 +162,16 @@ class HubWatch:
             while self._answered < asked:
                 held = time.perf_counter() - sent
                 if handler is None and held >= self.limit:
-                    handler, app = self.handler_on_hub() or ("", "")
+                    handler, app = self.handler_on_hub() or (None, None)
                     if handler:
                         self._say(
                             f"{handler} has held the hub for {held:.2f} s: links and other "
                             "requests wait; give its app threads (xio.app(..., threads=N) "
                             f"or xio-node --threads {app}=N)"
                         )
-                sleep(0.01)
+                # Late with no handler on the hub (its loop is not running, say): look again
+                # at the usual pace, not ten times as often.
+                sleep(0.01 if handler else self.interval)
             if handler:
                 self._say(f"{handler} released the hub after {held:.2f} s")
 
