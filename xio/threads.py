@@ -101,10 +101,6 @@ class HandlerPool:
     def _release(self, _result) -> None:
         self.held -= 1
 
-    def close(self) -> None:
-        """Stop the idle threads (running handlers finish on their own)."""
-        self._pool.kill()
-
 
 def answer_on_threads(app: Resource, req: Request, deadline: float, refused) -> Response:
     """Answer ``req`` on the threads of ``app`` (created on first use, on this hub)."""
