@@ -1,13 +1,13 @@
-"""xio-node as a user meets it: the demo, identity, restarts, app.main() in a mesh, embedding."""
+"""xio-node as a user meets it: the demo, identity, restarts, app.main() in a mesh."""
 
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 import sys
 
-import gevent
 import pytest
 
 import xio
@@ -87,23 +87,6 @@ def test_bad_command_lines_say_what_is_wrong(tmp_path):
     assert "no such file" in missing_app.stderr
 
 
-def test_embedded_nodes_form_a_mesh_in_one_process():
-    shop = xio.app("shop")
-    shop.bind("www/price", lambda req: {"price": 3})
-    first = xio.node("first", apps=[shop])
-    second = xio.node("second", peers=[first.url])
-    try:
-        with gevent.Timeout(10):
-            while not second.table.hosts_of("shop"):
-                gevent.sleep(0.02)
-        request = xio.Request("GET", "/shop/price")
-        response = second.router.handle(request)
-        assert (response.status, response.content) == (200, b'{"price":3}')
-    finally:
-        second.stop()
-        first.stop()
-
-
 def test_console_script_is_installed():
     # scripts/check pip-installs the project, so the README's `xio-node` exists.
     script = os.path.join(os.path.dirname(sys.executable), "xio-node")
@@ -125,17 +108,15 @@ def test_a_second_node_on_the_same_state_dir_exits_naming_the_holder(start_node)
     assert xio.client(first.url).get("/_xio/node").status == 200  # the first one is unharmed
 
 
-def test_the_state_lock_ends_with_the_node(tmp_path):
-    state = tmp_path / "state"
-    first = xio.node("first", state_dir=state)
-    try:
-        with pytest.raises(xio.ConfigError, match="in use by pid"):
-            xio.node("again", state_dir=state)
-    finally:
-        first.stop()
-    second = xio.node("second", state_dir=state)  # the same identity, once the first is gone
-    second.stop()
-    assert second.id == first.id
+def test_the_state_lock_ends_with_the_node(start_node, spawn):
+    first = start_node("n")
+    first_id = xio.client(first.url).get("/_xio/node").content["id"]
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0
+    # The same state dir once the first is gone: it starts, with the same identity.
+    again = spawn([*NODE, "--name", "n", "--host", "127.0.0.1", "--port", "0", "--state-dir",
+                   str(first.state_dir), "--no-mdns"], "again")  # fmt: skip
+    assert xio.client(again.url).get("/_xio/node").content["id"] == first_id
 
 
 def test_a_seq_file_that_cannot_be_read_is_named_at_start(start_node, tmp_path):

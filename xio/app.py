@@ -15,6 +15,7 @@ from pathlib import Path
 from .request import Request, Response
 from .resource import Resource
 from .server import DEFAULT_MAX_BODY, WSGIApp
+from .threads import check_threads
 
 PUBLIC = "www"
 
@@ -36,9 +37,12 @@ def _name_and_folder(module_name: str | None) -> tuple[str, Path | None]:
 class App(Resource):
     """A root resource with a public ``www`` subtree, served by ``main()``."""
 
-    def __init__(self, name: str | None = None, folder: str | Path | None = None) -> None:
+    def __init__(
+        self, name: str | None = None, folder: str | Path | None = None, *, threads: int = 0
+    ) -> None:
         super().__init__("")
         self.app_name = name or "app"
+        self.threads = check_threads(threads)
         self.folder = Path(folder) if folder else None
         self.max_body = DEFAULT_MAX_BODY
         self._wsgi: WSGIApp | None = None
@@ -66,16 +70,18 @@ class App(Resource):
         return f"<App {self.app_name!r}>"
 
 
-def app(name: str | None = None, folder: str | Path | None = None) -> App:
+def app(name: str | None = None, folder: str | Path | None = None, *, threads: int = 0) -> App:
     """Return a new app: ``xio.app(__name__)``, ``xio.app('name')`` or ``xio.app()``.
 
     Given a module's ``__name__``, the app takes its name from the module and serves the
-    ``www/`` folder beside it as static files.
+    ``www/`` folder beside it as static files. ``threads=N`` runs its handlers on N threads
+    of their own when a node hosts it, so that a handler busy computing does not stall the
+    node (see ``xio.threads``); 0, the default, runs them on the node's hub.
     """
     found_name, found_folder = _name_and_folder(name)
     if name and name not in sys.modules:
         found_name, found_folder = name, None
-    return App(found_name, folder if folder is not None else found_folder)
+    return App(found_name, folder if folder is not None else found_folder, threads=threads)
 
 
 def resource() -> Resource:

@@ -286,9 +286,15 @@ class Request:
 
     @property
     def data(self):
-        """Return the decoded body; raise ``BadRequest`` if it does not parse."""
+        """Return the decoded body; raise ``BadRequest`` if it does not parse.
+
+        An empty body reads as a new ``{}`` each time: it is not kept as data, which
+        ``body`` would then encode, turning an empty body into ``{}`` with a Content-Type.
+        """
         if self._data is _UNSET:
-            self._data = _content.decode(self._body, self.content_type) if self._body else {}
+            if not self._body:
+                return {}
+            self._data = _content.decode(self._body, self.content_type)
         return self._data
 
     @property

@@ -12,6 +12,9 @@ static segment winning over a parameter, and picks what answers:
    resource claims);
 4. otherwise 404.
 
+ABOUT on a resource of the tree that has no handler (``www/items`` above ``www/items/:id``)
+describes that resource, its children first of all, rather than an ancestor's handler.
+
 Methods: a handler with no declared methods accepts the standard ones (GET, HEAD,
 POST, PUT, PATCH, DELETE); a declared list (``bind(..., methods=[...])`` or a
 ``methods:`` line in its docstring) is exact, custom names included. ABOUT and OPTIONS
@@ -136,6 +139,10 @@ def _split(path: str) -> list[str]:
 
 class Resource(Verbs):
     """A node of the resource tree; see the module docstring for how it dispatches."""
+
+    #: Hosted by a node, a tree with ``threads > 0`` has its handlers run on that many
+    #: threads of its own instead of the node's hub (``xio.threads``).
+    threads = 0
 
     def __init__(self, name: str = "", parent: Resource | None = None) -> None:
         self.name = name
@@ -271,6 +278,13 @@ class Resource(Verbs):
             found = _find_file(folder_node.static_dir, segments[folder_depth:])
             if found is not None:
                 return _file_response(req, folder_node, found)
+        if (
+            depth == len(segments)
+            and req.method == "ABOUT"
+            and node is not handler_node
+            and (handler_node is None or "ABOUT" not in handler_node.methods)
+        ):
+            return Response(node.describe())  # a path with no handler: say what is below it
         if handler_node is None:
             if folder_node is not None:
                 found = _find_file(folder_node.static_dir, segments[folder_depth:])
@@ -332,10 +346,11 @@ class Resource(Verbs):
         children = sorted(self.children)
         if self.param_child is not None:
             children.append(self.param_child.name)
+        answers = self.handler is not None or self.value is not _NO_VALUE
         return {
             "name": self.name,
             "path": self.path,
-            "methods": sorted(self._allowed()),
+            "methods": sorted(self._allowed()) if answers else ["ABOUT"],
             "doc": self.doc,
             "children": children,
             "inputs": {name: spec.describe() for name, spec in self.inputs.items()},

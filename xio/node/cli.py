@@ -154,8 +154,15 @@ def _peer(text: str) -> str:
     return text
 
 
+def _threads_option(text: str) -> tuple[str, int]:
+    from ..threads import parse_threads_option
+
+    return parse_threads_option(text)
+
+
 # argparse names the type in its error: "invalid size value: '12x'".
 _count.__name__, _seconds.__name__, _size.__name__ = "count", "seconds", "size"
+_threads_option.__name__ = "APP=N"
 
 
 def _show(kind: str, value: float) -> str:
@@ -319,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app", action="append", default=[], metavar="SPEC",
                         help="app to host: path/to/app.py, a folder with app.py, or "
                         "module:attribute (repeatable)")  # fmt: skip
+    parser.add_argument("--threads", action="append", default=[], metavar="APP=N",
+                        type=_threads_option, help="run app APP's handlers on N threads of "
+                        "its own, so busy handlers do not stall the node (repeatable)")  # fmt: skip
     parser.add_argument("--demo", action="store_true",
                         help="host the demo app on 127.0.0.1, discovery off")  # fmt: skip
     args = parser.parse_args(argv)
@@ -334,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         mdns = bool(args.mdns) if args.mdns is not None else not args.demo
         state_dir = args.state_dir or (None if args.demo else default_state_dir(args.name))
         apps = dict(load_app(spec) for spec in args.app)
+        for name, count in args.threads:
+            if name not in apps:
+                raise ConfigError(f"--threads {name}={count}: no app {name!r} is hosted")
+            apps[name].threads = count
         if args.demo:
             from .demo import demo_app
 

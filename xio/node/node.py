@@ -52,6 +52,7 @@ from ..request import Headers, Request, Response
 from ..resource import Resource
 from ..server import DEFAULT_MAX_BODY, HTTPLimits, Server, WSGIApp
 from ..statedir import StateLock
+from ..threads import HUB_WATCH, answer_on_threads
 from .exchange import SUMMARY_CAP, RecordExchange
 from .originator import Originator, RecordContent
 from .router import HOP_BY_HOP, Router
@@ -535,6 +536,10 @@ class Node:
         return response
 
     def _run_app(self, app: Resource, req: Request, deadline: float) -> Response:
+        if app.threads:  # on the app's own threads: the hub keeps serving links meanwhile
+            return answer_on_threads(app, req, deadline, self.refused)
+        if not HUB_WATCH.started:  # warns of a handler that holds the hub (xio.threads)
+            HUB_WATCH.start()
         timer = gevent.Timeout(max(deadline - time.monotonic(), 0.0))
         timer.start()
         try:
