@@ -175,11 +175,11 @@ def _check_headers(owner: str, value: Any) -> tuple[tuple[str, str], ...]:
         else:
             pairs = tuple((name, text) for name, text in value)
     total = 0
-    for name, text in pairs:
-        size = _utf8_size(text)
+    for name, text in pairs:  # inlined ASCII case: this runs for every req and res
+        size = len(text) if text.isascii() else _utf8_size(text)
         if size > MAX_STRING:
             raise _fail(owner, "headers", f"value of {name[:64]!r} is over {MAX_STRING} bytes")
-        total += _utf8_size(name) + size
+        total += (len(name) if name.isascii() else _utf8_size(name)) + size
     if total > MAX_HEADER_BYTES:
         raise _fail(owner, "headers", f"hold {total} bytes, over {MAX_HEADER_BYTES}")
     return pairs
