@@ -295,7 +295,7 @@ def check_request_fits(method: str, path: str, query: str, headers) -> None:
         raise HTTPError(431, f"a request crossing the mesh has at most {codec.MAX_HEADERS} headers")
     total = 0
     for name, value in headers:
-        size = len(value.encode("utf-8", "surrogatepass"))
+        size = len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
         if size > codec.MAX_STRING:
             raise HTTPError(431, f"header {name[:64]!r} is over {codec.MAX_STRING} bytes")
         total += len(name.encode("utf-8", "surrogatepass")) + size

@@ -13,6 +13,8 @@ destination, and acts on events from its links, never blocking the link's reader
 
 A node that cannot go on answers in place of ``dst``, never silently:
 
+    an unreadable X-Xio-Via trail                       400 (judged by the link session)
+    a trail that holds this node already (a loop)       508 (judged by the link session)
     no route to dst, or no hops left                    502
     the next hop's link closed while waiting            502
     the deadline passed                                 504 (and a ``cancel`` goes downstream)
