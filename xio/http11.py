@@ -207,17 +207,18 @@ def check_field(name: str, value: str) -> None:
         raise BadGateway(f"response header {name!r} holds a control or non-latin-1 character")
 
 
-def response_fields(fields: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+def response_fields(fields: Iterable[tuple[str, str]], status: int = 200) -> list[tuple[str, str]]:
     """Return the fields a server may write for a response; raise a 502 on a bad one.
 
     Framing and hop-by-hop fields, and those a ``Connection`` field names, are dropped:
-    the server computes them for its own connection.
+    the server computes them for its own connection. A 426 keeps its ``Upgrade``, which
+    RFC 9110 (15.5.22) requires it to name.
     """
     kept = []
     named: set[str] = set()
     for name, value in fields:
         key = name.lower()
-        if key in HOP_BY_HOP:
+        if key in HOP_BY_HOP and not (key == "upgrade" and status == 426):
             if key == "connection":
                 named.update(token.strip().lower() for token in value.split(","))
             continue

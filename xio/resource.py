@@ -34,6 +34,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from .errors import BadRequest, HTTPError, MethodNotAllowed, NotFound
 from .request import AUTOMATIC_METHODS, STANDARD_METHODS, Request, Response, Verbs
@@ -133,7 +134,18 @@ def _parse_docstring(doc: str | None) -> tuple[str, list[str] | None, dict[str, 
     return inspect.cleandoc(text) if text else "", methods, inputs
 
 
+class RawPath(str):
+    """A ``url_path`` still percent-encoded, as it crossed the mesh: split, then decoded.
+
+    Splitting comes first, so an encoded slash (``a%2Fb``) stays inside one segment.
+    """
+
+    __slots__ = ()
+
+
 def _split(path: str) -> list[str]:
+    if type(path) is RawPath:
+        return [unquote(segment) for segment in path.split("/") if segment]
     return [segment for segment in path.split("/") if segment]
 
 
@@ -364,7 +376,9 @@ def error_response(exc: HTTPError) -> Response:
 
 def _find_file(root: Path | None, segments: list[str]) -> Path | None:
     """Return the file ``segments`` names below ``root``, never anything outside it."""
-    if root is None or any(s in ("..", ".") or "\\" in s or "\0" in s for s in segments):
+    if root is None or any(
+        s in ("..", ".") or "\\" in s or "\0" in s or "/" in s for s in segments
+    ):
         return None
     candidate = root.joinpath(*segments)
     try:

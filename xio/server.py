@@ -54,6 +54,10 @@ log = logging.getLogger("xio")
 access_log = logging.getLogger("xio.access")
 
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
+#: WSGI environ keys with the request as the client sent it: the request target (not
+#: percent-decoded) and the header fields as ``(name, value)`` pairs, case and repeats kept.
+RAW_TARGET = "xio.raw_target"
+RAW_FIELDS = "xio.raw_fields"
 #: The environ key through which the server tells ``WSGIApp`` its body deadline.
 BODY_TIMEOUT_KEY = "xio.body_timeout"
 
@@ -201,7 +205,7 @@ class WSGIApp:
             content_type = extra["Content-Type"]
         try:
             pairs = extra.fields() if isinstance(extra, Headers) else list((extra or {}).items())
-            fields = http11.response_fields(pairs) if pairs else []
+            fields = http11.response_fields(pairs, status) if pairs else []
         except HTTPError as exc:  # a header that cannot be written as one line
             log.warning("refused the response to %s %s: %s", environ.get("REQUEST_METHOD"),
                         environ.get("PATH_INFO"), exc.description)  # fmt: skip
@@ -338,8 +342,10 @@ class _Handler(WSGIHandler):
         finally:
             deadline.close()
         self.served += 1
-        self.environ = self.get_environ()
-        self.environ[BODY_TIMEOUT_KEY] = limits.body_timeout
+        environ = self.environ = self.get_environ()
+        environ[BODY_TIMEOUT_KEY] = limits.body_timeout
+        environ[RAW_TARGET] = self.path
+        environ[RAW_FIELDS] = self._fields
         self.application = self.server.application
         loop = self.server.loop
         iteration = loop.iteration
@@ -370,6 +376,7 @@ class _Handler(WSGIHandler):
         for name, value in fields:
             message.set_raw(name, value)
         self.headers = message
+        self._fields = fields
         self.content_length = framing.content_length
         tokens = {t.strip().lower() for t in message.get("Connection", "").split(",")}
         if self.request_version == "HTTP/1.1":

@@ -35,7 +35,7 @@ from gevent.event import Event
 from .. import __version__
 from ..budget import Budget
 from ..content import encode as encode_content
-from ..errors import ConfigError, ConnectError, HTTPError
+from ..errors import ConfigError, ConnectError, HTTPError, LocalProtocolError
 from ..peering import codec
 from ..peering.codec import RequestFrame, ResponseFrame
 from ..peering.forwarding import VIA, Forwarder, error_frame, extend_via, via_of
@@ -49,13 +49,14 @@ from ..peering.session import Closed, LinkLimits, LinkSession
 from ..peering.store import RecordStore, StoreLimits
 from ..peering.transport import WebSocketEndpoint, connect
 from ..request import Headers, Request, Response
-from ..resource import Resource
+from ..resource import RawPath, Resource
 from ..server import DEFAULT_MAX_BODY, HTTPLimits, Server, WSGIApp
 from ..statedir import StateLock
 from ..threads import HUB_WATCH, answer_on_threads
 from .exchange import SUMMARY_CAP, RecordExchange
+from .headers import end_to_end
 from .originator import Originator, RecordContent
-from .router import HOP_BY_HOP, Router
+from .router import Router
 from .routes import RouteKeeper
 
 log = logging.getLogger("xio.node")
@@ -513,23 +514,26 @@ class Node:
 
     def deliver(self, frame: RequestFrame, deadline: float) -> ResponseFrame:
         """Answer a request that came over a link for an app hosted here."""
+        trail = via_of(frame.headers)
         app = self.apps.get(frame.app)
         if app is None:
-            return error_frame(404, f"app {frame.app!r} is not hosted on node {self.name}")
+            description = f"app {frame.app!r} is not hosted on node {self.name}"
+            return error_frame(404, description, via=extend_via(trail, self.id))
         req = Request(frame.method, frame.path, query=frame.query,
                       headers=Headers(frame.headers), body=frame.body)  # fmt: skip
-        response = self.answer_locally(app, req, deadline, via_of(frame.headers))
-        return response_to_frame(response, req.headers.get("Accept"))
+        response = self.answer_locally(app, req, deadline, trail)
+        return response_to_frame(response, req.headers.get("Accept"), self.forwarder.counts)
 
     def answer_locally(
         self, app: Resource, req: Request, deadline: float, trail: str = ""
     ) -> Response:
-        """Run ``app`` on ``req`` (path below the app) with the deadline enforced.
+        """Run ``app`` on ``req``, whose ``url_path`` is the raw path below the app.
 
-        A request that crossed the mesh (``trail``) gets its trail back in ``X-Xio-Via``
-        with this node appended.
+        The path is decoded once, segment by segment, by the resource tree (``RawPath``),
+        whether the request came over HTTP here or over a link. A request that crossed the
+        mesh (``trail``) gets its trail back in ``X-Xio-Via`` with this node appended.
         """
-        req.url_path = "www/" + req.url_path.lstrip("/")
+        req.url_path = RawPath("www/" + req.url_path.lstrip("/"))
         response = self._run_app(app, req, deadline)
         if trail:
             response.headers[VIA] = extend_via(trail, self.id)
@@ -554,25 +558,44 @@ class Node:
             timer.close()
 
 
-def response_to_frame(response: Response, accept: str | None) -> ResponseFrame:
-    """Encode a local app's response for the trip back over links."""
+def response_to_frame(
+    response: Response, accept: str | None, counts: Counter | None = None
+) -> ResponseFrame:
+    """Encode a local app's response for the trip back over links.
+
+    The frame rules are checked here, where the response was made: a response that no frame
+    may carry (a header over 64 KiB, a body over 16 MiB) fails this request alone with a 502,
+    counted as ``response_too_large``, instead of a frame the next node must refuse.
+    """
+    via = response.headers.get(VIA, "")
     try:
         body, content_type = encode_content(response.content, response.content_type, accept)
     except TypeError as exc:
-        return error_frame(500, f"TypeError: {exc}")
+        return error_frame(500, f"TypeError: {exc}", via=via)
     if not isinstance(body, bytes):
         chunks, size = [], 0
         for chunk in body:
             size += len(chunk)
             if size > codec.MAX_BODY:
-                return error_frame(502, f"response is larger than {codec.MAX_BODY} bytes")
+                break
             chunks.append(chunk)
-        body = b"".join(chunks)
-    if len(body) > codec.MAX_BODY:
-        return error_frame(502, f"response is larger than {codec.MAX_BODY} bytes")
+        body = b"".join(chunks) if size <= codec.MAX_BODY else None
+    if body is None or len(body) > codec.MAX_BODY:
+        return _unsendable(f"response is larger than {codec.MAX_BODY} bytes", via, counts)
     headers = [("Content-Type", content_type)] if response.status not in (204, 304) else []
-    headers += [(n, v) for n, v in response.headers.items() if n.lower() not in HOP_BY_HOP]
-    return ResponseFrame(0, response.status, tuple(headers), body)
+    extra = response.headers  # a Headers (repeats kept), or a plain dict an app put there
+    headers += end_to_end(extra.fields() if isinstance(extra, Headers) else extra.items())
+    try:
+        return ResponseFrame(0, response.status, tuple(headers), body)
+    except LocalProtocolError as exc:
+        return _unsendable(f"the response cannot cross the mesh: {exc}", via, counts)
+
+
+def _unsendable(description: str, via: str, counts: Counter | None) -> ResponseFrame:
+    if counts is not None:
+        counts["response_too_large"] += 1
+    log.warning("refused a local response: %s", description)
+    return error_frame(502, description, via=via)
 
 
 def _summary(app: Resource) -> str:

@@ -8,31 +8,55 @@
     anything else            the main app (``app.main()``), or 404 unknown app
 
 ``X-Xio-Timeout: <seconds>`` sets the request's deadline (default 30 s); past it the
-answer is 504, wherever the request is.
+answer is 504, wherever the request is. ``GET /_xio/ws`` without a WebSocket upgrade is 426.
+
+Theory of operation (docs/PROTOCOL.md, section 11). The first segments (app, ``~node``) are
+decoded to route; the rest of the path stays exactly as the client sent it (percent-encoded)
+and is decoded once, segment by segment, by the app's resource tree, here or at the far end:
+``/app/a%2Fb/c`` gives the app the segments ``a/b`` and ``c`` either way. A request that
+leaves as a ``req`` carries the client's end-to-end headers as received (case, order,
+repeats, ``Host``), never a client's ``X-Xio-Via``; values that no frame may carry are the
+client's 4xx here (400, 414, 431). A ``res`` becomes HTTP without its hop-by-hop and framing
+headers (the HTTP writer frames the body itself), repeats kept; what HTTP cannot carry is a
+502. Answers of apps hosted here go through the same header rules.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
+from collections import Counter
+from urllib.parse import quote, unquote
 
-from ..errors import BadRequest, Conflict, GatewayTimeout, HTTPError, NotFound, PayloadTooLarge
+from ..errors import (
+    BadRequest,
+    Conflict,
+    GatewayTimeout,
+    HTTPError,
+    LocalProtocolError,
+    NotFound,
+    PayloadTooLarge,
+)  # fmt: skip
+from ..peering import codec
 from ..peering.codec import DEFAULT_HOPS, MAX_BODY, RequestFrame, ResponseFrame
+from ..peering.via import VIA
 from ..request import Headers, Request, Response
 from ..resource import error_response
+from ..server import RAW_FIELDS, RAW_TARGET
 from .admin import admin_resource
+from .headers import end_to_end, first_bad_header
 from .hosting import APP_NAME
 
 log = logging.getLogger("xio.node")
 
-#: Headers that belong to one HTTP connection, not to the request: never forwarded.
-HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection",
-     "proxy-authorization", "trailer", "content-length", "host"}
-)  # fmt: skip
-
 TIMEOUT_HEADER = "X-Xio-Timeout"
 MAX_TIMEOUT = 3600.0
+#: Room kept in a req's headers for the trail relays append (255 hops of 33 bytes).
+_TRAIL_ROOM = 16 * 1024
+#: What a raw path keeps as it is: RFC 3986 pchar, "/" and "%" (escapes are checked apart).
+_PATH_SAFE = "/%!$&'()*+,;=:@"
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 class Router:
@@ -71,6 +95,9 @@ class Router:
         path = req.url_path
         first, _, rest = path.lstrip("/").partition("/")
         if first == "_xio":
+            if rest == "ws":  # only a WebSocket upgrade is served there, by the server itself
+                raise HTTPError(426, f"{path} takes a WebSocket upgrade: send Upgrade: websocket",
+                                headers={"Upgrade": "websocket"})  # fmt: skip
             req.url_path = rest
             return self.admin.handle(req)
         node = self.node
@@ -83,18 +110,31 @@ class Router:
                 )
             )
         deadline = time.monotonic() + self._timeout(req)
+        if req.header(VIA) is not None:  # only nodes write the trail, never a client
+            req.headers.pop(VIA, None)
+        # Routing reads the decoded first segments; the rest stays as the client sent it, so
+        # that "%2F" is still not "/" when the app splits it (docs/PROTOCOL.md, 11).
+        raw = raw_path(req)
+        raw_first, slash, raw_rest = raw.lstrip("/").partition("/")
+        first, below = unquote(raw_first), slash + raw_rest
         if first.startswith("~"):
-            return self._pinned(req, first[1:], rest, deadline)
+            return self._pinned(req, first[1:], below, deadline)
         if first in node.apps:
-            req.url_path = rest
-            return node.answer_locally(node.apps[first], req, deadline)
+            req.url_path = below
+            return self._local(node.apps[first], req, deadline)
         if APP_NAME.match(first) and node.table.hosts_of(first):
-            return self._forward(req, node.table.pick_host(first), first, rest, deadline)
+            return self._forward(req, node.table.pick_host(first), first, below, deadline)
         if node.main_app is not None:
-            return node.answer_locally(node.main_app, req, deadline)
+            req.url_path = raw
+            return self._local(node.main_app, req, deadline)
         if not APP_NAME.match(first):
             raise BadRequest(f"malformed mesh path {path!r}: {first!r} cannot be an app name")
         raise NotFound(f"no app {first!r} in the mesh")
+
+    def _local(self, app, req: Request, deadline: float) -> Response:
+        """Answer ``req`` with an app hosted here, under the rules of a forwarded answer."""
+        # The HTTP writer frames the answer and drops the app's connection fields.
+        return self.node.answer_locally(app, req, deadline)
 
     def _timeout(self, req: Request) -> float:
         raw = req.header(TIMEOUT_HEADER)
@@ -108,14 +148,15 @@ class Router:
             raise BadRequest(f"{TIMEOUT_HEADER} must be a positive number of seconds")
         return min(seconds, MAX_TIMEOUT, self.node.config.max_ttl)
 
-    def _pinned(self, req: Request, token: str, rest: str, deadline: float) -> Response:
-        app, _, below = rest.partition("/")
+    def _pinned(self, req: Request, token: str, raw_rest: str, deadline: float) -> Response:
+        raw_app, slash, raw_below = raw_rest.lstrip("/").partition("/")
+        app, below = unquote(raw_app), slash + raw_below
         if not token or not app or not APP_NAME.match(app):
             raise BadRequest("malformed mesh path: expected /~<node id or name>/<app>/<path>")
         node = self.node
         if token in (node.id, node.name) and app in node.apps:
             req.url_path = below
-            return node.answer_locally(node.apps[app], req, deadline)
+            return self._local(node.apps[app], req, deadline)
         matches = node.table.find_nodes(token)
         if not matches:
             raise NotFound(f"no node {token!r} in the mesh")
@@ -128,19 +169,23 @@ class Router:
             raise NotFound(f"no app {app!r} on node {token}")
         return self._forward(req, target, app, below, deadline)
 
-    def _forward(self, req: Request, dst: str, app: str, below: str, deadline: float) -> Response:
+    def _forward(self, req: Request, dst: str, app: str, path: str, deadline: float) -> Response:
+        """Carry ``req`` to node ``dst`` as a ``req`` frame; ``path`` is raw, below the app."""
         if time.monotonic() >= deadline:
             raise GatewayTimeout("deadline passed")
         if len(req.body) > MAX_BODY:
             raise PayloadTooLarge(f"a body crossing the mesh is at most {MAX_BODY} bytes")
-        headers = tuple(
-            (name, value) for name, value in req.headers.items() if name.lower() not in HOP_BY_HOP
-        )
-        frame = RequestFrame(
-            0, dst, app, req.method, "/" + below if below or req.url_path.endswith("/") else "",
-            req.query_string, headers, req.body, DEFAULT_HOPS + 1, 0,
-        )  # fmt: skip
-        return frame_to_response(self.node.forwarder.route(frame, deadline))
+        headers = request_headers(req)
+        check_request_fits(req.method, path, req.query_string, headers)
+        try:
+            frame = RequestFrame(
+                0, dst, app, req.method, path, req.query_string, headers, req.body,
+                DEFAULT_HOPS + 1, 0,
+            )  # fmt: skip
+            answer = self.node.forwarder.route(frame, deadline)
+        except LocalProtocolError as exc:  # a client's value the frame rules refuse: its fault
+            raise BadRequest(f"the request cannot cross the mesh: {exc}") from None
+        return frame_to_response(answer, self.node.forwarder.counts)
 
     def listing(self) -> dict:
         """Return every app in the mesh with the nodes that host it."""
@@ -157,8 +202,86 @@ class Router:
         }
 
 
-def frame_to_response(frame: ResponseFrame) -> Response:
-    """Turn a ``res`` frame into the HTTP response sent to the client."""
-    headers = Headers(frame.headers)
-    content_type = headers.pop("Content-Type", None)
-    return Response(frame.body, frame.status, content_type, headers)
+def frame_to_response(frame: ResponseFrame, counts: Counter | None = None) -> Response:
+    """Turn a ``res`` frame into the HTTP response sent to the client.
+
+    The HTTP writer frames the body itself: hop-by-hop and framing headers of the frame are
+    dropped, repeated ones stay repeated. What HTTP cannot carry (a status outside 200..599,
+    a control character in a header) becomes a 502 naming it, counted as ``bad_response``.
+    """
+    headers = end_to_end(frame.headers)
+    problem = None
+    if not 200 <= frame.status <= 599:  # 1xx would be read as an interim answer
+        problem = f"status {frame.status} from the mesh cannot be sent over HTTP/1.1"
+    else:
+        bad = first_bad_header(headers)
+        if bad is not None:
+            problem = f"header {bad[:64]!r} from the mesh is not valid HTTP"
+    if problem is not None:
+        if counts is not None:
+            counts["bad_response"] += 1
+        log.warning("refused a response from the mesh: %s", problem)
+        return error_response(HTTPError(502, problem))
+    content_type = None
+    for index, (name, value) in enumerate(headers):
+        if name.lower() == "content-type":
+            content_type = value
+            del headers[index]
+            break
+    return Response(frame.body, frame.status, content_type, Headers(headers))
+
+
+def raw_path(req: Request) -> str:
+    """Return the path of ``req`` as the client sent it, in the raw form a ``req`` carries.
+
+    Bytes outside RFC 3986's pchar set are percent-encoded, escapes already there are kept:
+    decoding the result once gives the path the client meant. A request that did not come
+    over HTTP (in-process) has only its decoded path, which is encoded here.
+    """
+    environ = req._environ  # noqa: SLF001 - where the HTTP adapter keeps the raw request
+    target = environ.get(RAW_TARGET) if environ else None
+    if target is None:
+        return quote(req.url_path, safe=_PATH_SAFE.replace("%", ""))
+    path = target.partition("?")[0]
+    if not path.startswith("/"):  # absolute-form (RFC 9112 3.2.2), e.g. "http://host/a"
+        _, sep, rest = path.partition("://")
+        path = "/" + rest.partition("/")[2] if sep else "/"
+    if _BAD_ESCAPE.search(path):
+        raise BadRequest(
+            "malformed percent-encoding in the path: '%' must be followed by 2 hex digits"
+        )
+    return quote(path.encode("latin-1", "replace"), safe=_PATH_SAFE)
+
+
+def request_headers(req: Request) -> tuple[tuple[str, str], ...]:
+    """Return the headers a ``req`` carries for ``req``: end-to-end ones, as received.
+
+    Names keep their case, repeats stay repeated and in order; ``Host`` is kept. Hop-by-hop
+    and framing headers are dropped, and so is any ``X-Xio-Via`` (only nodes write it).
+    """
+    environ = req._environ  # noqa: SLF001
+    pairs = environ.get(RAW_FIELDS) if environ else None
+    if pairs is None:  # not from xio's HTTP server (a test client, another WSGI server)
+        pairs = req.headers.items()
+    return tuple(pair for pair in end_to_end(pairs) if pair[0].lower() != "x-xio-via")
+
+
+def check_request_fits(method: str, path: str, query: str, headers) -> None:
+    """Refuse, with the precise 4xx, a client's request that a ``req`` frame cannot carry."""
+    if len(method) > codec.MAX_NAME:
+        raise BadRequest(f"a method is at most {codec.MAX_NAME} characters")
+    if len(path) > codec.MAX_STRING:
+        raise HTTPError(414, f"a path crossing the mesh is at most {codec.MAX_STRING} bytes")
+    if len(query.encode("utf-8", "surrogatepass")) > codec.MAX_STRING:
+        raise HTTPError(414, f"a query crossing the mesh is at most {codec.MAX_STRING} bytes")
+    if len(headers) > codec.MAX_HEADERS:
+        raise HTTPError(431, f"a request crossing the mesh has at most {codec.MAX_HEADERS} headers")
+    total = 0
+    for name, value in headers:
+        size = len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+        if size > codec.MAX_STRING:
+            raise HTTPError(431, f"header {name[:64]!r} is over {codec.MAX_STRING} bytes")
+        total += len(name.encode("utf-8", "surrogatepass")) + size
+    if total > codec.MAX_HEADER_BYTES - _TRAIL_ROOM:
+        limit = codec.MAX_HEADER_BYTES - _TRAIL_ROOM
+        raise HTTPError(431, f"the headers hold {total} bytes; at most {limit} cross the mesh")

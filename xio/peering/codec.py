@@ -30,6 +30,7 @@ be large only by its strings and bins.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -46,6 +47,7 @@ __all__ = [
     "MAX_FRAME",
     "MAX_HANDSHAKE_FRAME",
     "MAX_HEADERS",
+    "MAX_HEADER_BYTES",
     "MAX_STRING",
     "MAX_SUMMARY_ENTRIES",
     "NONCE_LENGTH",
@@ -74,6 +76,9 @@ MAX_FRAME = MAX_BODY + 1024 * 1024  # body plus headroom for the envelope
 MAX_HANDSHAKE_FRAME = 4096  # what a link accepts before it is established
 MAX_STRING = 64 * 1024  # any msgpack str in a frame
 MAX_HEADERS = 256
+#: All names and values of one req's or res's headers together, in UTF-8 bytes: with the path
+#: and query (64 KiB each) they stay well inside the 1 MiB a frame has besides its body.
+MAX_HEADER_BYTES = 256 * 1024
 MAX_NAME = 255  # node names, app names, methods
 MAX_REASON = 1024
 MAX_UINT32 = 2**32 - 1
@@ -99,6 +104,15 @@ DECODE_REASONS = (
 
 _REQUIRED = object()
 _is_node_id = NODE_ID_PATTERN.fullmatch
+#: A raw path: "/"-separated, every other byte unreserved, a sub-delim, ":" or "@" (RFC 3986
+#: pchar), or a %XX escape. It is carried as the client sent it and decoded once, at the app.
+_RAW_PATH = re.compile(r"(?:/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*)?")
+_is_raw_path = _RAW_PATH.fullmatch
+
+
+def _utf8_size(text: str) -> int:
+    # isascii() is O(1) in CPython: the common case costs no encoding.
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 # -- field checks: raise LocalProtocolError; decode turns it into RemoteProtocolError ----------
@@ -116,6 +130,8 @@ def _check_uint(owner: str, field: str, value: Any, maximum: int) -> None:
 def _check_str(owner: str, field: str, value: Any, maximum: int, minimum: int = 0) -> None:
     if not isinstance(value, str) or not minimum <= len(value) <= maximum:
         raise _fail(owner, field, f"must be a str of {minimum}..{maximum} chars")
+    if maximum == MAX_STRING and _utf8_size(value) > MAX_STRING:  # the decoder counts bytes
+        raise _fail(owner, field, f"must be at most {MAX_STRING} bytes in UTF-8")
 
 
 def _check_bytes(owner: str, field: str, value: Any, length: int | None = None) -> None:
@@ -131,27 +147,42 @@ def _check_node_id(owner: str, field: str, value: Any) -> None:
 
 
 def _check_headers(owner: str, value: Any) -> tuple[tuple[str, str], ...]:
+    # The same rules bind a frame built here and one decoded from a peer: at most MAX_HEADERS
+    # pairs of str, each str at most MAX_STRING bytes (the decoder's msgpack limit), all of
+    # them together at most MAX_HEADER_BYTES.
+    pairs = None
     if type(value) is list and len(value) <= MAX_HEADERS:
         # Decoded frames: every pair is a 2-list of str; the tuple() copy makes it immutable.
         try:
             pairs = tuple([(name, text) for name, text in value])
         except (TypeError, ValueError):
             pairs = None
-        if pairs is not None and all(type(n) is str and type(t) is str for n, t in pairs):
-            return pairs
-    if not isinstance(value, (list, tuple)) or len(value) > MAX_HEADERS:
-        raise _fail(owner, "headers", f"must be an array of at most {MAX_HEADERS} pairs")
-    for pair in value:
-        if (
-            not isinstance(pair, (list, tuple))
-            or len(pair) != 2
-            or not isinstance(pair[0], str)
-            or not isinstance(pair[1], str)
-        ):
-            raise _fail(owner, "headers", "must hold [name, value] pairs of str")
-    if type(value) is tuple and all(type(pair) is tuple for pair in value):
-        return value
-    return tuple((name, text) for name, text in value)
+        if pairs is not None and not all(type(n) is str and type(t) is str for n, t in pairs):
+            pairs = None
+    if pairs is None:
+        if not isinstance(value, (list, tuple)) or len(value) > MAX_HEADERS:
+            raise _fail(owner, "headers", f"must be an array of at most {MAX_HEADERS} pairs")
+        for pair in value:
+            if (
+                not isinstance(pair, (list, tuple))
+                or len(pair) != 2
+                or not isinstance(pair[0], str)
+                or not isinstance(pair[1], str)
+            ):
+                raise _fail(owner, "headers", "must hold [name, value] pairs of str")
+        if type(value) is tuple and all(type(pair) is tuple for pair in value):
+            pairs = value
+        else:
+            pairs = tuple((name, text) for name, text in value)
+    total = 0
+    for name, text in pairs:  # inlined ASCII case: this runs for every req and res
+        size = len(text) if text.isascii() else _utf8_size(text)
+        if size > MAX_STRING:
+            raise _fail(owner, "headers", f"value of {name[:64]!r} is over {MAX_STRING} bytes")
+        total += (len(name) if name.isascii() else _utf8_size(name)) + size
+    if total > MAX_HEADER_BYTES:
+        raise _fail(owner, "headers", f"hold {total} bytes, over {MAX_HEADER_BYTES}")
+    return pairs
 
 
 # -- message types ---------------------------------------------------------------------------
@@ -278,9 +309,10 @@ class RequestFrame:
             and 0 < len(self.method) <= MAX_NAME
             and type(path) is str
             and len(path) <= MAX_STRING
-            and (not path or path[0] == "/")
+            and _is_raw_path(path)
             and type(self.query) is str
             and len(self.query) <= MAX_STRING
+            and self.query.isascii()
             and type(self.body) is bytes
             and len(self.body) <= MAX_BODY
             and type(self.hops) is int
@@ -299,6 +331,8 @@ class RequestFrame:
         _check_str("req", "path", self.path, MAX_STRING)
         if self.path and self.path[0] != "/":
             raise _fail("req", "path", "must be empty or start with '/'")
+        if not _is_raw_path(self.path):
+            raise _fail("req", "path", "must be a raw path: pchars, '/' and %XX escapes only")
         _check_str("req", "query", self.query, MAX_STRING)
         _check_bytes("req", "body", self.body)
         if len(self.body) > MAX_BODY:
@@ -464,7 +498,17 @@ def encode(message: Message) -> bytes:
         if value is None and default is None:
             continue
         frame[key] = value
-    return _pack(frame)
+    try:
+        data = _pack(frame)
+    except (UnicodeEncodeError, ValueError, OverflowError) as exc:  # e.g. a lone surrogate
+        raise LocalProtocolError(f"cannot encode {message.TYPE}: {exc}") from None
+    # The decoder's rules, applied to what we send: a frame a peer must refuse (and close the
+    # link for) is never sent. Valid fields keep every frame within its cap; this is the guard.
+    if len(data) > FRAME_CAPS[message.TYPE]:
+        raise LocalProtocolError(
+            f"{message.TYPE} frame of {len(data)} bytes > {FRAME_CAPS[message.TYPE]}"
+        )
+    return data
 
 
 def peek_type_and_id(prefix: bytes) -> tuple[str | None, int | None]:

@@ -13,6 +13,8 @@ destination, and acts on events from its links, never blocking the link's reader
 
 A node that cannot go on answers in place of ``dst``, never silently:
 
+    an unreadable X-Xio-Via trail                       400 (judged by the link session)
+    a trail that holds this node already (a loop)       508 (judged by the link session)
     no route to dst, or no hops left                    502
     the next hop's link closed while waiting            502
     the deadline passed                                 504 (and a ``cancel`` goes downstream)
@@ -42,10 +44,11 @@ from gevent import GreenletExit, get_hub, getcurrent
 from gevent.event import AsyncResult
 
 from ..budget import Budget
-from ..errors import ConnectionClosed, QueueFull
+from ..errors import ConnectionClosed, LocalProtocolError, QueueFull
 from .codec import RequestFrame, ResponseFrame
 from .links import Link
 from .session import Closed, error_frame
+from .via import VIA, extend_via, via_of, with_via
 
 __all__ = ["VIA", "Forwarder", "Workers", "error_frame", "extend_via", "via_of", "with_via"]
 
@@ -53,30 +56,9 @@ log = logging.getLogger("xio.forwarding")
 
 #: Idle workers kept for reuse; more are started when needed, and end when not kept.
 DEFAULT_IDLE_WORKERS = 128
-#: The ids of the nodes a request passed, comma-separated; see docs/PROTOCOL.md.
-VIA = "X-Xio-Via"
 #: What a request's deadline timer sets its result to.
 _TIMED_OUT = object()
 _monotonic = time.monotonic
-
-
-def via_of(headers) -> str:
-    """Return the ``X-Xio-Via`` trail in a tuple of header pairs ('' if none)."""
-    for name, value in headers:
-        if name.lower() == "x-xio-via":
-            return value
-    return ""
-
-
-def extend_via(trail: str, node_id: str) -> str:
-    """Return ``trail`` with ``node_id`` appended."""
-    return f"{trail},{node_id}" if trail else node_id
-
-
-def with_via(headers: tuple, node_id: str) -> tuple:
-    """Return ``headers`` with ``node_id`` appended to their ``X-Xio-Via`` trail."""
-    kept = tuple(pair for pair in headers if pair[0].lower() != "x-xio-via")
-    return (*kept, (VIA, extend_via(via_of(headers), node_id)))
 
 
 class _Held:
@@ -236,10 +218,14 @@ class Forwarder:
             return error_frame(504, "deadline passed before the request left this node", via=trail)
         result = AsyncResult()
         request_id = link.session.open_request(result, deadline)
-        frame = RequestFrame(
-            request_id, request.dst, request.app, request.method, request.path, request.query,
-            headers, request.body, request.hops - 1, int(remaining * 1000),
-        )  # fmt: skip
+        try:
+            frame = RequestFrame(
+                request_id, request.dst, request.app, request.method, request.path,
+                request.query, headers, request.body, request.hops - 1, int(remaining * 1000),
+            )  # fmt: skip
+        except LocalProtocolError:  # the caller's request breaks a frame rule: the caller says
+            link.session.forget_request(request_id)
+            raise
         # The deadline runs from now, whatever the link does: a bare loop timer that sets the
         # result (gevent.Timeout would build an exception per request).
         timer = get_hub().loop.timer(remaining)
@@ -280,12 +266,12 @@ class Forwarder:
         """Serve a ``req`` from ``link`` here, or pass it on towards its ``dst``."""
         request_id = frame.request_id
         if not self.in_flight.take():
-            self._refuse(link, request_id, "in_flight_budget", "too many requests in flight here")
+            self._refuse(link, frame, "in_flight_budget", "too many requests in flight here")
             return
         size = len(frame.body)
         if size and not self.body_bytes.take(size):
             self.in_flight.give()
-            self._refuse(link, request_id, "body_budget", "the node's budget for bodies is spent")
+            self._refuse(link, frame, "body_budget", "the node's budget for bodies is spent")
             return
         if frame.dst == self.own_id:
             task = Task(size)
@@ -295,9 +281,10 @@ class Forwarder:
         else:
             self._relay(link, frame, deadline, size)
 
-    def _refuse(self, link: Link, request_id: int, reason: str, description: str) -> None:
+    def _refuse(self, link: Link, frame: RequestFrame, reason: str, description: str) -> None:
         self.counts[reason] += 1
-        link.respond(request_id, error_frame(503, description, request_id))
+        via = extend_via(via_of(frame.headers), self.own_id)
+        link.respond(frame.request_id, error_frame(503, description, frame.request_id, via))
 
     def _serve(self, link: Link, frame: RequestFrame, deadline: float, task: Task) -> None:
         request_id = frame.request_id
@@ -310,7 +297,9 @@ class Forwarder:
             raise
         except Exception:
             log.exception("request %s from %s failed", request_id, link.peer_name)
-            link.respond(request_id, error_frame(500, "the node failed to answer", request_id))
+            via = extend_via(via_of(frame.headers), self.own_id)
+            failed = error_frame(500, "the node failed to answer", request_id, via)
+            link.respond(request_id, failed)
         finally:
             self._finish(task)
 
@@ -330,10 +319,16 @@ class Forwarder:
             return
         relay = Relay(link, request_id, out, trail, size)
         relay.out_id = out.session.open_request(relay, deadline)
-        forward = RequestFrame(
-            relay.out_id, frame.dst, frame.app, frame.method, frame.path, frame.query, headers,
-            frame.body, frame.hops - 1, int(remaining * 1000),
-        )  # fmt: skip
+        try:
+            forward = RequestFrame(
+                relay.out_id, frame.dst, frame.app, frame.method, frame.path, frame.query,
+                headers, frame.body, frame.hops - 1, int(remaining * 1000),
+            )  # fmt: skip
+        except LocalProtocolError as exc:  # our id made the headers too large: refuse it alone
+            out.session.forget_request(relay.out_id)
+            self.counts["too_large"] += 1
+            self._answer(link, request_id, size, 502, f"cannot relay the request: {exc}", trail)
+            return
         try:
             out.send(forward)
         except (QueueFull, ConnectionClosed):

@@ -28,8 +28,10 @@ a greenlet or reads a clock, so every decision below is tested with a fake clock
   fresh id with the caller's ``token`` and deadline; the ``res`` comes back as
   ``ResponseArrived`` with that token. A ``req`` that arrives is registered as incoming with a
   deadline of arrival + ``ttl`` (clamped to ``max_ttl``), unless its id is in flight already
-  (``duplicate_request_id``, counted, dropped), ``max_in_flight`` are in flight (a 503 at once),
-  its ttl is 0 (504) or it has no hops left for another node (502). ``respond`` answers an
+  (``duplicate_request_id``, counted, dropped), its ``X-Xio-Via`` trail is unreadable (400,
+  ``bad_via``) or holds this node already (508, ``loop``), ``max_in_flight`` are in flight (a 503
+  at once), its ttl is 0 (504) or it has no hops left for another node (502); each of these
+  answers carries the trail with this node appended (``via``). ``respond`` answers an
   incoming request once; a peer's ``cancel`` removes it (``CancelArrived``). ``tick`` expires
   entries ``EXPIRY_GRACE`` past their deadline (``Expired``), so nothing a peer starts lives
   for ever, whatever it sends.
@@ -66,6 +68,7 @@ from xio.peering.codec import (
     Want,
 )
 from xio.peering.handshake import Handshake
+from xio.peering.via import extend_via, judge_trail
 
 __all__ = [
     "CancelArrived",
@@ -353,17 +356,24 @@ class LinkSession:
         request_id = frame.request_id
         if request_id in self.incoming:
             return self._reject("duplicate_request_id", f"request id {request_id} is in flight")
+        own_id = self.own_id
+        trail, problem = judge_trail(frame.headers, own_id)
+        if problem is not None:  # unreadable (400) or a loop (508): the request goes no further
+            self.counts[problem.reason] += 1
+            self._answer_now(problem.status, problem.description, request_id, trail)
+            return []
         if len(self.incoming) >= self.limits.max_in_flight:
             self.counts["overloaded"] += 1
-            self._answer_now(503, "too many requests in flight on this link", request_id)
+            self._answer_now(503, "too many requests in flight on this link", request_id, trail)
             return []
         if frame.ttl_ms == 0:
             self.counts["deadline"] += 1
-            self._answer_now(504, "the request arrived with no time left", request_id)
+            self._answer_now(504, "the request arrived with no time left", request_id, trail)
             return []
-        if frame.hops == 0 and frame.dst != self.own_id:
+        if frame.hops == 0 and frame.dst != own_id:
             self.counts["hop_limit"] += 1
-            self._answer_now(502, f"hop limit reached before node {frame.dst}", request_id)
+            description = f"hop limit reached before node {frame.dst}"
+            self._answer_now(502, description, request_id, trail)
             return []
         ttl = frame.ttl_ms
         if ttl > self.limits.max_ttl_ms:
@@ -373,9 +383,11 @@ class LinkSession:
         self.incoming[request_id] = entry
         return [RequestArrived(frame, entry.deadline)]
 
-    def _answer_now(self, status: int, description: str, request_id: int) -> None:
+    def _answer_now(self, status: int, description: str, request_id: int, trail: str) -> None:
+        """Answer a request at once, with this node last on its trail (section 11)."""
+        via = extend_via(trail, self.own_id) if self.own_id else ""
         try:
-            self._queue_normal(codec.encode(error_frame(status, description, request_id)))
+            self._queue_normal(codec.encode(error_frame(status, description, request_id, via)))
         except QueueFull:
             self.counts["queue_full"] += 1
 
@@ -420,7 +432,7 @@ class LinkSession:
         self._discarding = None
         self.counts["body_budget"] += 1
         if kind == "req" and request_id is not None and request_id not in self.incoming:
-            self._answer_now(503, "the node's budget for request bodies is spent", request_id)
+            self._answer_now(503, "the node's budget for request bodies is spent", request_id, "")
             return []
         if kind == "res" and request_id is not None:
             entry = self.outgoing.pop(request_id, None)
