@@ -42,9 +42,13 @@ class Headers(MutableMapping):
         # lower-case name -> (name as first given, value, further values...)
         self._items: dict[str, tuple[str, ...]] = {}
         if items:
-            pairs = items.fields() if isinstance(items, Headers) else (
-                items.items() if isinstance(items, Mapping) else items
-            )  # fmt: skip
+            kind = type(items)
+            if kind is tuple or kind is list:  # frames' and WSGI's pairs: no ABC check
+                pairs = items
+            elif isinstance(items, Headers):
+                pairs = items.fields()
+            else:
+                pairs = items.items() if isinstance(items, Mapping) else items
             for name, value in pairs:
                 self.add(name, value)
 
@@ -65,6 +69,12 @@ class Headers(MutableMapping):
 
     def __getitem__(self, name: str) -> str:
         entry = self._items[name.lower()]
+        return entry[1] if len(entry) == 2 else ", ".join(entry[1:])
+
+    def get(self, name: str, default=None):  # the mixin's goes through a KeyError
+        entry = self._items.get(name.lower())
+        if entry is None:
+            return default
         return entry[1] if len(entry) == 2 else ", ".join(entry[1:])
 
     def __setitem__(self, name: str, value: str) -> None:

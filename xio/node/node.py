@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import gevent
+from gevent import get_hub, getcurrent
 from gevent.event import Event
 
 from .. import __version__
@@ -522,7 +523,8 @@ class Node:
         req = Request(frame.method, frame.path, query=frame.query,
                       headers=Headers(frame.headers), body=frame.body)  # fmt: skip
         response = self.answer_locally(app, req, deadline, trail)
-        return response_to_frame(response, req.headers.get("Accept"), self.forwarder.counts)
+        return response_to_frame(response, req.headers.get("Accept"), self.forwarder.counts,
+                                 request_id=frame.request_id)  # fmt: skip
 
     def answer_locally(
         self, app: Resource, req: Request, deadline: float, trail: str = ""
@@ -544,13 +546,12 @@ class Node:
             return answer_on_threads(app, req, deadline, self.refused)
         if not HUB_WATCH.started:  # warns of a handler that holds the hub (xio.threads)
             HUB_WATCH.start()
-        timer = gevent.Timeout(max(deadline - time.monotonic(), 0.0))
-        timer.start()
+        # A bare loop timer that throws only if it fires: no gevent.Timeout per request.
+        timer = get_hub().loop.timer(max(deadline - time.monotonic(), 0.0))
+        timer.start(getcurrent().throw, _AppDeadline)
         try:
             return app.handle(req)
-        except gevent.Timeout as exc:
-            if exc is not timer:
-                raise
+        except _AppDeadline:
             return Response(
                 HTTPError(504, "the app did not answer before the deadline").to_dict(), 504
             )
@@ -558,8 +559,13 @@ class Node:
             timer.close()
 
 
+class _AppDeadline(BaseException):
+    """Thrown into an app's handler at its deadline (a BaseException, as gevent.Timeout is,
+    so that a handler's ``except Exception`` does not swallow it)."""
+
+
 def response_to_frame(
-    response: Response, accept: str | None, counts: Counter | None = None
+    response: Response, accept: str | None, counts: Counter | None = None, request_id: int = 0
 ) -> ResponseFrame:
     """Encode a local app's response for the trip back over links.
 
@@ -586,7 +592,7 @@ def response_to_frame(
     extra = response.headers  # a Headers (repeats kept), or a plain dict an app put there
     headers += end_to_end(extra.fields() if isinstance(extra, Headers) else extra.items())
     try:
-        return ResponseFrame(0, response.status, tuple(headers), body)
+        return ResponseFrame(request_id, response.status, tuple(headers), body)
     except LocalProtocolError as exc:
         return _unsendable(f"the response cannot cross the mesh: {exc}", via, counts)
 

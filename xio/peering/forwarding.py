@@ -290,9 +290,9 @@ class Forwarder:
         request_id = frame.request_id
         try:
             answer = self._deliver(frame, deadline)
-            link.respond(
-                request_id, ResponseFrame(request_id, answer.status, answer.headers, answer.body)
-            )
+            if answer.request_id != request_id:  # an error frame made without the id
+                answer = ResponseFrame(request_id, answer.status, answer.headers, answer.body)
+            link.respond(request_id, answer)
         except GreenletExit:
             raise
         except Exception:
