@@ -458,7 +458,10 @@ def test_an_honest_late_joiner_gets_in_after_a_sybil_flood(mesh, start_node):
         attacker.send_message(record_frame(Key(), 1, name="sybil"))
     wait_until(lambda: sum(node_info(v)["records_judged"].values()) >= sybils + 1, timeout=60,
                what="V to judge every sybil record")  # fmt: skip
-    time.sleep(1)  # and to flood them to H
+    h_id = node_id(h)
+    wait_until(lambda: all(q["queued_frames"] == 0 and not q["writing"]
+                           for q in node_info(v)["link_queues"] if q["peer"] == h_id),
+               timeout=30, what="V to flood the records to H")  # fmt: skip
     attacker.close("done")
     wait_until(lambda: link_to(v, attacker.key.node_id) is None, what="the attacker gone")
     j = start_node("j", "--app", SLOW, "--peers", ws(h), *flags(*cap))
@@ -577,9 +580,12 @@ def test_requests_in_flight_are_bounded_over_all_links(mesh):
     for attacker in attackers:  # 160 requests that each hold a worker for 6 s
         for request_id in range(1, 41):
             attacker.request(request_id, v_id, "slow", query="s=6", ttl_ms=20_000)
-    time.sleep(3)
-    busy = sum(1 for a in attackers for r in a.responses.values() if r["status"] == 503)
-    assert busy >= 160 - 64 - 8, f"only {busy} of 160 requests were refused with a budget of 64"
+
+    def refused() -> int:
+        return sum(1 for a in attackers for r in list(a.responses.values()) if r["status"] == 503)
+
+    wait_until(lambda: refused() >= 160 - 64 - 8, timeout=10,
+               what="all but 64 of 160 requests refused with a budget of 64")  # fmt: skip
     assert node_info(v)["refused"]["in_flight_budget"] >= 1
     for attacker in attackers:
         attacker.close()

@@ -233,6 +233,15 @@ def accept_answer(request_head: bytes) -> bytes:
     )
 
 
+def eventually(predicate, timeout: float = 5.0):
+    """Wait, letting other greenlets run, until ``predicate()`` is true; fail if it never is."""
+    deadline = gevent.get_hub().loop.now() + timeout
+    while not predicate():
+        if gevent.get_hub().loop.now() > deadline:
+            pytest.fail(f"still not true after {timeout} s")
+        gevent.sleep(0.01)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -353,7 +362,7 @@ def test_fragmented_message_to_the_dialling_side_is_reassembled():
     client = End(connect(f"ws://127.0.0.1:{fake.server_port}/", max_message=MAX))
     client.transport.start()
     assert client.receive(1) == [b"hello"]
-    gevent.sleep(0.1)
+    eventually(lambda: pongs)
     assert pongs == [(0x8A, b"?")]  # a final pong, masked as a client's frames are
     client.transport.close()
     fake.stop()
@@ -436,7 +445,7 @@ def test_client_frames_are_masked_with_fresh_keys():
     client.transport.start()
     for _ in range(3):
         client.transport.send(b"same")
-    gevent.sleep(0.2)
+    eventually(lambda: len(frames) >= 3)
     client.transport.close()
     fake.stop()
     assert [(first, second) for first, second, _, _ in frames] == [(0x82, 0x84)] * 3
@@ -533,8 +542,7 @@ def test_close_while_the_writer_is_stuck_returns_at_once(served):
     with pytest.raises(ConnectionClosed):
         client.transport.send(b"after")
     # The socket itself is closed within CLOSE_TIMEOUT, unblocking the writer.
-    gevent.sleep(CLOSE_TIMEOUT + 0.5)
-    assert client.transport._connection.sock is None
+    eventually(lambda: client.transport._connection.sock is None, timeout=CLOSE_TIMEOUT + 2)
     server.transport.close()
 
 
@@ -648,7 +656,7 @@ def test_masked_frame_to_the_dialling_side_is_a_protocol_error():
     client = End(connect(f"ws://127.0.0.1:{fake.server_port}/", max_message=MAX))
     client.transport.start()
     assert client.wait_closed() == "protocol_error"
-    gevent.sleep(0.1)
+    eventually(lambda: codes)
     assert codes == [(0x88, 1002)]
     fake.stop()
 
@@ -795,7 +803,7 @@ def test_a_large_message_is_shown_to_admit_before_its_payload_has_arrived(served
     payload = bytes(range(256)) * 4096  # 1 MiB
     data = frame(0x2, payload)
     sock.sendall(data[: 14 + 64])  # the header, the mask key and 64 payload bytes
-    gevent.sleep(0.2)
+    eventually(lambda: asked)
     assert asked == [(len(payload), payload[:64])]
     assert server.messages.empty()
     sock.sendall(data[14 + 64 :])
