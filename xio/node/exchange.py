@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from ..errors import ConnectionClosed, QueueFull
 from ..peering import codec
@@ -168,37 +168,38 @@ class RecordExchange:
 
     def _record_source(self, origins: list[str]) -> Callable[[int], list[bytes]]:
         """Return a source of record frames for ``origins``, encoded when the writer asks."""
-        pending = iter(origins)
         store = self.store
 
-        def source(max_bytes: int) -> list[bytes]:
-            frames, size, now_ms = [], 0, _now_ms()
-            for origin in pending:
+        def frames():
+            for origin in origins:
                 signed = store.signed(origin)
-                if signed is None or signed.record.expires_ms <= now_ms:
-                    continue  # gone since it was asked for
-                frame = codec.encode(RecordFrame(signed.body, signed.signature))
-                frames.append(frame)
-                size += len(frame)
-                if size >= max_bytes:
-                    break
-            return frames
+                if signed is not None and signed.record.expires_ms > _now_ms():
+                    yield codec.encode(RecordFrame(signed.body, signed.signature))
+                # else: gone since it was asked for
 
-        return source
+        return _paced(frames())
 
 
 def _summary_source(entries: list[tuple[str, int]]) -> Callable[[int], list[bytes]]:
     """Return a source of summary frames listing ``entries``, at most 1024 to a frame."""
-    chunks = iter(range(0, len(entries), MAX_SUMMARY_ENTRIES))
+    step = MAX_SUMMARY_ENTRIES
+    return _paced(
+        codec.encode(Summary(tuple(entries[start : start + step])))
+        for start in range(0, len(entries), step)
+    )
+
+
+def _paced(frames: Iterator[bytes]) -> Callable[[int], list[bytes]]:
+    """Return a link source that takes frames from ``frames`` only as the writer asks: about
+    ``max_bytes`` at a time, nothing once they are all sent."""
 
     def source(max_bytes: int) -> list[bytes]:
-        frames, size = [], 0
-        for start in chunks:
-            frame = codec.encode(Summary(tuple(entries[start : start + MAX_SUMMARY_ENTRIES])))
-            frames.append(frame)
+        taken, size = [], 0
+        for frame in frames:
+            taken.append(frame)
             size += len(frame)
             if size >= max_bytes:
                 break
-        return frames
+        return taken
 
     return source
