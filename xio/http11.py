@@ -40,6 +40,7 @@ __all__ = [
     "read_fields",
     "request_framing",
     "response_fields",
+    "without_connection_fields",
 ]
 
 #: Longest request line accepted, CRLF included (pywsgi's figure; 414 past it).
@@ -207,6 +208,19 @@ def check_field(name: str, value: str) -> None:
         raise BadGateway(f"response header {name!r} holds a control or non-latin-1 character")
 
 
+def without_connection_fields(
+    fields: Iterable[tuple[str, str]], keep: frozenset[str] = frozenset()
+) -> list[tuple[str, str]]:
+    """Return ``fields`` less the hop-by-hop and framing ones and those a ``Connection``
+    field names (lower-case names in ``keep`` stay), in order, repeats kept."""
+    fields = list(fields)
+    named = set(HOP_BY_HOP - keep)
+    for name, value in fields:
+        if name.lower() == "connection":
+            named.update(token.strip().lower() for token in value.split(","))
+    return [(name, value) for name, value in fields if name.lower() not in named]
+
+
 def response_fields(fields: Iterable[tuple[str, str]], status: int = 200) -> list[tuple[str, str]]:
     """Return the fields a server may write for a response; raise a 502 on a bad one.
 
@@ -214,16 +228,10 @@ def response_fields(fields: Iterable[tuple[str, str]], status: int = 200) -> lis
     the server computes them for its own connection. A 426 keeps its ``Upgrade``, which
     RFC 9110 (15.5.22) requires it to name.
     """
-    kept = []
-    named: set[str] = set()
-    for name, value in fields:
-        key = name.lower()
-        if key in HOP_BY_HOP and not (key == "upgrade" and status == 426):
-            if key == "connection":
-                named.update(token.strip().lower() for token in value.split(","))
-            continue
+    kept = without_connection_fields(fields, _UPGRADE if status == 426 else frozenset())
+    for name, value in kept:
         check_field(name, value)
-        kept.append((name, value))
-    if named:
-        kept = [(name, value) for name, value in kept if name.lower() not in named]
     return kept
+
+
+_UPGRADE = frozenset({"upgrade"})

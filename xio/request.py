@@ -101,6 +101,14 @@ class Headers(MutableMapping):
             for entry in self._items.values()
         ]
 
+    @staticmethod
+    def fields_of(headers) -> list[tuple[str, str]]:
+        """Return the lines of ``headers``: a ``Headers`` (repeats kept), or a plain mapping
+        an app put on its response, or None."""
+        if isinstance(headers, Headers):
+            return headers.fields()
+        return list(headers.items()) if headers else []
+
     def copy(self) -> Headers:
         """Return an independent copy."""
         clone = Headers()

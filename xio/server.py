@@ -205,7 +205,7 @@ class WSGIApp:
         if content_type is None and extra and "Content-Type" in extra:
             content_type = extra["Content-Type"]
         try:
-            pairs = extra.fields() if isinstance(extra, Headers) else list((extra or {}).items())
+            pairs = Headers.fields_of(extra)
             fields = http11.response_fields(pairs, status) if pairs else []
         except HTTPError as exc:  # a header that cannot be written as one line
             log.warning("refused the response to %s %s: %s", environ.get("REQUEST_METHOD"),

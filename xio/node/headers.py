@@ -18,30 +18,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..errors import HTTPError
-from ..http11 import HOP_BY_HOP, check_field
+from ..http11 import check_field, without_connection_fields
 
 __all__ = ["end_to_end", "first_bad_header"]
 
 
-def _connection_options(pairs: Iterable[tuple[str, str]]) -> set[str]:
-    named: set[str] = set()
-    for name, value in pairs:
-        if name.lower() == "connection":
-            named.update(option.strip().lower() for option in value.split(","))
-    return named
-
-
 def end_to_end(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Return ``pairs`` without hop-by-hop and framing headers, in order, repeats kept."""
-    pairs = list(pairs)
-    named = _connection_options(pairs)
-    kept = []
-    for name, value in pairs:
-        lower = name.lower()
-        if lower in HOP_BY_HOP or lower in named or lower.startswith("proxy-"):
-            continue
-        kept.append((name, value))
-    return kept
+    """Return ``pairs`` without hop-by-hop, framing and ``Proxy-*`` headers, in order."""
+    return [pair for pair in without_connection_fields(pairs) if not _is_proxy(pair[0])]
+
+
+def _is_proxy(name: str) -> bool:
+    return name[:6].lower() == "proxy-"
 
 
 def first_bad_header(pairs: Iterable[tuple[str, str]]) -> str | None:

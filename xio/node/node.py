@@ -589,8 +589,7 @@ def response_to_frame(
     if body is None or len(body) > codec.MAX_BODY:
         return _unsendable(f"response is larger than {codec.MAX_BODY} bytes", via, counts)
     headers = [("Content-Type", content_type)] if response.status not in (204, 304) else []
-    extra = response.headers  # a Headers (repeats kept), or a plain dict an app put there
-    headers += end_to_end(extra.fields() if isinstance(extra, Headers) else extra.items())
+    headers += end_to_end(Headers.fields_of(response.headers))
     try:
         return ResponseFrame(request_id, response.status, tuple(headers), body)
     except LocalProtocolError as exc:
