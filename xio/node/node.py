@@ -224,6 +224,8 @@ class Node:
                              keyfile=config.tls_key, websocket_app=endpoint,
                              limits=limits)  # fmt: skip
         self.server.start()
+        if not HUB_WATCH.started:  # warns of a handler that holds the hub (xio.threads)
+            HUB_WATCH.start()
         self.routes.compute_now()
         self.originator.start()
         self.routes.start()
@@ -544,8 +546,6 @@ class Node:
     def _run_app(self, app: Resource, req: Request, deadline: float) -> Response:
         if app.threads:  # on the app's own threads: the hub keeps serving links meanwhile
             return answer_on_threads(app, req, deadline, self.refused)
-        if not HUB_WATCH.started:  # warns of a handler that holds the hub (xio.threads)
-            HUB_WATCH.start()
         # A bare loop timer that throws only if it fires: no gevent.Timeout per request.
         timer = get_hub().loop.timer(max(deadline - time.monotonic(), 0.0))
         timer.start(getcurrent().throw, _AppDeadline)
