@@ -196,7 +196,7 @@ class HubWatch:
 _ANSWER = Resource._answer.__code__
 _HANDLE = Resource.handle.__code__
 
-#: The one watch of this process's hub (started by the node on its first local request).
+#: The one watch of this process's hub (started with the first node).
 HUB_WATCH = HubWatch()
 
 __all__ = ["HUB_WATCH", "HandlerPool", "HubWatch", "answer_on_threads", "parse_threads_option"]
