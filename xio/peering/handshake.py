@@ -35,7 +35,7 @@ the caller should send ``Bye(exc.reason)`` and close the link. Timeouts belong t
 from __future__ import annotations
 
 import enum
-import os
+import secrets
 
 import msgpack
 
@@ -122,7 +122,7 @@ class Handshake:
         if expected_peer_id is not None and not is_node_id(expected_peer_id):
             raise LocalProtocolError(f"expected_peer_id {expected_peer_id!r} is not a node id")
         self.expected_peer_id = expected_peer_id
-        self.nonce = os.urandom(NONCE_LENGTH) if nonce is None else nonce
+        self.nonce = secrets.token_bytes(NONCE_LENGTH) if nonce is None else nonce
         if not isinstance(self.nonce, bytes) or len(self.nonce) != NONCE_LENGTH:
             raise LocalProtocolError(f"a handshake nonce is {NONCE_LENGTH} bytes")
         self.state = HandshakeState.IDLE
