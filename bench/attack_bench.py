@@ -71,7 +71,7 @@ class Node:
     def __init__(self, name: str, folder: Path, args: list[str], prefix: list[str]) -> None:
         self.name = name
         log_path = folder / f"{name}.log"
-        command = [*prefix, sys.executable, "-m", "xio.node.cli", "--name", name,
+        command = [*prefix, sys.executable, "-m", "xio.nodemain", "--name", name,
                    "--host", "127.0.0.1", "--port", "0", "--state-dir", str(folder / name),
                    "--no-mdns", "--log-level", "warning", *args]  # fmt: skip
         # Allocations of 1 MiB and more are unmapped when freed (glibc's threshold is pinned):

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from tests.netns import Lan, netns_unavailable  # noqa: E402
 
 PORT = 7700  # each node is alone in its namespace
-NODE = [sys.executable, "-m", "xio.node.cli", "--host", "0.0.0.0", "--port", str(PORT)]
+NODE = [sys.executable, "-m", "xio.nodemain", "--host", "0.0.0.0", "--port", str(PORT)]
 
 
 def node_command(name: str, state: Path, interface: str, *extra: str) -> list[str]:

@@ -47,7 +47,7 @@ def start_node(
     name: str, port: int, state: Path, *args: str, pin: bool, root: Path = ROOT
 ) -> subprocess.Popen:
     """Start one node of the code in ``root``; its output goes to a log file beside its state."""
-    command = [sys.executable, "-m", "xio.node.cli", "--name", name, "--host", "127.0.0.1",
+    command = [sys.executable, "-m", "xio.nodemain", "--name", name, "--host", "127.0.0.1",
                "--port", str(port), "--state-dir", str(state / name), "--no-mdns",
                "--log-level", "warning", *args]  # fmt: skip
     if pin and shutil.which("taskset"):

@@ -108,7 +108,7 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: s
     pytest.fail(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
 
 
-NODE = [sys.executable, "-m", "xio.node.cli"]
+NODE = [sys.executable, "-m", "xio.nodemain"]
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ def start_in(lan, spawn, tmp_path):
         host = lan.add_host()
         discovery = ["--mdns", "--mdns-interface", host.interface] if mdns else ["--no-mdns"]
         command = host.command(
-            sys.executable, "-m", "xio.node.cli", "--name", name, "--host", "0.0.0.0",
+            sys.executable, "-m", "xio.nodemain", "--name", name, "--host", "0.0.0.0",
             "--port", PORT, "--state-dir", str(tmp_path / "state" / name), *discovery, *args,
         )  # fmt: skip
         process = spawn(command, name, env={"XIO_TEST_NODE": name})
@@ -135,7 +135,7 @@ def test_node_without_mdns_is_neither_seen_nor_linked(start_in):
 
 
 def doctor(host, *args: str):
-    return host.run(sys.executable, "-m", "xio.node.cli", "doctor", "--mdns-interface",
+    return host.run(sys.executable, "-m", "xio.nodemain", "doctor", "--mdns-interface",
                     host.interface, *args, timeout=30, env=ENV)  # fmt: skip
 
 

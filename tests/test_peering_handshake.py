@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xio.errors import ConfigError, LocalProtocolError, RemoteProtocolError
+from xio.peering import keyfile
 from xio.peering.codec import Auth, Bye, Hello, Ping, decode, encode
 from xio.peering.handshake import (
     HANDSHAKE_REASONS,
@@ -17,7 +18,8 @@ from xio.peering.handshake import (
     Role,
     transcript,
 )
-from xio.peering.identity import KEY_FILE, Identity, is_node_id, node_id_of, verify
+from xio.peering.identity import Identity, is_node_id, node_id_of, verify
+from xio.peering.keyfile import KEY_FILE
 from xio.peering.routing import keep_link
 
 ALICE = Identity.from_seed(bytes(range(32)))
@@ -64,11 +66,11 @@ def test_verify_never_raises(key, signature):
 
 def test_load_or_create_writes_a_private_pem_once(tmp_path):
     state = tmp_path / "state"
-    first = Identity.load_or_create(state)
+    first = keyfile.load_or_create(state)
     path = state / KEY_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
-    assert Identity.load_or_create(state).node_id == first.node_id
+    assert keyfile.load_or_create(state).node_id == first.node_id
     assert [p.name for p in state.iterdir()] == [KEY_FILE]
 
 
@@ -76,7 +78,7 @@ def test_load_accepts_a_raw_seed(tmp_path):
     path = tmp_path / KEY_FILE
     path.write_bytes(bytes(range(32)))
     path.chmod(0o600)
-    assert Identity.load_or_create(tmp_path).node_id == ALICE.node_id
+    assert keyfile.load_or_create(tmp_path).node_id == ALICE.node_id
 
 
 @pytest.mark.parametrize(
@@ -91,7 +93,7 @@ def test_bad_key_files_are_config_errors(tmp_path, content, mode, message):
     path.write_bytes(content)
     path.chmod(mode)
     with pytest.raises(ConfigError, match=message):
-        Identity.load_or_create(tmp_path)
+        keyfile.load_or_create(tmp_path)
 
 
 # -- handshake ---------------------------------------------------------------------------------

@@ -13,8 +13,6 @@ if __name__ == '__main__':
 
 from __future__ import annotations
 
-__version__ = "0.1.0"  # first: the modules below read it
-
 from .app import App, app, resource
 
 # Last, and so on purpose: these names replace the submodules of the same name as
@@ -50,6 +48,7 @@ from .errors import (
 from .node import node  # noqa: E402
 from .request import Headers, Request, Response
 from .resource import Input, Resource
+from .version import __version__
 
 __all__ = [
     "App", "BadGateway", "BadRequest", "Client", "ConfigError", "Conflict", "ConnectError",

@@ -53,6 +53,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from . import content as _content
 from .errors import BadRequest, ConnectError, ReadTimeout, ResponseError
 from .request import Headers, Response, Verbs
+from .version import __version__
 
 __all__ = ["Client", "client"]
 
@@ -110,8 +111,9 @@ class Client(Verbs):
         self._origin = f"{parts.scheme}://{self._host}"
         self._base_path = parts.path.rstrip("/")
         self._tls = _tls_context(verify) if parts.scheme == "https" else None
-        version = getattr(sys.modules.get(__package__ or ""), "__version__", "0")
-        self.headers = Headers({"User-Agent": f"xio-client/{version}", "Accept": DEFAULT_ACCEPT})
+        self.headers = Headers(
+            {"User-Agent": f"xio-client/{__version__}", "Accept": DEFAULT_ACCEPT}
+        )
         if headers:
             self.headers.update(headers)
         self._idle: deque[socket.socket] = deque()

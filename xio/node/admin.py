@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from .. import __version__
 from ..resource import Resource
+from ..version import __version__
 
 
 def admin_resource(node) -> Resource:

@@ -18,10 +18,12 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from .. import __version__
 from ..errors import ConfigError, StateError
+from ..resource import Resource
+from ..version import __version__
 from .node import NodeConfig, parse_peer
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -308,8 +310,8 @@ def patch_for_handlers() -> None:
         monkey.patch_all(thread=False, queue=False, subprocess=False)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run ``xio-node``."""
+def main(argv: list[str] | None = None, demo: Callable[[str], Resource] | None = None) -> int:
+    """Run ``xio-node``; ``demo(name)`` makes the app ``--demo`` hosts (``xio.nodemain``)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["id"]:
         return _print_id(argv[1:])
@@ -349,9 +351,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--threads {name}={count}: no app {name!r} is hosted")
             apps[name].threads = count
         if args.demo:
-            from .demo import demo_app
-
-            apps.setdefault("demo", demo_app(args.name))
+            if demo is None:
+                raise ConfigError("--demo: this entry point has no demo app (run xio-node)")
+            apps.setdefault("demo", demo(args.name))
         node = Node(config_from(args, state_dir=state_dir, mdns=mdns), apps)
     except StateError as exc:  # not a bad command line: another node, or the disk
         print(f"xio-node: {exc}", file=sys.stderr)
@@ -369,7 +371,8 @@ def _print_id(argv: list[str]) -> int:
     parser.add_argument("--create", action="store_true",
                         help="create a new identity there if it has none")  # fmt: skip
     args = parser.parse_args(argv)
-    from ..peering.identity import KEY_FILE, Identity
+    from ..peering import keyfile
+    from ..peering.keyfile import KEY_FILE
 
     name = args.name or _hostname()
     state_dir = args.state_dir or default_state_dir(name)
@@ -380,7 +383,7 @@ def _print_id(argv: list[str]) -> int:
                   "(a node creates it on its first start; or pass --create)",
                   file=sys.stderr)  # fmt: skip
             return 1
-        identity = Identity.load_or_create(state_dir)
+        identity = keyfile.load_or_create(state_dir)
     except ConfigError as exc:
         print(f"xio-node id: {exc}", file=sys.stderr)
         return 1
@@ -392,7 +395,3 @@ def _hostname() -> str:
     import socket
 
     return socket.gethostname().split(".")[0] or "node"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

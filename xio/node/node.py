@@ -33,11 +33,10 @@ import gevent
 from gevent import get_hub, getcurrent
 from gevent.event import Event
 
-from .. import __version__
 from ..budget import Budget
 from ..content import encode as encode_content
 from ..errors import ConfigError, ConnectError, HTTPError, LocalProtocolError
-from ..peering import codec
+from ..peering import codec, keyfile
 from ..peering.codec import RequestFrame, ResponseFrame
 from ..peering.forwarding import VIA, Forwarder, error_frame, extend_via, via_of
 from ..peering.handshake import Handshake
@@ -54,6 +53,7 @@ from ..resource import RawPath, Resource
 from ..server import DEFAULT_MAX_BODY, HTTPLimits, Server, WSGIApp
 from ..statedir import StateLock
 from ..threads import HUB_WATCH, answer_on_threads
+from ..version import __version__
 from .exchange import SUMMARY_CAP, RecordExchange
 from .headers import end_to_end
 from .originator import Originator, RecordContent
@@ -156,7 +156,7 @@ class Node:
         self.state_lock: StateLock | None = None
         if config.state_dir is not None:  # one node per state dir: else one identity twice
             self.state_lock = StateLock.acquire(Path(config.state_dir))
-            self.identity = Identity.load_or_create(Path(config.state_dir))
+            self.identity = keyfile.load_or_create(Path(config.state_dir))
         else:
             self.identity = Identity.generate()
         self.id = self.identity.node_id

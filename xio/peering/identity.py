@@ -9,13 +9,13 @@ A node is its key. The node id is a digest of the raw 32-byte Ed25519 public key
 so an id alone proves nothing, and a key proves its id (``node_id_of(key) == id``). Anyone can
 check that offline; the handshake and the record parser do.
 
-The private key lives in ``<state_dir>/node.key`` as an unencrypted PKCS#8 PEM file with mode
-0600 (readable by ``openssl pkey``). On load a file holding exactly the raw 32-byte seed is
-accepted too, for keys made by other tools. A key file readable by group or others is refused, as
-ssh does, because a copied key is a stolen identity.
+A key is kept as an unencrypted PKCS#8 PEM file (readable by ``openssl pkey``); a file holding
+exactly the raw 32-byte seed is accepted too, for keys made by other tools. This module only
+turns such bytes into an identity and back: reading and writing the file, in the state
+directory, is ``xio.peering.keyfile``'s, so the pure core touches no disk.
 
 Library exceptions from ``cryptography`` never leave this module: ``verify`` answers a bool and
-file problems become ``ConfigError`` (``StateError`` when the key cannot be written).
+a key that cannot be parsed becomes ``ConfigError``.
 """
 
 from __future__ import annotations
@@ -24,17 +24,14 @@ import base64
 import functools
 import hashlib
 import re
-from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from xio.errors import ConfigError, LocalProtocolError
-from xio.statedir import write_atomic
 
 __all__ = [
-    "KEY_FILE",
     "NODE_ID_PATTERN",
     "NODE_ID_LENGTH",
     "PUBLIC_KEY_LENGTH",
@@ -45,7 +42,6 @@ __all__ = [
     "verify",
 ]
 
-KEY_FILE = "node.key"
 PUBLIC_KEY_LENGTH = 32
 SIGNATURE_LENGTH = 64
 SEED_LENGTH = 32
@@ -120,55 +116,28 @@ class Identity:
         return cls(Ed25519PrivateKey.from_private_bytes(seed))
 
     @classmethod
-    def load(cls, path: Path) -> Identity:
-        """Load the key in ``path`` (PKCS#8 PEM, or a raw 32-byte seed)."""
-        path = Path(path)
-        try:
-            mode = path.stat().st_mode
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read node key {path}: {exc.strerror}") from exc
-        if mode & 0o077:
-            raise ConfigError(
-                f"node key {path} is readable by group or others "
-                f"(mode {mode & 0o777:o}); run: chmod 600 {path}"
-            )
+    def from_key_bytes(cls, data: bytes, where: str = "node key") -> Identity:
+        """Build the identity of a key file's bytes: PKCS#8 PEM, or a raw 32-byte seed.
+
+        ``where`` names the key in the ``ConfigError`` raised for anything else.
+        """
         if len(data) == SEED_LENGTH:
             return cls.from_seed(data)
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-            raise ConfigError(f"node key {path} is not an unencrypted PKCS#8 PEM key") from exc
+            raise ConfigError(f"{where} is not an unencrypted PKCS#8 PEM key") from exc
         if not isinstance(key, Ed25519PrivateKey):
-            raise ConfigError(f"node key {path} is not an Ed25519 key")
+            raise ConfigError(f"{where} is not an Ed25519 key")
         return cls(key)
 
-    @classmethod
-    def load_or_create(cls, state_dir: Path) -> Identity:
-        """Load ``state_dir/node.key``, creating the directory and a new key if missing.
-
-        A new key is written by ``xio.statedir.write_atomic`` (temporary file, fsync, rename,
-        fsync of the directory) with mode 0600, so a crash never leaves a half-written key.
-        """
-        state_dir = Path(state_dir)
-        path = state_dir / KEY_FILE
-        if path.exists():
-            return cls.load(path)
-        try:
-            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create state directory {state_dir}: {exc}") from exc
-        identity = cls.generate()
-        identity._write(path)
-        return identity
-
-    def _write(self, path: Path) -> None:
-        pem = self._private.private_bytes(
+    def to_pem(self) -> bytes:
+        """Return the private key as an unencrypted PKCS#8 PEM file's bytes."""
+        return self._private.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        write_atomic(path, pem, what="node key", mode=0o600)
 
     def sign(self, data: bytes) -> bytes:
         """Return the 64-byte Ed25519 signature of ``data``."""

@@ -5,16 +5,14 @@ from __future__ import annotations
 import socket
 import time
 
-from ..app import App
+from .app import App
+from .errors import BadRequest, NotFound
 
 
 def demo_app(node_name: str) -> App:
     """Return the demo app; its answers say which node served them."""
     app = App("demo")
-    items: dict[str, dict] = {
-        "1": {"id": "1", "name": "kettle"},
-        "2": {"id": "2", "name": "teapot"},
-    }
+    items = {"1": {"id": "1", "name": "kettle"}, "2": {"id": "2", "name": "teapot"}}
 
     @app.bind("www")
     def hello(req):
@@ -38,8 +36,7 @@ def demo_app(node_name: str) -> App:
         if req.POST:
             name = req.data.get("name") if isinstance(req.data, dict) else None
             if not isinstance(name, str) or not name:
-                req.response.status = 400
-                return {"status": 400, "title": "Bad Request", "description": "give a 'name'"}
+                raise BadRequest("give a 'name'")
             item_id = str(max((int(k) for k in items), default=0) + 1)
             items[item_id] = {"id": item_id, "name": name}
             req.response.status = 201
@@ -54,8 +51,7 @@ def demo_app(node_name: str) -> App:
         """
         found = items.get(req.params["id"])
         if found is None:
-            req.response.status = 404
-            return {"status": 404, "title": "Not Found", "description": "no such item"}
+            raise NotFound("no such item")
         if req.method == "DELETE":
             del items[req.params["id"]]
         return found
@@ -63,14 +59,8 @@ def demo_app(node_name: str) -> App:
     @app.bind("www/echo")
     def echo(req):
         """Echo the request back: method, path, query, headers, body size."""
-        return {
-            "method": req.method,
-            "path": req.path,
-            "query": req.query,
-            "headers": dict(req.headers.items()),
-            "body_bytes": len(req.body),
-            "served_by": node_name,
-            "time": time.time(),
-        }
+        headers = dict(req.headers.items())
+        return {"method": req.method, "path": req.path, "query": req.query, "headers": headers,
+                "body_bytes": len(req.body), "served_by": node_name, "time": time.time()}  # fmt: skip
 
     return app
