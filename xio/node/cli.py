@@ -27,6 +27,8 @@ from ..version import __version__
 from .node import NodeConfig, parse_peer
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+#: Every default is NodeConfig's: the flags and xio.node() cannot drift apart.
+DEFAULTS = NodeConfig(name="")
 SUBCOMMANDS = """subcommands:
   xio-node id [--name N | --state-dir DIR] [--create]
                         print the node id kept in the state directory
@@ -47,9 +49,13 @@ def default_state_dir(name: str) -> Path:
 
 
 def node_arguments(
-    parser: argparse.ArgumentParser, *, port: int, host: str, mdns_default: str = "off by default"
+    parser: argparse.ArgumentParser,
+    *,
+    port: int = DEFAULTS.port,
+    host: str = DEFAULTS.host,
+    mdns_default: str = "off by default",
 ) -> None:
-    """Add the options shared by ``xio-node`` and ``app.main()``."""
+    """Add the options shared by ``xio-node`` and ``app.main()``; defaults from NodeConfig."""
     parser.add_argument("--version", action="version", version=f"xio {__version__}")
     parser.add_argument("--name", help="this node's name (default: the host name)")
     parser.add_argument("--host", default=host, help=f"address to listen on (default {host})")
@@ -72,12 +78,14 @@ def node_arguments(
     parser.add_argument("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert")
     parser.add_argument("--advertise", action="append", default=[], metavar="URL",
                         help="URL to announce for this node (repeatable)")  # fmt: skip
-    parser.add_argument("--link-timeout", type=_seconds, default=2.5, metavar="SECONDS",
-                        help="a silent link is dead after this long (default 2.5)")  # fmt: skip
-    parser.add_argument("--request-timeout", type=_seconds, default=30.0, metavar="SECONDS",
-                        help="default deadline of a request (default 30)")  # fmt: skip
-    parser.add_argument("--max-body", type=_size, default=16 * 1024 * 1024, metavar="BYTES",
-                        help="request body limit (default 16 MiB)")  # fmt: skip
+    parser.add_argument("--link-timeout", type=_seconds, default=DEFAULTS.link_timeout,
+                        metavar="SECONDS", help="a silent link is dead after this long "
+                        f"(default {_show('seconds', DEFAULTS.link_timeout)})")  # fmt: skip
+    parser.add_argument("--request-timeout", type=_seconds, default=DEFAULTS.request_timeout,
+                        metavar="SECONDS", help="default deadline of a request "
+                        f"(default {_show('seconds', DEFAULTS.request_timeout)})")  # fmt: skip
+    parser.add_argument("--max-body", type=_size, default=DEFAULTS.max_body, metavar="BYTES",
+                        help=f"request body limit (default {_show('size', DEFAULTS.max_body)})")  # fmt: skip
     parser.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS,
                         metavar="LEVEL",
                         help="debug, info, warning or error (default info)")  # fmt: skip
@@ -179,9 +187,8 @@ def limit_arguments(group) -> None:
     """Add a flag for every budget and limit."""
     kinds = {"count": (_count, "N"), "seconds": (_seconds, "SECONDS"), "size": (_size, "BYTES"),
              "rate": (_seconds, "PER_SECOND")}  # fmt: skip
-    defaults = NodeConfig(name="")
     for flag, attribute, kind, text in LIMITS:
-        default = getattr(defaults, attribute)
+        default = getattr(DEFAULTS, attribute)
         parse, metavar = kinds[kind]
         group.add_argument(flag, dest=attribute, type=parse, default=default, metavar=metavar,
                            help=f"{text} (default {_show(kind, default)})")  # fmt: skip
@@ -323,8 +330,7 @@ def main(argv: list[str] | None = None, demo: Callable[[str], Resource] | None =
                    "the LAN (mDNS) unless given --no-mdns or --demo.")  # fmt: skip
     parser = ArgumentParser(prog="xio-node", description=description, epilog=SUBCOMMANDS,
                             formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    node_arguments(parser, port=7700, host="0.0.0.0",
-                   mdns_default="on by default, except with --demo")  # fmt: skip
+    node_arguments(parser, mdns_default="on by default, except with --demo")
     parser.add_argument("--app", action="append", default=[], metavar="SPEC",
                         help="app to host: path/to/app.py, a folder with app.py, or "
                         "module:attribute (repeatable)")  # fmt: skip

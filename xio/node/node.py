@@ -23,10 +23,8 @@ routing topology, and the budgets every part draws from.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import gevent
@@ -35,14 +33,13 @@ from gevent.event import Event
 
 from ..budget import Budget
 from ..content import encode as encode_content
-from ..errors import ConfigError, ConnectError, HTTPError, LocalProtocolError
+from ..errors import ConnectError, HTTPError, LocalProtocolError
 from ..peering import codec, keyfile
 from ..peering.codec import RequestFrame, ResponseFrame
 from ..peering.forwarding import VIA, Forwarder, error_frame, extend_via, via_of
 from ..peering.handshake import Handshake
-from ..peering.identity import Identity, is_node_id
+from ..peering.identity import Identity
 from ..peering.links import Dialer, Link
-from ..peering.records import DEFAULT_LIFETIME_MS
 from ..peering.routing import RoutingTable, Topology, keep_link
 from ..peering.schedule import RateLimiter
 from ..peering.session import Closed, LinkLimits, LinkSession
@@ -50,10 +47,11 @@ from ..peering.store import RecordStore, StoreLimits
 from ..peering.transport import WebSocketEndpoint, connect
 from ..request import Headers, Request, Response
 from ..resource import RawPath, Resource
-from ..server import DEFAULT_MAX_BODY, HTTPLimits, Server, WSGIApp
+from ..server import HTTPLimits, Server, WSGIApp
 from ..statedir import StateLock
 from ..threads import HUB_WATCH, answer_on_threads
 from ..version import __version__
+from .config import WS_PATH, NodeConfig, parse_peer
 from .exchange import SUMMARY_CAP, RecordExchange
 from .headers import end_to_end
 from .originator import Originator, RecordContent
@@ -62,8 +60,6 @@ from .routes import RouteKeeper
 
 log = logging.getLogger("xio.node")
 
-WS_PATH = "/_xio/ws"
-MiB = 1024 * 1024
 #: A node found by mDNS that refuses connections this many times in a row is forgotten
 #: until it is announced again (a killed node sends no goodbye).
 DISCOVERY_GIVE_UP = 5
@@ -71,74 +67,6 @@ DISCOVERY_GIVE_UP = 5
 LOOPS = ("refresh", "expire", "routes", "dial")
 #: Forwarding counts that are refusals by a budget or a cap (shown under "refused" too).
 _FORWARDING_REFUSALS = ("in_flight_budget", "body_budget", "queue_full", "overloaded")
-
-
-_HTTP_DEFAULTS = HTTPLimits()
-
-
-@dataclass
-class NodeConfig:
-    """Everything a node is started with; the CLI and ``xio.node()`` fill it in."""
-
-    name: str = field(default_factory=socket.gethostname)
-    host: str = "0.0.0.0"
-    port: int = 7700
-    peers: list[str] = field(default_factory=list)
-    state_dir: Path | None = None  # None: a fresh identity that lives as long as the process
-    mdns: bool = False
-    mdns_interfaces: list[str] = field(default_factory=list)  # names or addresses; [] = auto
-    advertise_addresses: list[str] = field(default_factory=list)  # for mDNS A/AAAA records
-    max_peers: int = 64  # discovery links to no more peers than this
-    link_timeout: float = 2.5
-    record_lifetime: float = DEFAULT_LIFETIME_MS / 1000
-    request_timeout: float = 30.0
-    max_body: int = DEFAULT_MAX_BODY
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    advertise: list[str] = field(default_factory=list)
-    # Budgets and limits: every one is ours to set, none a peer's (docs/PROTOCOL.md, 12).
-    max_inbound_links: int = 128  # well below the 256 links a record may list
-    handshake_rate: float = 10.0  # new links per second per source address (burst: twice)
-    store_max_records: int = 4096
-    store_max_bytes: int = 32 * MiB
-    record_max_size: int = 16 * 1024
-    origin_quota: int = 1024  # new origins one neighbour may introduce per minute
-    max_in_flight: int = 4096  # requests held at once, HTTP and links together
-    body_budget: int = 256 * MiB  # request bodies buffered at once, HTTP and links together
-    link_queue_bytes: int = 8 * MiB  # frames waiting to be sent on one link
-    write_timeout: float = 5.0  # a link whose frames wait this long with no progress is closed
-    max_ttl: float = 3600.0  # a request's deadline is never further away than this
-    min_originate_interval: float = 1.0  # hold-down between originations caused by changes
-    # The HTTP front (xio.server.HTTPLimits; README, "HTTP limits").
-    header_timeout: float = _HTTP_DEFAULTS.header_timeout
-    body_timeout: float = _HTTP_DEFAULTS.body_timeout
-    idle_timeout: float = _HTTP_DEFAULTS.idle_timeout
-    max_connections: int = _HTTP_DEFAULTS.max_connections
-    max_connections_per_client: int = _HTTP_DEFAULTS.max_connections_per_client
-    max_header_bytes: int = _HTTP_DEFAULTS.max_header_bytes
-
-
-def parse_peer(spec: str) -> tuple[str, str | None]:
-    """Return ``(websocket_url, pinned_id)`` for ``ws://h:p``, ``http://h:p``, ``h:p``...
-
-    An optional ``#<node-id>`` suffix pins the id the peer must prove.
-    """
-    spec, _, pinned = spec.strip().partition("#")
-    if pinned and not is_node_id(pinned):
-        raise ConfigError(f"peer {spec}#{pinned}: {pinned!r} is not a node id")
-    scheme, sep, rest = spec.partition("://")
-    if not sep:
-        scheme, rest = "ws", spec
-    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(scheme.lower())
-    if scheme is None or not rest or rest.startswith("/"):
-        raise ConfigError(f"peer {spec!r}: expected ws://host:port, wss://, http://, or host:port")
-    address, slash, path = rest.partition("/")
-    if ":" not in address.rsplit("]", 1)[-1]:
-        address += ":7700"
-    port = address.rsplit(":", 1)[1]
-    if not (port.isdigit() and 0 < int(port) < 65536):  # else it would be dialled forever
-        raise ConfigError(f"peer {spec!r}: {port!r} is not a port (1 to 65535)")
-    return f"{scheme}://{address}{'/' + path if slash and path else WS_PATH}", pinned or None
 
 
 class Node:

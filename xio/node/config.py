@@ -1,0 +1,90 @@
+"""What a node is started with: ``NodeConfig``, and the parsing of ``--peers`` specs.
+
+Theory of operation. ``NodeConfig`` is the one place each setting and its default is
+written: the CLI (``xio.node.cli``) reads its defaults from here, ``xio.node()`` fills it in
+from keyword arguments, and every part of the node takes the values it needs from it. Limits
+of the HTTP front default to ``xio.server.HTTPLimits``' own, so they too are written once.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..peering.identity import is_node_id
+from ..peering.records import DEFAULT_LIFETIME_MS
+from ..server import DEFAULT_MAX_BODY, HTTPLimits
+
+__all__ = ["WS_PATH", "NodeConfig", "parse_peer"]
+
+WS_PATH = "/_xio/ws"
+MiB = 1024 * 1024
+
+_HTTP_DEFAULTS = HTTPLimits()
+
+
+@dataclass
+class NodeConfig:
+    """Everything a node is started with; the CLI and ``xio.node()`` fill it in."""
+
+    name: str = field(default_factory=socket.gethostname)
+    host: str = "0.0.0.0"
+    port: int = 7700
+    peers: list[str] = field(default_factory=list)
+    state_dir: Path | None = None  # None: a fresh identity that lives as long as the process
+    mdns: bool = False
+    mdns_interfaces: list[str] = field(default_factory=list)  # names or addresses; [] = auto
+    advertise_addresses: list[str] = field(default_factory=list)  # for mDNS A/AAAA records
+    max_peers: int = 64  # discovery links to no more peers than this
+    link_timeout: float = 2.5
+    record_lifetime: float = DEFAULT_LIFETIME_MS / 1000
+    request_timeout: float = 30.0
+    max_body: int = DEFAULT_MAX_BODY
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    advertise: list[str] = field(default_factory=list)
+    # Budgets and limits: every one is ours to set, none a peer's (docs/PROTOCOL.md, 12).
+    max_inbound_links: int = 128  # well below the 256 links a record may list
+    handshake_rate: float = 10.0  # new links per second per source address (burst: twice)
+    store_max_records: int = 4096
+    store_max_bytes: int = 32 * MiB
+    record_max_size: int = 16 * 1024
+    origin_quota: int = 1024  # new origins one neighbour may introduce per minute
+    max_in_flight: int = 4096  # requests held at once, HTTP and links together
+    body_budget: int = 256 * MiB  # request bodies buffered at once, HTTP and links together
+    link_queue_bytes: int = 8 * MiB  # frames waiting to be sent on one link
+    write_timeout: float = 5.0  # a link whose frames wait this long with no progress is closed
+    max_ttl: float = 3600.0  # a request's deadline is never further away than this
+    min_originate_interval: float = 1.0  # hold-down between originations caused by changes
+    # The HTTP front (xio.server.HTTPLimits; README, "HTTP limits").
+    header_timeout: float = _HTTP_DEFAULTS.header_timeout
+    body_timeout: float = _HTTP_DEFAULTS.body_timeout
+    idle_timeout: float = _HTTP_DEFAULTS.idle_timeout
+    max_connections: int = _HTTP_DEFAULTS.max_connections
+    max_connections_per_client: int = _HTTP_DEFAULTS.max_connections_per_client
+    max_header_bytes: int = _HTTP_DEFAULTS.max_header_bytes
+
+
+def parse_peer(spec: str) -> tuple[str, str | None]:
+    """Return ``(websocket_url, pinned_id)`` for ``ws://h:p``, ``http://h:p``, ``h:p``...
+
+    An optional ``#<node-id>`` suffix pins the id the peer must prove.
+    """
+    spec, _, pinned = spec.strip().partition("#")
+    if pinned and not is_node_id(pinned):
+        raise ConfigError(f"peer {spec}#{pinned}: {pinned!r} is not a node id")
+    scheme, sep, rest = spec.partition("://")
+    if not sep:
+        scheme, rest = "ws", spec
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(scheme.lower())
+    if scheme is None or not rest or rest.startswith("/"):
+        raise ConfigError(f"peer {spec!r}: expected ws://host:port, wss://, http://, or host:port")
+    address, slash, path = rest.partition("/")
+    if ":" not in address.rsplit("]", 1)[-1]:
+        address += ":7700"
+    port = address.rsplit(":", 1)[1]
+    if not (port.isdigit() and 0 < int(port) < 65536):  # else it would be dialled forever
+        raise ConfigError(f"peer {spec!r}: {port!r} is not a port (1 to 65535)")
+    return f"{scheme}://{address}{'/' + path if slash and path else WS_PATH}", pinned or None
