@@ -101,6 +101,25 @@ def test_invalidate_gives_a_new_table_after_yielding_and_reports_it(keepers):
     assert keeper.stats()["computations"] == 2
 
 
+def test_a_topology_change_alone_gives_a_new_table_and_a_refresh_none(keepers):
+    topology = Topology(chain(3))
+    keeper = RouteKeeper(OWN, topology, Inputs({node(1): 1}))
+    keepers.append(keeper)
+    keeper.start()
+    assert keeper.table_version == topology.version.value
+    topology.set_record(record(2, {node(1): 1, node(3): 1}))
+    topology.set_record(record(3, {node(2): 1}))  # no invalidate: the version says it
+    wait_until(lambda: node(3) in keeper.table.reachable_set(), "node 3 routed")
+    wait_until(lambda: not keeper.stats()["pending"], "the keeper idle")
+    assert keeper.table_version == topology.version.value
+    before = topology.version.value
+    topology.set_record(record(3, {node(2): 1}))  # a refresh: nothing routing reads changed
+    assert topology.version.value == before and not keeper.stats()["pending"]
+    topology.remove(node(3))
+    assert topology.version.value == before + 1 and keeper.stats()["pending"]
+    wait_until(lambda: node(3) not in keeper.table.reachable_set(), "node 3 forgotten")
+
+
 def test_invalidations_during_a_computation_cause_exactly_one_more(keepers):
     topology = Topology(chain(3000))
     inputs = Inputs({node(1): 1})

@@ -67,7 +67,6 @@ class RecordExchange:
         topology: Topology,
         links: dict[str, Link],
         *,
-        routes_changed: Callable[[], None],
         own_seq_seen: Callable[[int], None],
         reject: Callable[[Link, str], None],
         refused: Counter,
@@ -75,7 +74,6 @@ class RecordExchange:
         self.store = store
         self.topology = topology
         self.links = links
-        self._routes_changed = routes_changed
         self._own_seq_seen = own_seq_seen
         self._reject = reject
         self.refused = refused
@@ -132,11 +130,9 @@ class RecordExchange:
         verdict = self.store.offer(frame.body, frame.signature, _now_ms(), source=link.peer_id)
         if verdict.accepted:
             self.flood(codec.encode(frame), link)
-            changed = self.topology.set_record(verdict.record)
+            self.topology.set_record(verdict.record)  # bumps its version if routing changes
             for origin in verdict.evicted:
-                changed = self.topology.remove(origin) or changed
-            if changed:
-                self._routes_changed()
+                self.topology.remove(origin)
         elif verdict.next_own_seq is not None:
             self._own_seq_seen(verdict.next_own_seq)
         elif verdict.reason in _REFUSALS:

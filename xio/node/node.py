@@ -33,15 +33,14 @@ from gevent.event import Event
 
 from ..budget import Budget
 from ..content import encode as encode_content
-from ..errors import ConnectError, HTTPError, LocalProtocolError
+from ..errors import HTTPError, LocalProtocolError
 from ..peering import codec, keyfile
 from ..peering.codec import RequestFrame, ResponseFrame
 from ..peering.forwarding import VIA, Forwarder, error_frame, extend_via, via_of
 from ..peering.handshake import Handshake
 from ..peering.identity import Identity
 from ..peering.links import Dialer, Link
-from ..peering.routing import RoutingTable, Topology, keep_link
-from ..peering.schedule import RateLimiter
+from ..peering.routing import RoutingTable, Topology
 from ..peering.session import Closed, LinkLimits, LinkSession
 from ..peering.store import RecordStore, StoreLimits
 from ..peering.transport import WebSocketEndpoint, connect
@@ -52,17 +51,16 @@ from ..statedir import StateLock
 from ..threads import HUB_WATCH, answer_on_threads
 from ..version import __version__
 from .config import WS_PATH, NodeConfig, parse_peer
+from .discovery import DiscoveryDialing
 from .exchange import SUMMARY_CAP, RecordExchange
 from .headers import end_to_end
+from .linktable import LinkTable
 from .originator import Originator, RecordContent
 from .router import Router
 from .routes import RouteKeeper
 
 log = logging.getLogger("xio.node")
 
-#: A node found by mDNS that refuses connections this many times in a row is forgotten
-#: until it is announced again (a killed node sends no goodbye).
-DISCOVERY_GIVE_UP = 5
 #: The loops whose failures are counted under /_xio/node "loops".
 LOOPS = ("refresh", "expire", "routes", "dial")
 #: Forwarding counts that are refusals by a budget or a cap (shown under "refused" too).
@@ -90,15 +88,26 @@ class Node:
         self.id = self.identity.node_id
         self.name = config.name
         self.started_at = time.time()
-        self.links: dict[str, Link] = {}  # peer id -> its one established link
-        self.all_links: set[Link] = set()
         self.rejected: Counter[str] = Counter()  # a peer's fault, by reason
         self.refused: Counter[str] = Counter()  # our budgets and caps at work, by reason
-        self.closed_links: Counter[str] = Counter()
-        self._closed_link_counts: Counter[str] = Counter()  # counts of sessions now closed
         self.loops = {name: {"errors": 0, "last_error": ""} for name in LOOPS}
         self.in_flight = Budget("in_flight", config.max_in_flight)
         self.body_bytes = Budget("body_bytes", config.body_budget)
+        self._build_mesh_parts(config)
+        self.dialers = [self._dialer(*parse_peer(p), self.dial) for p in config.peers]
+        self.discovery = DiscoveryDialing(
+            self.id, self.links, lambda: {dialer.peer_id for dialer in self.dialers},
+            make_dialer=self._dialer, dial=self.dial, max_peers=config.max_peers,
+        )  # fmt: skip
+        self._stopping = False
+        self._stopped = Event()
+        self._greenlets: list = []
+        self.server: Server | None = None
+        self.mdns = None
+        self.router = Router(self)
+
+    def _build_mesh_parts(self, config: NodeConfig) -> None:
+        """Make the link table, the record store, routing, origination and forwarding."""
         self.link_limits = LinkLimits(
             link_timeout=config.link_timeout, write_timeout=config.write_timeout,
             queue_bytes=config.link_queue_bytes, max_ttl_ms=int(config.max_ttl * 1000),
@@ -107,12 +116,16 @@ class Node:
             max_records=config.store_max_records, max_bytes=config.store_max_bytes,
             max_record_size=config.record_max_size, origin_quota=config.origin_quota,
         ))  # fmt: skip
-        self.topology = Topology()
+        self.topology = Topology()  # its version counts link changes too (the link table's)
+        self.link_table = LinkTable(self.topology.version, self.refused,
+                                    max_inbound=config.max_inbound_links,
+                                    handshake_rate=config.handshake_rate)  # fmt: skip
+        self.links = self.link_table.links  # peer id -> its one established link
         self.routes = RouteKeeper(self.id, self.topology, self._route_inputs,
                                   on_table=self._table_computed)  # fmt: skip
         self.exchange = RecordExchange(
-            self.store, self.topology, self.links, routes_changed=self.routes.invalidate,
-            own_seq_seen=self._own_seq_seen, reject=self._reject_record, refused=self.refused,
+            self.store, self.topology, self.links, own_seq_seen=self._own_seq_seen,
+            reject=self._reject_record, refused=self.refused,
         )  # fmt: skip
         self.originator = Originator(
             self.identity, self.store, self._record_content, self.exchange.flood_own,
@@ -122,17 +135,6 @@ class Node:
         )  # fmt: skip
         self.forwarder = Forwarder(self.id, self.deliver, self._link_towards,
                                    in_flight=self.in_flight, body_bytes=self.body_bytes)  # fmt: skip
-        self._handshakes = RateLimiter(config.handshake_rate, 2 * config.handshake_rate)
-        self._inbound = 0  # links accepted and not yet closed
-        self.dialers = [self._dialer(*parse_peer(p), self.dial) for p in config.peers]
-        self._stopping = False
-        self._stopped = Event()
-        self._greenlets: list = []
-        self.server: Server | None = None
-        self.mdns = None
-        self.discovery_dialers: dict[str, Dialer] = {}  # peer id -> dialer started by mDNS
-        self._discovery_failures: dict[str, int] = {}
-        self.router = Router(self)
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -175,7 +177,8 @@ class Node:
         if self._stopping:
             return
         self._stopping = True
-        for dialer in [*self.dialers, *self.discovery_dialers.values()]:
+        self.discovery.stop()
+        for dialer in self.dialers:
             dialer.stop()
         for greenlet in self._greenlets:
             greenlet.kill(block=False)
@@ -183,7 +186,7 @@ class Node:
         self.routes.stop()
         if self.mdns is not None:
             self.mdns.stop()
-        links = list(self.all_links)
+        links = list(self.link_table.all)
         for link in links:
             link.close("shutting_down")
         for link in links:  # their byes leave, or are given up on, within a second
@@ -194,12 +197,17 @@ class Node:
             self.state_lock.release()
         self._stopped.set()  # last: serve_forever returns, and the process may end, after this
 
+    def loop_failed(self, loop: str, exc: Exception) -> None:
+        """Count an error that a long-lived loop survived (shown under /_xio/node)."""
+        entry = self.loops.setdefault(loop, {"errors": 0, "last_error": ""})
+        entry["errors"] += 1
+        entry["last_error"] = f"{type(exc).__name__}: {exc}"[:300]
+
+    # -- what the node reports (``/_xio/``: xio.node.admin) -------------------------------
+
     def forwarding_counts(self) -> Counter[str]:
         """Return the forwarder's counts with those of every link's session, closed or not."""
-        counts = self.forwarder.counts + self._closed_link_counts
-        for link in self.all_links:
-            counts.update(link.session.counts)
-        return counts
+        return self.forwarder.counts + self.link_table.forwarding_counts()
 
     def refusals(self, forwarding: Counter[str] | None = None) -> dict[str, int]:
         """Return what our budgets and caps refused, by reason."""
@@ -220,22 +228,64 @@ class Node:
             "body_bytes": self.body_bytes.describe(),
             "store_records": {"used": store["records"], "limit": store["max_records"]},
             "store_bytes": {"used": store["bytes"], "limit": store["max_bytes"]},
-            "inbound_links": {"used": self._inbound, "limit": self.config.max_inbound_links},
+            "inbound_links": {
+                "used": self.link_table.inbound,
+                "limit": self.config.max_inbound_links,
+            },  # fmt: skip
             "http_connections": {
                 "used": self.server.connections if self.server else 0,
                 "limit": self.server.max_connections if self.server else 0,
             },
             "link_queue_bytes": {
-                "used": sum(link.session.queued_bytes for link in self.all_links),
+                "used": self.link_table.queued_bytes(),
                 "limit_per_link": self.config.link_queue_bytes,
             },
         }
 
-    def loop_failed(self, loop: str, exc: Exception) -> None:
-        """Count an error that a long-lived loop survived (shown under /_xio/node)."""
-        entry = self.loops.setdefault(loop, {"errors": 0, "last_error": ""})
-        entry["errors"] += 1
-        entry["last_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    def status(self) -> dict:
+        """Return a snapshot of this node: identity, addresses, apps, budgets, counters."""
+        forwarding = self.forwarding_counts()
+        now = time.monotonic()
+        dialers = [*self.dialers, *self.discovery.dialers.values()]
+        return {
+            "id": self.id, "name": self.name, "version": __version__,
+            "urls": self.advertised_urls(),
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "apps": sorted(self.apps), "links": len(self.links), "records": len(self.store),
+            "seq": self.store.own_seq,
+            "rejected": dict(sorted(self.rejected.items())),
+            "refused": self.refusals(forwarding),
+            "records_judged": {k: v for k, v in sorted(self.store.counters.items()) if v},
+            "forwarding": dict(sorted(forwarding.items())),
+            "closed_links": dict(sorted(self.link_table.closed_reasons.items())),
+            "loops": self.loops, "budgets": self.budgets(), "routing": self.routes.stats(),
+            "link_queues": [link.queue_status(now) for link in self.link_table],
+            "originated": {"records": self.originator.originated,
+                           "trimmed": self.originator.trimmed},
+            "dialling": [dialer.status() for dialer in dialers],
+            "mdns": self.mdns.describe() if self.mdns is not None else None,
+        }  # fmt: skip
+
+    def peer_status(self) -> list[dict]:
+        """Return a snapshot of every link, established or being set up."""
+        now, wall_now = time.monotonic(), time.time()
+        return [link.status(now, wall_now) for link in self.link_table]
+
+    def route_status(self) -> list[dict]:
+        """Return every reachable node: next hop, cost, seq and age of its record."""
+        now_ms = time.time() * 1000
+        table = self.table
+        result = []
+        for route in table.routes():
+            record = self.store.get(route.dst)
+            result.append({
+                "destination": route.dst, "name": table.name_of(route.dst),
+                "next_hop": route.next_hop, "cost": route.cost, "hops": route.hops,
+                "seq": record.seq if record else None,
+                "age_s": round((now_ms - record.issued_ms) / 1000, 3) if record else None,
+                "apps": record.app_names() if record else [],
+            })  # fmt: skip
+        return result
 
     # -- discovery (mDNS) ---------------------------------------------------------------
 
@@ -247,50 +297,11 @@ class Node:
         if not advertise and config.host not in ("0.0.0.0", "::", ""):
             advertise = [config.host]  # listening on one address: announce only that one
         self.mdns = Discovery(
-            node_id=self.id, name=self.name, port=self.port, on_discovered=self.discovered,
-            on_vanished=self.vanished, interfaces=config.mdns_interfaces,
-            advertise_addresses=advertise, tls=bool(config.tls_cert), ws_path=WS_PATH,
+            node_id=self.id, name=self.name, port=self.port,
+            on_discovered=self.discovery.discovered, on_vanished=self.discovery.vanished,
+            interfaces=config.mdns_interfaces, advertise_addresses=advertise,
+            tls=bool(config.tls_cert), ws_path=WS_PATH,
         ).start()  # fmt: skip
-
-    def discovered(self, node_id: str, urls: list[str]) -> None:
-        """Link to a node found by mDNS, unless linked, dialling it already, or full."""
-        if node_id == self.id or not urls or node_id in self.links:
-            return
-        if node_id in self.discovery_dialers or self._stopping:
-            return
-        if any(dialer.peer_id == node_id for dialer in self.dialers):
-            return
-        peers = len(self.links.keys() | self.discovery_dialers.keys())
-        if peers >= self.config.max_peers:
-            log.warning("not linking to discovered %s: %d peers already", node_id, peers)
-            return
-        dialer = self._dialer(urls[0], node_id, self._dial_discovered)
-        self.discovery_dialers[node_id] = dialer
-        dialer.start()
-
-    def vanished(self, node_id: str) -> None:
-        """Forget a node that said goodbye (or stays unreachable): stop dialling, unlink."""
-        dialer = self.discovery_dialers.pop(node_id, None)
-        self._discovery_failures.pop(node_id, None)
-        if dialer is None:
-            return
-        dialer.stop()
-        link = self.links.get(node_id)
-        if link is not None:
-            link.close("peer_gone")
-
-    def _dial_discovered(self, url: str, node_id: str | None) -> Link:
-        try:
-            link = self.dial(url, node_id)
-        except ConnectError:
-            failures = self._discovery_failures.get(node_id, 0) + 1
-            self._discovery_failures[node_id] = failures
-            if failures >= DISCOVERY_GIVE_UP:  # gone without a goodbye (killed, unplugged)
-                log.info("discovered node %s unreachable %d times: forgotten", node_id, failures)
-                gevent.spawn(self.vanished, node_id)
-            raise
-        self._discovery_failures.pop(node_id, None)
-        return link
 
     @property
     def url(self) -> str:
@@ -307,7 +318,7 @@ class Node:
             return list(self.config.advertise)
         return [self.url] if self.server else []
 
-    # -- links --------------------------------------------------------------------------
+    # -- links (the LinkOwner of every link) ----------------------------------------------
 
     def _dialer(self, url: str, expected: str | None, connect) -> Dialer:
         return Dialer(url, expected, connect, self.links.get, on_error=self.loop_failed)
@@ -319,26 +330,10 @@ class Node:
 
     def _admit_link(self, environ: dict):
         """Refuse a new inbound link over the rate or the cap (before the upgrade)."""
-        address = environ.get("REMOTE_ADDR") or "?"
-        if not self._handshakes.allow(address, time.monotonic()):
-            self.refused["handshake_rate"] += 1
-            return (
-                "429 Too Many Requests",
-                "too many new links from this address",
-                [("Retry-After", "1")],
-            )
-        if self._inbound >= self.config.max_inbound_links:
-            self.refused["inbound_links_full"] += 1
-            return (
-                "503 Service Unavailable",
-                "this node accepts no more links",
-                [("Retry-After", "5")],
-            )
-        return None
+        return self.link_table.admit(environ.get("REMOTE_ADDR") or "?", time.monotonic())
 
     def accept(self, transport) -> None:
         """Start a link as responder on a WebSocket a peer opened to us."""
-        self._inbound += 1
         self._new_link(transport, "responder", None, None)
 
     def _new_link(self, transport, role: str, expected: str | None, url: str | None) -> Link:
@@ -348,36 +343,20 @@ class Node:
         )  # fmt: skip
         session = LinkSession(handshake, limits=self.link_limits, body_budget=self.body_bytes)
         link = Link(transport, session, self, url=url)
-        self.all_links.add(link)
+        self.link_table.add(link)
         link.start()
         return link
 
     def link_established(self, link: Link) -> None:
         """Adopt a newly authenticated link, collapsing a duplicate to the same peer."""
-        existing = self.links.get(link.peer_id)
-        if existing is not None and existing is not link:
-            keep = keep_link(existing.session.handshake.link_key, link.session.handshake.link_key)
-            loser = link if keep == existing.session.handshake.link_key else existing
-            loser.close("duplicate_link")
-            if loser is link:
-                return
-        self.links[link.peer_id] = link
-        log.info("link up: %s (%s)", link.peer_name, link.peer_id)
-        self.exchange.link_up(link)
-        self._links_changed()
+        if self.link_table.adopt(link):
+            self.exchange.link_up(link)
+            self._links_changed()
 
     def link_closed(self, link: Link, closed: Closed) -> None:
         """Forget a closed link (the forwarder has answered what waited on it)."""
-        self.all_links.discard(link)
-        if not link.initiator:
-            self._inbound -= 1
         self.exchange.link_down(link)
-        self.closed_links[closed.reason.split(":", 1)[0]] += 1
-        self._closed_link_counts.update(link.session.counts)
-        link.session.counts.clear()  # counted once, here, from now on
-        if self.links.get(link.peer_id) is link:
-            del self.links[link.peer_id]
-            log.info("link down: %s (%s): %s", link.peer_name, link.peer_id, closed.reason)
+        if self.link_table.drop(link, closed):
             self._links_changed()
 
     def link_message(self, link: Link, message) -> None:
@@ -395,7 +374,6 @@ class Node:
     def _links_changed(self) -> None:
         self.store.set_context(neighbours=self.links.keys(),
                                reachable=self.routes.table.reachable_set())  # fmt: skip
-        self.routes.invalidate()
         self.originator.changed()
 
     def _link_towards(self, dst: str) -> Link | None:
@@ -431,12 +409,8 @@ class Node:
         while True:
             gevent.sleep(1.0)
             try:
-                removed = self.store.expire(int(time.time() * 1000))
-                changed = False
-                for origin in removed:
-                    changed = self.topology.remove(origin) or changed
-                if changed:
-                    self.routes.invalidate()
+                for origin in self.store.expire(int(time.time() * 1000)):
+                    self.topology.remove(origin)  # bumps its version: routes follow
             except Exception as exc:
                 log.exception("expiring records failed")
                 self.loop_failed("expire", exc)

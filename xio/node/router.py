@@ -27,8 +27,10 @@ import logging
 import re
 import time
 from collections import Counter
+from typing import Protocol
 from urllib.parse import quote, unquote
 
+from ..budget import Budget
 from ..errors import (
     BadRequest,
     Conflict,
@@ -42,9 +44,10 @@ from ..peering import codec
 from ..peering.codec import DEFAULT_HOPS, MAX_BODY, RequestFrame, ResponseFrame
 from ..peering.via import VIA
 from ..request import Headers, Request, Response
-from ..resource import error_response
+from ..resource import Resource, error_response
 from ..server import RAW_FIELDS, RAW_TARGET
-from .admin import admin_resource
+from .admin import AdminNode, admin_resource
+from .config import NodeConfig
 from .headers import end_to_end, first_bad_header
 from .hosting import APP_NAME
 
@@ -59,10 +62,36 @@ _PATH_SAFE = "/%!$&'()*+,;=:@"
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
+class RouterForwarder(Protocol):
+    """What the router hands a request for another node to (``forwarding.Forwarder``)."""
+
+    counts: Counter[str]
+
+    def route(self, frame: RequestFrame, deadline: float) -> ResponseFrame: ...
+
+
+class RouterNode(AdminNode, Protocol):
+    """What the router reads of its node (``xio.node.node.Node``)."""
+
+    id: str
+    name: str
+    apps: dict[str, Resource]
+    main_app: Resource | None
+    in_flight: Budget
+    refused: Counter[str]
+    forwarder: RouterForwarder
+
+    @property
+    def config(self) -> NodeConfig: ...
+    def answer_locally(
+        self, app: Resource, req: Request, deadline: float, trail: str = ""
+    ) -> Response: ...
+
+
 class Router:
     """Answer HTTP requests for one node."""
 
-    def __init__(self, node) -> None:
+    def __init__(self, node: RouterNode) -> None:
         self.node = node
         self.admin = admin_resource(node)
 

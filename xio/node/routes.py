@@ -10,11 +10,13 @@ while a large table is being built; then it swaps ``self.table`` in one assignme
 ``keeper.table`` and use it: it is always a complete table, the newest finished one, never one
 under construction, and reading it never computes anything.
 
-Invalidations coalesce: ``invalidate`` sets a flag that the greenlet clears when it starts a
-computation, so any number of calls during one computation give exactly one more. Whoever owns
-the record store feeds the ``Topology`` (``set_record`` says whether a record changed anything
-routing reads) and calls ``invalidate`` only on a change, on a link up or down and when the
-local apps or name change.
+The keeper learns of changes from a ``Version`` count (``xio.peering.routing``), not from
+callers: the ``Topology`` bumps it whenever a record changes what routing reads, and the node's
+link table (sharing the same count) on every link up or down, so no caller has to remember to
+invalidate anything. Each table remembers the count it was computed at (``table_version``); a
+table is stale while the count is ahead of it. Changes coalesce: a bump sets a flag that the
+greenlet clears when it starts a computation, so any number of changes during one computation
+give exactly one more. ``invalidate`` bumps the count by hand, for inputs nothing counts.
 
 The greenlet never dies of an error: an exception from ``inputs()``, the computation or
 ``on_table`` is logged, counted in ``stats()``, and after a failed computation the keeper tries
@@ -66,6 +68,9 @@ class RouteKeeper:
         self._step = step
         self._retry_pause = retry_pause
         self._wanted = Event()
+        self.version = topology.version
+        self.version.watch(self._wanted.set)
+        self.table_version = 0  # the count the installed table was computed at
         self._greenlet: gevent.Greenlet | None = None
         self._started = 0  # computations started: each one's generation
         self._installed = 0  # the generation of self.table
@@ -90,12 +95,12 @@ class RouteKeeper:
         return self._greenlet is not None and not self._greenlet.dead
 
     def invalidate(self) -> None:
-        """Note that something routing reads changed: compute a new table soon.
+        """Note that something routing reads changed (bump the count): compute a table soon.
 
         Cheap and safe to call often; calls made while a computation runs cause exactly one
         more. Before ``start()`` (or after ``stop()``) the request waits for the next start.
         """
-        self._wanted.set()
+        self.version.bump()
 
     def start(self) -> None:
         """Start the background greenlet (a no-op if it runs already)."""
@@ -135,6 +140,8 @@ class RouteKeeper:
             "last_busy_ms": round(self._last_busy_ms, 3),
             "max_slice_ms": round(self._max_slice_ms, 3),
             "nodes": self._nodes,
+            "version": self.version.value,
+            "table_version": self.table_version,
             "reachable": len(self.table),
             "pending": self._wanted.is_set(),
             "computing": self._computing,
@@ -161,35 +168,37 @@ class RouteKeeper:
 
     def _compute_blocking(self, notify: bool) -> None:
         started = time.perf_counter()
-        generation, slices = self._begin()
+        stamp, slices = self._begin()
         table, busy, _longest = _drain(slices, None, started)
-        self._install(generation, table, time.perf_counter() - started, busy, notify)
+        self._install(stamp, table, time.perf_counter() - started, busy, notify)
 
     def _compute_in_slices(self) -> None:
         started = time.perf_counter()
-        generation, slices = self._begin()  # part of the first slice: no yield before it
+        stamp, slices = self._begin()  # part of the first slice: no yield before it
         table, busy, longest = _drain(slices, _yield_to_others, started)
         self._max_slice_ms = max(self._max_slice_ms, longest * 1000)
-        self._install(generation, table, time.perf_counter() - started, busy, True)
+        self._install(stamp, table, time.perf_counter() - started, busy, True)
         log.debug("routing table for %d nodes in %.1f ms (%.1f ms busy, longest slice %.2f ms)",
                   self._nodes, self._last_ms, self._last_busy_ms, longest * 1000)  # fmt: skip
 
-    def _begin(self) -> tuple[int, Generator[None, None, RoutingTable]]:
+    def _begin(self) -> tuple[tuple[int, int], Generator[None, None, RoutingTable]]:
         """Read the inputs and snapshot the topology for a new computation."""
+        version = self.version.value  # before the inputs: a change while reading them is newer
         own_links, own_apps, own_name = self._inputs()
         self._started += 1
         self._nodes = len(self.topology)
         slices = compute_stepwise(self.own_id, own_links, self.topology, own_apps, own_name,
                                   step=self._step)  # fmt: skip
-        return self._started, slices
+        return (self._started, version), slices
 
     def _install(
-        self, generation: int, table: RoutingTable, wall: float, busy: float, notify: bool
+        self, stamp: tuple[int, int], table: RoutingTable, wall: float, busy: float, notify: bool
     ) -> None:
+        generation, version = stamp
         if generation < self._installed:
             return  # compute_now installed a table from a newer snapshot meanwhile
         self.table = table
-        self._installed = generation
+        self._installed, self.table_version = generation, version
         self._computations += 1
         self._last_ms, self._last_busy_ms = wall * 1000, busy * 1000
         if notify and self._on_table is not None:

@@ -125,6 +125,41 @@ class Link:
     def __repr__(self) -> str:
         return f"<Link {self.peer_name or self.transport.peer} {self.state.value}>"
 
+    def queue_status(self, now: float) -> dict:
+        """Return what waits to be sent on this link (``/_xio/node`` ``link_queues``)."""
+        session = self.session
+        return {
+            "peer": self.peer_id,
+            "name": self.peer_name,
+            "queued_bytes": session.queued_bytes,
+            "queued_frames": session.queued_frames,
+            "oldest_unsent_s": round(session.oldest_unsent(now), 3),
+            "writing": self.transport.writing,
+        }
+
+    def status(self, now: float, wall_now: float) -> dict:
+        """Return a snapshot of this link for ``/_xio/peers`` (``now``: monotonic)."""
+        session, transport = self.session, self.transport
+        up = session.established_at
+        return {
+            "id": self.peer_id,
+            "name": self.peer_name,
+            "state": self.state.value,
+            "direction": "out" if self.initiator else "in",
+            "url": self.url,
+            "address": transport.peer,
+            # when it was established (Unix time), and for how long (s)
+            "since": round(wall_now - (now - up), 3) if up is not None else None,
+            "up_s": round(now - up, 3) if up is not None else None,
+            "rtt_ms": round(session.rtt * 1000, 3) if session.rtt is not None else None,
+            "in_flight": len(session.outgoing) + len(session.incoming),
+            "caps": list(session.peer_caps),
+            "bytes_in": transport.bytes_received,
+            "bytes_out": transport.bytes_sent,
+            "rejected": dict(session.rejected),
+            **self.queue_status(now),
+        }
+
     # -- running ------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -277,6 +312,11 @@ class Dialer:
         self.attempts = 0
         self.last_error = ""
         self._greenlet = None
+
+    def status(self) -> dict:
+        """Return what this dialer is doing (``/_xio/node`` ``dialling``)."""
+        return {"url": self.url, "peer": self.peer_id, "attempts": self.attempts,
+                "last_error": self.last_error}  # fmt: skip
 
     def start(self) -> None:
         """Start dialling in the background."""

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 
@@ -80,6 +80,35 @@ class Route:
     hops: int
 
 
+class Version:
+    """A count of the changes to what routing reads, and whom to tell of each one.
+
+    The topology bumps it when a record changes what routing reads, the node's link table when
+    a link comes up or goes down, so nobody has to remember to invalidate the routing table:
+    the route keeper watches the count, and a table computed at one value is stale once the
+    count has moved on.
+    """
+
+    __slots__ = ("value", "_listeners")
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._listeners: list[Callable[[], None]] = []
+
+    def __repr__(self) -> str:
+        return f"Version({self.value})"
+
+    def bump(self) -> None:
+        """Count one change and tell every listener (who must not raise)."""
+        self.value += 1
+        for listener in self._listeners:
+            listener()
+
+    def watch(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after every change from now on."""
+        self._listeners.append(listener)
+
+
 class Topology:
     """Hold the routing-relevant content of the accepted records: links, app names, name.
 
@@ -87,12 +116,13 @@ class Topology:
     links it keeps the *confirmed* ones (listed by both ends), updated at each change for the
     node and the peers it lists, so that a computation does not check every edge again. A
     node's dicts are replaced on update, never changed in place, which is what makes
-    ``compute_stepwise``'s snapshot cheap and consistent.
+    ``compute_stepwise``'s snapshot cheap and consistent. Every change bumps ``version``.
     """
 
-    __slots__ = ("_links", "_confirmed", "_apps", "_names")
+    __slots__ = ("_links", "_confirmed", "_apps", "_names", "version")
 
-    def __init__(self, records: Iterable[Record] = ()) -> None:
+    def __init__(self, records: Iterable[Record] = (), version: Version | None = None) -> None:
+        self.version = Version() if version is None else version
         self._links: dict[str, dict[str, int]] = {}  # node -> {peer: cost} as listed
         self._confirmed: dict[str, dict[str, int]] = {}  # node -> {peer listing it back: cost}
         self._apps: dict[str, tuple[str, ...]] = {}
@@ -143,6 +173,7 @@ class Topology:
         self._names[node] = record.name
         if old_links != links:
             self._confirm(node, old_links or {}, links)
+        self.version.bump()
         return True
 
     def remove(self, node_id: str) -> bool:
@@ -153,6 +184,7 @@ class Topology:
         del self._apps[node_id], self._names[node_id], self._confirmed[node_id]
         for peer in old_links:
             self._set_edge(peer, node_id, None)
+        self.version.bump()
         return True
 
     def _confirm(self, node: str, old_links: dict[str, int], links: dict[str, int]) -> None:
