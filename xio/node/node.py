@@ -1,21 +1,23 @@
 """The node: one process that hosts apps, links to peers and routes the mesh's requests.
 
-Theory of operation. A ``Node`` composes the parts below it and holds the state that ties
-them together: its identity, the established links (one per peer), the record store and the
-routing topology, and the budgets every part draws from.
+Theory of operation. A ``Node`` composes the parts below it, each with one job, and holds
+what ties them together: its identity, its apps, and the budgets every part draws from.
 
-- Links come from ``Dialer`` s (``--peers``, mDNS) and from the WebSocket endpoint, which
-  admits at most ``max_inbound_links`` and ``handshake_rate`` new links per second per source
-  address. When a link is established the ``RecordExchange`` starts the summary-first initial
-  exchange on it and the ``Originator`` re-originates (held down under churn); two links to
-  one peer collapse to the one ``keep_link`` names, on both ends.
+- ``LinkTable`` (linktable.py): the links, one established per peer. Links come from
+  ``Dialer`` s (``--peers``; mDNS through ``DiscoveryDialing``, discovery.py) and from the
+  WebSocket endpoint, which the table admits (a cap and a rate per source address). When a
+  link is established the ``RecordExchange`` (exchange.py) starts the summary-first initial
+  exchange on it and the ``Originator`` (originator.py) re-originates, held down under churn.
 - Records arriving are judged by the store (budgets, quotas, eviction), flooded when new, and
-  change the ``Topology`` only when links, apps or names change; the ``RouteKeeper``
-  recomputes the routing table in the background and swaps it in, so requests never wait for
-  routing.
+  change the ``Topology`` only when links, apps or names change. The topology and the link
+  table bump one routing ``Version``; the ``RouteKeeper`` (routes.py) sees it, recomputes the
+  routing table in the background and swaps it in, so requests never wait for routing.
 - HTTP requests go through ``router.Router``; requests that arrive over links go through the
   ``Forwarder``. Both end in ``answer_locally`` for an app hosted here. Requests in flight and
   buffered bodies count against two node-wide budgets, shared by HTTP and every link.
+- The node is every link's ``LinkOwner`` and what the admin pages and the router read
+  (``AdminNode``, ``RouterNode``): ``status()``, ``peer_status()``, ``route_status()`` are
+  snapshots, so no page reaches into a part.
 - Every long-lived loop (origination, expiry, routing, dialling) catches, counts and goes on;
   ``loops`` under ``/_xio/node`` shows what failed.
 """

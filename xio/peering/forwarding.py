@@ -242,6 +242,12 @@ class Forwarder:
             self.counts["next_hop_lost"] += 1
             return error_frame(502, f"link to {link.peer_name} closed, request lost", via=trail)
         self.counts["forwarded"] += 1
+        return self._await_answer(link, request_id, result, timer, request.dst, trail)
+
+    def _await_answer(
+        self, link: Link, request_id: int, result: AsyncResult, timer, dst: str, trail: str
+    ) -> ResponseFrame:
+        """Wait for the answer to a request sent on ``link``, or for its deadline."""
         try:
             answer = result.get()
         except GreenletExit:
@@ -252,9 +258,7 @@ class Forwarder:
         if answer is _TIMED_OUT:
             self.counts["deadline"] += 1
             link.cancel_request(request_id)
-            return error_frame(
-                504, f"no answer from node {request.dst} before the deadline", via=trail
-            )
+            return error_frame(504, f"no answer from node {dst} before the deadline", via=trail)
         if answer is None:  # set by link_closed
             self.counts["next_hop_lost"] += 1
             return error_frame(502, f"link to {link.peer_name} closed, request lost", via=trail)
