@@ -68,7 +68,9 @@ def test_www_is_served_at_root_with_path_and_query(client):
 def call_wsgi(app, environ: dict) -> tuple[str, list, bytes]:
     """Call ``app`` as a WSGI server would; return the raw status, headers and body bytes."""
     started = {}
-    chunks = app(environ, lambda status, headers, exc_info=None: started.update(s=status, h=headers))
+    chunks = app(
+        environ, lambda status, headers, exc_info=None: started.update(s=status, h=headers)
+    )
     return started["s"], started["h"], b"".join(chunks)
 
 
