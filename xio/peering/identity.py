@@ -36,7 +36,6 @@ from xio.statedir import write_atomic
 __all__ = [
     "KEY_FILE",
     "NODE_ID_PATTERN",
-    "NODE_ID_LENGTH",
     "PUBLIC_KEY_LENGTH",
     "SIGNATURE_LENGTH",
     "Identity",
@@ -49,7 +48,6 @@ KEY_FILE = "node.key"
 PUBLIC_KEY_LENGTH = 32
 SIGNATURE_LENGTH = 64
 SEED_LENGTH = 32
-NODE_ID_LENGTH = 32
 
 NODE_ID_PATTERN = re.compile(r"[a-z2-7]{32}")
 
