@@ -113,6 +113,15 @@ def test_body_over_the_limit_is_413(app):
     assert response.headers["Connection"] == "close"
 
 
+def test_max_body_changed_after_the_first_request_applies(app):
+    client = TestClient(app)
+    assert client.post("/echo", body=b"x" * 11).status == 200
+    app.max_body = 10
+    assert client.post("/echo", body=b"x" * 11).status == 413
+    app.max_body = 20
+    assert client.post("/echo", body=b"x" * 11).status == 200
+
+
 def test_headers_are_case_insensitive_and_profile_is_read(client):
     response = client.get(
         "/headers", headers={"User-Agent": "tester", "X-Xio-Profile": '{"user": "ann"}'}
