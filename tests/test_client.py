@@ -24,6 +24,7 @@ from xio.client import Client
 from xio.errors import ConnectError, ReadTimeout, ResponseError, TransportError
 
 from .certs import self_signed
+from .conftest import wait_until
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
@@ -252,10 +253,13 @@ def test_keep_alive_reuses_the_connection_until_close(echo):
     assert port in server.closed_ports
 
 
-def test_server_closing_an_idle_connection_is_harmless(api):
-    first = api.get("close").content["port"]
-    time.sleep(0.05)  # let the close reach the client while the connection is idle
-    again = api.get("x")
+def test_server_closing_an_idle_connection_is_harmless(echo):
+    url, server = echo
+    with Client(url) as api:
+        first = api.get("close").content["port"]
+        # The server has closed the connection while the client holds it idle.
+        wait_until(lambda: first in server.closed_ports, timeout=2, what="the server's close")
+        again = api.get("x")
     assert again.status == 200
     assert again.content["port"] != first
 

@@ -71,6 +71,29 @@ def test_cancel_stops_its_own_call_with_greenlet_exit():
     assert outcome[-1] == "worker still usable" and workers.started == 1
 
 
+def test_a_blocking_kill_returns_once_the_call_has_ended():
+    workers = Workers()
+    outcome = []
+
+    def call():
+        try:
+            gevent.sleep(10)
+        finally:
+            gevent.sleep(0.01)  # a call may take a while to wind down
+            outcome.append("ended")
+
+    job = workers.run(call)
+    gevent.sleep(0)
+    job.kill(block=True)
+    assert outcome == ["ended"] and job.worker is None
+    unblocked = workers.run(gevent.sleep, 10)
+    gevent.sleep(0)
+    unblocked.kill()  # block=False: back at once, the call ends soon after
+    assert unblocked.worker is not None
+    gevent.sleep(0.01)
+    assert unblocked.worker is None
+
+
 def test_a_late_cancel_does_not_hit_the_next_call_on_the_same_worker():
     workers = Workers(max_idle=1)
     first_done, outcome = Event(), []
@@ -97,8 +120,21 @@ def test_a_call_cancelled_before_it_starts_does_not_run():
     job = workers.run(outcome.append, "ran")
     job.kill()
     gevent.sleep(0.01)
-    # The hub hands the job over before the cancel, so the call runs; being quick, it wins.
-    assert outcome == ["ran"] and job.worker is None
+    assert outcome == [] and job.worker is None
+    workers.run(outcome.append, "the next call runs")
+    gevent.sleep(0)
+    assert outcome == ["the next call runs"] and workers.started == 1
+
+
+def test_a_call_cancelled_before_a_parked_worker_takes_it_does_not_run():
+    workers = Workers()
+    workers.run(lambda: None)
+    gevent.sleep(0)  # the worker is parked now
+    outcome = []
+    job = workers.run(outcome.append, "ran")
+    job.kill()
+    gevent.sleep(0.01)
+    assert outcome == [] and job.worker is None and workers.started == 1
 
 
 def test_a_failing_call_is_logged_and_the_worker_goes_on(caplog):

@@ -65,11 +65,29 @@ def test_www_is_served_at_root_with_path_and_query(client):
     assert response.content == {"path": "some/where", "query": {"a": "1", "b": "2"}}
 
 
-def test_msgpack_when_accepted(client):
-    response = client.get("/?x=1", headers={"Accept": "application/msgpack"})
-    assert response.content_type == "application/msgpack"
-    assert response.content == {"path": "", "query": {"x": "1"}}
-    assert msgpack.unpackb(msgpack.packb(response.content)) == response.content
+def call_wsgi(app, environ: dict) -> tuple[str, list, bytes]:
+    """Call ``app`` as a WSGI server would; return the raw status, headers and body bytes."""
+    started = {}
+    chunks = app(
+        environ, lambda status, headers, exc_info=None: started.update(s=status, h=headers)
+    )
+    return started["s"], started["h"], b"".join(chunks)
+
+
+def test_msgpack_when_accepted(app):
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/",
+        "QUERY_STRING": "x=1",
+        "HTTP_ACCEPT": "application/msgpack",
+        "wsgi.input": io.BytesIO(b""),
+    }
+    status, headers, body = call_wsgi(app, environ)
+    assert status.startswith("200 ")
+    assert [value for name, value in headers if name.lower() == "content-type"] == [
+        "application/msgpack"
+    ]
+    assert msgpack.unpackb(body) == {"path": "", "query": {"x": "1"}}
 
 
 def test_json_and_form_bodies_become_data(client):
@@ -93,6 +111,15 @@ def test_body_over_the_limit_is_413(app):
     response = TestClient(app).post("/echo", body=b"x" * 11)
     assert response.status == 413
     assert response.headers["Connection"] == "close"
+
+
+def test_max_body_changed_after_the_first_request_applies(app):
+    client = TestClient(app)
+    assert client.post("/echo", body=b"x" * 11).status == 200
+    app.max_body = 10
+    assert client.post("/echo", body=b"x" * 11).status == 413
+    app.max_body = 20
+    assert client.post("/echo", body=b"x" * 11).status == 200
 
 
 def test_headers_are_case_insensitive_and_profile_is_read(client):

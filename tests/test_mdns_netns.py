@@ -122,10 +122,13 @@ def test_killed_node_is_dropped_within_the_link_timeout(three):
 
 
 def test_node_without_mdns_is_neither_seen_nor_linked(start_in):
-    n1, n2 = start_in("n1"), start_in("n2")
+    # quiet runs before n1 and n2 start browsing: whatever n1 and n2 find by mDNS, they would
+    # have found quiet's announcements too, so once they see each other no wait is left.
     quiet = start_in("quiet", mdns=False)
+    n1, n2 = start_in("n1"), start_in("n2")
     wait_until(lambda: converged([n1, n2]), timeout=15, what="n1 and n2 to find each other")
-    time.sleep(3)
+    wait_until(lambda: seen_by_mdns(n1) == {n2.node_id} and seen_by_mdns(n2) == {n1.node_id},
+               timeout=5, what="n1 and n2 to see each other by mDNS")  # fmt: skip
     assert routes(quiet) == {quiet.node_id}
     assert peers(quiet) == []
     assert quiet.host.get("/_xio/node")[1]["mdns"] is None

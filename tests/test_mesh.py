@@ -130,7 +130,7 @@ def test_a_cancel_is_passed_along_the_path_and_stops_the_handler(line):
 
 
 def test_next_hop_lost_mid_request_is_502(line):
-    a, b, _ = line
+    a, b, c = line
     import threading
 
     result = {}
@@ -140,7 +140,9 @@ def test_next_hop_lost_mid_request_is_502(line):
 
     asking = threading.Thread(target=ask)
     asking.start()
-    time.sleep(0.5)
+    # Kill b only once the request is at c: a kill before it got there would be a 404 or 502
+    # for another reason (no route), not the lost next hop this test is about.
+    wait_until(lambda: forwarding(c).get("served", 0) >= 1, what="the request to reach c")
     b.proc.kill()
     asking.join(15)
     assert result["response"].status == 502
@@ -200,11 +202,18 @@ def test_duplicate_links_collapse_to_one(start_node):
     # Now x1 also dials x2: both ends must keep a single link.
     c = start_node("x3", "--peers", ws(a), ws(b))
     wait_until(lambda: len(route_ids(c)) == 3, what="x3 linked")
-    time.sleep(1)
-    for process in (a, b, c):
+
+    def established_peer_ids(process) -> list[str]:
         peers = xio.client(process.url).get("/_xio/peers").content
-        established = [p for p in peers if p["state"] == "established"]
-        assert len(established) == len({p["id"] for p in established}) == 2
+        return [p["id"] for p in peers if p["state"] == "established"]
+
+    # Both ends dialled: each node sees two links to x3 for a moment, then one of each pair
+    # is closed. Wait for that, then look at the end state.
+    wait_until(lambda: all(len(established_peer_ids(p)) == 2 for p in (a, b, c)),
+               what="the duplicate links to collapse")  # fmt: skip
+    for process in (a, b, c):
+        ids = established_peer_ids(process)
+        assert len(ids) == len(set(ids)) == 2
 
 
 def test_sigterm_says_goodbye_so_peers_drop_it_at_once(start_node):

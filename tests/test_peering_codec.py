@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,6 +24,19 @@ from xio.peering.codec import (
     ResponseFrame,
     decode,
     encode,
+)
+
+from .conftest import ROOT
+
+#: The message types that docs/PROTOCOL.md section 4 defines (its "### hello — ..." headings).
+DOCUMENTED_TYPES = frozenset(
+    name
+    for names in re.findall(
+        r"^### ([a-z]+(?: / [a-z]+)?) — ",
+        (ROOT / "docs/PROTOCOL.md").read_text().split("\n## 4.")[1].split("\n## 5.")[0],
+        flags=re.M,
+    )
+    for name in names.split(" / ")
 )
 
 NODE_A = "a" * 32
@@ -59,6 +74,14 @@ def test_every_message_round_trips(message):
     data = encode(message)
     assert decode(data) == message
     assert encode(decode(data)) == data
+
+
+def test_the_codec_speaks_exactly_the_documented_types():
+    assert len(DOCUMENTED_TYPES) >= 10
+    assert set(codec._TYPES) == DOCUMENTED_TYPES
+    for message in EXAMPLES:
+        assert msgpack.unpackb(encode(message))["t"] == type(message).TYPE
+        assert type(decode(encode(message))) is type(message)
 
 
 def test_encoding_puts_type_first_and_uses_short_keys():
@@ -209,7 +232,10 @@ def decodes_or_refuses(data: bytes) -> None:
     except RemoteProtocolError as exc:
         assert exc.reason in codec.DECODE_REASONS
     else:
-        assert type(message).TYPE in codec._TYPES
+        # What decoded is what the frame said it is, a type of the document, and stays itself.
+        assert msgpack.unpackb(data, strict_map_key=False)["t"] == type(message).TYPE
+        assert type(message).TYPE in DOCUMENTED_TYPES
+        assert decode(encode(message)) == message
 
 
 @settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])

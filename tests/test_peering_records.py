@@ -60,7 +60,7 @@ def test_built_record_parses_back():
     assert record == made.record
     assert record.node_id == ALICE.node_id and record.public_key == ALICE.public_key
     assert record.expires_ms == NOW + 60_000
-    assert record.link_costs() == {BOB.node_id: 10}
+    assert record.links == ((BOB.node_id, 10),)
     assert record.app_names() == ["inventory"]
     assert encode_body(record) == made.body
 
@@ -334,9 +334,3 @@ def test_snapshot_sends_others_then_own_and_skips_expired():
     assert len(later) == 2 and store.signed(ALICE.node_id).body not in [b for b, _ in later]
     assert [r.node_id for r in store.records()] == sorted([ALICE.node_id, BOB.node_id])
     assert store.get(CAROL.node_id) == own.record
-
-
-def test_remove_forgets_a_record():
-    store = RecordStore(CAROL.node_id)
-    offer(store, build())
-    assert store.remove(ALICE.node_id) and not store.remove(ALICE.node_id)

@@ -114,7 +114,40 @@ def compute_vectors() -> dict[str, str]:
         summary_frame=encode(Summary(((alice.node_id, 7), (bob.node_id, 3)))),
         want_frame=encode(Want((bob.node_id,))),
     )
+    vectors.update(signature_vectors(SEED_A, alice))
     return {k: v.hex() if isinstance(v, bytes) else str(v) for k, v in vectors.items()}
+
+
+#: Ed25519's group order and field prime (RFC 8032).
+L = 2**252 + 27742317777372353535851937790883648493
+P = 2**255 - 19
+IDENTITY = (1).to_bytes(32, "little")  # the neutral point: x = 0, y = 1
+ORDER_8 = bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a")
+SIGNATURE_MESSAGE = b"xio-test-0"  # SHA-512(IDENTITY + ORDER_8 + it) mod L is a multiple of 8
+
+
+def _challenge(r: bytes, key: bytes, message: bytes) -> int:
+    return int.from_bytes(hashlib.sha512(r + key + message).digest(), "little") % L
+
+
+def signature_vectors(seed: bytes, alice: Identity) -> dict[str, bytes]:
+    """The section 6 cases: signatures the document refuses that a lax verifier accepts."""
+    message = SIGNATURE_MESSAGE
+    valid = alice.sign(message)
+    s = int.from_bytes(valid[32:], "little")
+    digest = hashlib.sha512(seed).digest()  # RFC 8032 5.1.5: A's secret scalar
+    scalar = (int.from_bytes(digest[:32], "little") & ((1 << 254) - 8)) | (1 << 254)
+    small_r = (_challenge(IDENTITY, alice.public_key, message) * scalar) % L
+    return {
+        "sig_message": message,
+        "sig_valid": valid,
+        "sig_s_plus_l": valid[:32] + (s + L).to_bytes(32, "little"),
+        "sig_small_r": IDENTITY + small_r.to_bytes(32, "little"),
+        "key_small_order_1": IDENTITY,
+        "key_small_order_8": ORDER_8,
+        "key_non_canonical": (P + 1).to_bytes(32, "little"),  # y = p + 1: the identity again
+        "sig_small_key": IDENTITY + bytes(32),
+    }
 
 
 def format_block(vectors: dict[str, str], width: int = 64) -> str:
@@ -185,6 +218,37 @@ def test_vectors_are_self_consistent():
         v["node_id_b"],
         NONCE_B,
     ]
+
+
+def test_signature_vectors_are_refused_but_the_valid_one():
+    v = {k: bytes.fromhex(x) for k, x in documented_vectors().items() if k[:4] in ("sig_", "key_")}
+    message, key_a = v["sig_message"], bytes.fromhex(documented_vectors()["public_key_a"])
+    assert verify(key_a, v["sig_valid"], message)
+    s = int.from_bytes(v["sig_valid"][32:], "little")
+    assert s < L and int.from_bytes(v["sig_s_plus_l"][32:], "little") == s + L
+    assert not verify(key_a, v["sig_s_plus_l"], message)  # S >= L
+    assert v["sig_small_r"][:32] == IDENTITY
+    assert not verify(key_a, v["sig_small_r"], message)  # R of order 1
+    # R = identity, S = 0 satisfies [S]B = R + [k]A for A of order 1, and of order 8 when
+    # 8 divides k: the cofactorless equation alone would accept these forgeries.
+    assert _challenge(IDENTITY, v["key_small_order_8"], message) % 8 == 0
+    for key in ("key_small_order_1", "key_small_order_8", "key_non_canonical"):
+        assert not verify(v[key], v["sig_small_key"], message), key
+        assert not verify(v[key], v["sig_small_key"], b"any other message"), key
+
+
+def test_a_key_or_r_of_small_order_never_signs():
+    alice = Identity.from_seed(SEED_A)
+    order_2 = (P - 1).to_bytes(32, "little")
+    order_4 = bytes(32)
+    for small in (IDENTITY, order_2, order_4, ORDER_8):
+        for sign_bit in (0, 0x80):
+            point = small[:31] + bytes([small[31] | sign_bit])
+            for number in range(16):  # some of these would pass the bare equation
+                message = b"xio-test-%d" % number
+                assert not verify(point, IDENTITY + bytes(32), message)
+                assert not verify(point, point + bytes(32), message)
+        assert not verify(alice.public_key, small + bytes(32), b"m")
 
 
 if __name__ == "__main__":

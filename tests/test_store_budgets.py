@@ -258,13 +258,15 @@ def test_a_refused_growing_replacement_stays_evictable():
 
 def test_the_source_holding_the_most_now_pays_for_a_neighbour():
     store = RecordStore(OWN.node_id, max_records=4)
-    flood = sybils(5, start=-10)
+    # F's records but the first live 1 s: once they expire F holds 1, and H will hold the most.
+    flood = [build(Identity.generate(), now=NOW - 10 + i, lifetime=60_000 if i == 0 else 1000)
+             for i in range(5)]  # fmt: skip
     everyone = [F.node_id, H.node_id, N.node_id]
     store.set_context(neighbours=everyone, reachable=EVERY_ID + [m.record.node_id for m in flood])
     for made in flood:
         offer(store, made, source=F.node_id)
-    for made in flood[1:]:
-        store.remove(made.record.node_id)  # F held 5, now holds 1: H will hold the most
+    assert store.usage()["sources"] == {F.node_id: 4}
+    assert len(store.expire(NOW + 1000)) == 3
     offer(store, build(A, now=NOW - 5), source=H.node_id)
     offer(store, build(B), source=H.node_id), offer(store, build(C), source=H.node_id)
     assert store.usage()["sources"] == {F.node_id: 1, H.node_id: 3}
@@ -286,10 +288,10 @@ def test_a_source_holding_only_neighbours_records_is_skipped():
 def test_a_record_brought_again_by_another_source_belongs_to_that_source():
     store = RecordStore(OWN.node_id, max_records=3)
     store.set_context(neighbours=[F.node_id, H.node_id, N.node_id], reachable=EVERY_ID)
-    offer(store, build(A, now=NOW), source=F.node_id)
+    offer(store, build(A, now=NOW, lifetime=1000), source=F.node_id)
     offer(store, build(B, now=NOW + 1), source=F.node_id)
-    store.remove(A.node_id)
-    offer(store, build(A, now=NOW), source=H.node_id)
+    assert store.expire(NOW + 1000) == [A.node_id]  # forgotten; then H brings A's next record
+    assert offer(store, build(A, seq=2, now=NOW + 1000), source=H.node_id).accepted
     offer(store, build(C, now=NOW + 2), source=F.node_id)
     assert store.usage()["sources"] == {F.node_id: 2, H.node_id: 1}
     verdict = offer(store, build(N), source=N.node_id)
@@ -329,8 +331,9 @@ def test_an_evicted_record_is_accepted_again_when_it_comes_back():
     offer(store, build(A, seq=4))
     store.set_context(neighbours=[], reachable=[])  # routes ran
     assert offer(store, build(B)).evicted == (A.node_id,)
-    assert store.remove(B.node_id)
-    assert offer(store, build(A, seq=4)).accepted  # no tombstone: it is not "stale"
+    store.set_context(neighbours=[], reachable=[])  # routes ran
+    again = offer(store, build(A, seq=4))
+    assert again.accepted and again.evicted == (B.node_id,)  # no tombstone: it is not "stale"
 
 
 # -- changed -----------------------------------------------------------------------------------

@@ -56,9 +56,11 @@ class App(Resource):
 
     def __call__(self, environ: dict, start_response):
         """Serve the app as a WSGI application (``www`` at ``/``)."""
-        if self._wsgi is None:
-            self._wsgi = WSGIApp(self.handle_public, max_body=self.max_body)
-        return self._wsgi(environ, start_response)
+        wsgi = self._wsgi
+        if wsgi is None:
+            wsgi = self._wsgi = WSGIApp(self.handle_public)
+        wsgi.max_body = self.max_body  # read per request: the app's owner may change it later
+        return wsgi(environ, start_response)
 
     def main(self, argv: list[str] | None = None) -> int:
         """Serve this app from the command line (``--host``, ``--port``, TLS); see ``--help``."""

@@ -192,7 +192,7 @@ class Request:
     """
 
     __slots__ = (
-        "method", "path", "url_path", "route", "params", "inputs", "_response", "context",
+        "method", "path", "url_path", "route", "params", "inputs", "_response",
         "_query", "_query_string", "_headers", "_environ", "_body", "_data", "_profile",
         "_methods",
     )  # fmt: skip
@@ -215,7 +215,6 @@ class Request:
         self.params: dict[str, str] = {}
         self.inputs: dict = {}
         self._response: Response | None = None
-        self.context: dict = {}
         self._query = dict(query) if isinstance(query, Mapping) else None
         self._query_string = query if isinstance(query, str) else ""
         self._headers = (

@@ -41,7 +41,7 @@ from collections.abc import Callable
 
 import gevent
 from gevent import GreenletExit, get_hub, getcurrent
-from gevent.event import AsyncResult
+from gevent.event import AsyncResult, Event
 
 from ..budget import Budget
 from ..errors import ConnectionClosed, LocalProtocolError, QueueFull
@@ -98,16 +98,25 @@ class Relay(_Held):
 class Job:
     """One call being run by a worker, which ``cancel`` can stop."""
 
-    __slots__ = ("worker", "cancelled", "_workers")
+    __slots__ = ("worker", "cancelled", "_workers", "_ended")
 
     def __init__(self, workers: Workers) -> None:
         self.worker = None  # the greenlet running the call, None once it has returned
         self.cancelled = False
         self._workers = workers
+        self._ended: Event | None = None  # made only for a blocking kill: most jobs need none
 
     def kill(self, block: bool = False) -> None:
-        """Stop the call with ``GreenletExit`` soon, as ``Greenlet.kill(block=False)`` does."""
+        """Stop the call with ``GreenletExit``, as ``Greenlet.kill`` does.
+
+        With ``block``, return only once the call has ended (at once from the call itself,
+        which cannot wait for its own end); without it, return at once and stop it soon.
+        """
         self._workers.cancel(self)
+        if block and self.worker is not None and self.worker is not getcurrent():
+            if self._ended is None:
+                self._ended = Event()
+            self._ended.wait()
 
 
 class Workers:
@@ -154,13 +163,16 @@ class Workers:
         job, function, args = first.pop()
         while True:
             try:
-                function(*args)
+                if not job.cancelled:  # cancelled before this worker took it: never run it
+                    function(*args)
             except GreenletExit:
                 pass  # cancelled
             except Exception:
                 log.exception("a worker's call failed")
             finally:
                 job.worker = None
+                if job._ended is not None:
+                    job._ended.set()
             # Drop what the call held before parking: an idle worker must not keep its last
             # request (and its body) alive.
             job = function = args = None

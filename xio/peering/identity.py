@@ -33,7 +33,6 @@ from xio.errors import ConfigError, LocalProtocolError
 
 __all__ = [
     "NODE_ID_PATTERN",
-    "NODE_ID_LENGTH",
     "PUBLIC_KEY_LENGTH",
     "SIGNATURE_LENGTH",
     "Identity",
@@ -45,7 +44,6 @@ __all__ = [
 PUBLIC_KEY_LENGTH = 32
 SIGNATURE_LENGTH = 64
 SEED_LENGTH = 32
-NODE_ID_LENGTH = 32
 
 NODE_ID_PATTERN = re.compile(r"[a-z2-7]{32}")
 
@@ -63,6 +61,24 @@ def is_node_id(value: object) -> bool:
     return type(value) is str and NODE_ID_PATTERN.fullmatch(value) is not None
 
 
+#: Ed25519's field prime and the y coordinates of its points of small order (1, 2, 4, 8).
+_P = 2**255 - 19
+_Y_ORDER_8 = 0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7
+_SMALL_ORDER_Y = frozenset({0, 1, _P - 1, _Y_ORDER_8, _P - _Y_ORDER_8})
+_Y_MASK = (1 << 255) - 1
+
+
+def _strict_point(encoded: bytes) -> bool:
+    """Tell whether a point encoding (a key, or a signature's R) may sign (PROTOCOL.md §6).
+
+    OpenSSL accepts a small-order key (the identity "signs" every message with R = identity,
+    S = 0), a non-canonical key (y >= p) and a small-order R; the document refuses all three,
+    so that every implementation gives every signature the same verdict.
+    """
+    y = int.from_bytes(encoded[:32], "little") & _Y_MASK
+    return y < _P and y not in _SMALL_ORDER_Y
+
+
 @functools.lru_cache(maxsize=4096)
 def _public_key_object(public_key: bytes) -> Ed25519PublicKey:
     # Loading a key costs a few µs; records of the same origin are verified again and again.
@@ -73,13 +89,16 @@ def verify(public_key: bytes, signature: bytes, data: bytes) -> bool:
     """Tell whether ``signature`` is a valid Ed25519 signature of ``data`` by ``public_key``.
 
     Any malformed input (wrong lengths, wrong types, a key that is not a curve point) answers
-    False: no exception from the crypto library escapes.
+    False: no exception from the crypto library escapes. What is valid is pinned in
+    docs/PROTOCOL.md §6: S < L, canonical key, neither key nor R of small order.
     """
     if not isinstance(public_key, bytes) or len(public_key) != PUBLIC_KEY_LENGTH:
         return False
     if not isinstance(signature, bytes) or len(signature) != SIGNATURE_LENGTH:
         return False
     if not isinstance(data, (bytes, bytearray, memoryview)):
+        return False
+    if not (_strict_point(public_key) and _strict_point(signature)):  # signature[:32] is R
         return False
     try:
         _public_key_object(public_key).verify(signature, bytes(data))

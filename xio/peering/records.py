@@ -137,10 +137,6 @@ class Record:
             raise LocalProtocolError(f"record body is {len(body)} bytes > {MAX_RECORD_SIZE}")
         return SignedRecord(body, identity.sign(RECORD_DOMAIN + body), record)
 
-    def link_costs(self) -> dict[str, int]:
-        """Return the listed links as ``{neighbour_id: cost}``."""
-        return dict(self.links)
-
     def app_names(self) -> list[str]:
         """Return the names of the apps this node hosts."""
         return [app for app, _ in self.apps]

@@ -276,11 +276,6 @@ class RoutingTable:
         """Return the number of reachable nodes, this one included."""
         return len(self._keys)
 
-    def route(self, dst: str) -> Route | None:
-        """Return the route to node ``dst``, or None if it is unreachable."""
-        key = self._keys.get(dst)
-        return None if key is None else self._paths.route(dst, key)
-
     def next_hop(self, dst: str) -> str | None:
         """Return the neighbour to send a frame for ``dst`` to, or None."""
         key = self._keys.get(dst)
@@ -290,10 +285,6 @@ class RoutingTable:
         """Return every route, this node's own first, then by destination id."""
         order = sorted(self._keys, key=lambda dst: (dst != self.own_id, dst))
         return [self._paths.route(dst, self._keys[dst]) for dst in order]
-
-    def reachable(self) -> list[str]:
-        """Return the ids of every reachable node (this one included), sorted."""
-        return sorted(self._keys)
 
     def reachable_set(self) -> frozenset[str]:
         """Return the ids of every reachable node (this one included) as a set, built once."""

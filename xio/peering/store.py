@@ -506,13 +506,6 @@ class RecordStore:
             del self._tombstones[next(iter(self._tombstones))]  # the oldest goes first
         return removed
 
-    def remove(self, node_id: str) -> bool:
-        """Forget ``node_id``'s record (without a tombstone); tell whether it was there."""
-        if node_id not in self._records:
-            return False
-        self._drop(node_id)
-        return True
-
     def get(self, node_id: str) -> Record | None:
         """Return the stored record of ``node_id`` (this node's own included)."""
         signed = self.signed(node_id)
