@@ -40,13 +40,13 @@ from ..errors import (
 )  # fmt: skip
 from ..peering import codec
 from ..peering.codec import DEFAULT_HOPS, MAX_BODY, RequestFrame, ResponseFrame
+from ..peering.names import MAX_NAME, is_app_name
 from ..peering.via import VIA
 from ..request import Headers, Request, Response
 from ..resource import error_response
 from ..server import RAW_FIELDS, RAW_TARGET
 from .admin import admin_resource
 from .headers import end_to_end, first_bad_header
-from .hosting import APP_NAME
 
 log = logging.getLogger("xio.node")
 
@@ -122,12 +122,12 @@ class Router:
         if first in node.apps:
             req.url_path = below
             return self._local(node.apps[first], req, deadline)
-        if APP_NAME.match(first) and node.table.hosts_of(first):
+        if is_app_name(first) and node.table.hosts_of(first):
             return self._forward(req, node.table.pick_host(first), first, below, deadline)
         if node.main_app is not None:
             req.url_path = raw
             return self._local(node.main_app, req, deadline)
-        if not APP_NAME.match(first):
+        if not is_app_name(first):
             raise BadRequest(f"malformed mesh path {path!r}: {first!r} cannot be an app name")
         raise NotFound(f"no app {first!r} in the mesh")
 
@@ -151,7 +151,7 @@ class Router:
     def _pinned(self, req: Request, token: str, raw_rest: str, deadline: float) -> Response:
         raw_app, slash, raw_below = raw_rest.lstrip("/").partition("/")
         app, below = unquote(raw_app), slash + raw_below
-        if not token or not app or not APP_NAME.match(app):
+        if not token or not app or not is_app_name(app):
             raise BadRequest("malformed mesh path: expected /~<node id or name>/<app>/<path>")
         node = self.node
         if token in (node.id, node.name) and app in node.apps:
@@ -268,8 +268,8 @@ def request_headers(req: Request) -> tuple[tuple[str, str], ...]:
 
 def check_request_fits(method: str, path: str, query: str, headers) -> None:
     """Refuse, with the precise 4xx, a client's request that a ``req`` frame cannot carry."""
-    if len(method) > codec.MAX_NAME:
-        raise BadRequest(f"a method is at most {codec.MAX_NAME} characters")
+    if len(method) > MAX_NAME:
+        raise BadRequest(f"a method is at most {MAX_NAME} characters")
     if len(path) > codec.MAX_STRING:
         raise HTTPError(414, f"a path crossing the mesh is at most {codec.MAX_STRING} bytes")
     if len(query.encode("utf-8", "surrogatepass")) > codec.MAX_STRING:

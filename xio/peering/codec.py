@@ -38,6 +38,7 @@ import msgpack
 
 from xio.errors import LocalProtocolError, RemoteProtocolError
 from xio.peering.identity import NODE_ID_PATTERN, PUBLIC_KEY_LENGTH, SIGNATURE_LENGTH, is_node_id
+from xio.peering.names import APP_NAME, APP_NAME_RULE, MAX_NAME
 
 __all__ = [
     "DECODE_REASONS",
@@ -79,7 +80,6 @@ MAX_HEADERS = 256
 #: All names and values of one req's or res's headers together, in UTF-8 bytes: with the path
 #: and query (64 KiB each) they stay well inside the 1 MiB a frame has besides its body.
 MAX_HEADER_BYTES = 256 * 1024
-MAX_NAME = 255  # node names, app names, methods
 MAX_REASON = 1024
 MAX_UINT32 = 2**32 - 1
 MAX_UINT64 = 2**64 - 1
@@ -104,6 +104,7 @@ DECODE_REASONS = (
 
 _REQUIRED = object()
 _is_node_id = NODE_ID_PATTERN.fullmatch
+_is_app_name = APP_NAME.fullmatch
 #: A raw path: "/"-separated, every other byte unreserved, a sub-delim, ":" or "@" (RFC 3986
 #: pchar), or a %XX escape. It is carried as the client sent it and decoded once, at the app.
 _RAW_PATH = re.compile(r"(?:/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*)?")
@@ -304,7 +305,7 @@ class RequestFrame:
             and type(self.dst) is str
             and _is_node_id(self.dst)
             and type(self.app) is str
-            and 0 < len(self.app) <= MAX_NAME
+            and _is_app_name(self.app)
             and type(self.method) is str
             and 0 < len(self.method) <= MAX_NAME
             and type(path) is str
@@ -326,7 +327,8 @@ class RequestFrame:
     def _check_slowly(self) -> None:
         _check_uint("req", "request_id", self.request_id, MAX_UINT32)
         _check_node_id("req", "dst", self.dst)
-        _check_str("req", "app", self.app, MAX_NAME, 1)
+        if type(self.app) is not str or not _is_app_name(self.app):
+            raise _fail("req", "app", f"must be an app name ({APP_NAME_RULE})")
         _check_str("req", "method", self.method, MAX_NAME, 1)
         _check_str("req", "path", self.path, MAX_STRING)
         if self.path and self.path[0] != "/":
