@@ -44,6 +44,7 @@ from gevent.pywsgi import OldMessage, WSGIHandler, WSGIServer
 from . import content as _content
 from . import http11
 from .budget import Budget
+from .constants import MAX_BODY
 from .errors import BadRequest, HTTPError, PayloadTooLarge, RequestTimeout, ServiceUnavailable
 from .http11 import HTTPLimits
 from .request import Headers, Request, Response
@@ -54,7 +55,7 @@ __all__ = ["DEFAULT_MAX_BODY", "HTTPLimits", "Server", "WSGIApp", "status_line"]
 log = logging.getLogger("xio")
 access_log = logging.getLogger("xio.access")
 
-DEFAULT_MAX_BODY = 16 * 1024 * 1024
+DEFAULT_MAX_BODY = MAX_BODY
 #: WSGI environ keys with the request as the client sent it: the request target (not
 #: percent-decoded) and the header fields as ``(name, value)`` pairs, case and repeats kept.
 RAW_TARGET = "xio.raw_target"

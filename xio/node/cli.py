@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
+from ..constants import DEFAULT_PORT, MAX_BODY
 from ..errors import ConfigError, StateError
 from .node import NodeConfig, parse_peer
 
@@ -74,7 +75,7 @@ def node_arguments(
                         help="a silent link is dead after this long (default 2.5)")  # fmt: skip
     parser.add_argument("--request-timeout", type=_seconds, default=30.0, metavar="SECONDS",
                         help="default deadline of a request (default 30)")  # fmt: skip
-    parser.add_argument("--max-body", type=_size, default=16 * 1024 * 1024, metavar="BYTES",
+    parser.add_argument("--max-body", type=_size, default=MAX_BODY, metavar="BYTES",
                         help="request body limit (default 16 MiB)")  # fmt: skip
     parser.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS,
                         metavar="LEVEL",
@@ -321,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                    "the LAN (mDNS) unless given --no-mdns or --demo.")  # fmt: skip
     parser = ArgumentParser(prog="xio-node", description=description, epilog=SUBCOMMANDS,
                             formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    node_arguments(parser, port=7700, host="0.0.0.0",
+    node_arguments(parser, port=DEFAULT_PORT, host="0.0.0.0",
                    mdns_default="on by default, except with --demo")  # fmt: skip
     parser.add_argument("--app", action="append", default=[], metavar="SPEC",
                         help="app to host: path/to/app.py, a folder with app.py, or "

@@ -35,6 +35,7 @@ from gevent.event import Event
 
 from .. import __version__
 from ..budget import Budget
+from ..constants import DEFAULT_PORT, PUBLIC, WS_PATH, MiB
 from ..content import encode as encode_content
 from ..errors import ConfigError, ConnectError, HTTPError, LocalProtocolError
 from ..peering import codec
@@ -62,8 +63,6 @@ from .routes import RouteKeeper
 
 log = logging.getLogger("xio.node")
 
-WS_PATH = "/_xio/ws"
-MiB = 1024 * 1024
 #: A node found by mDNS that refuses connections this many times in a row is forgotten
 #: until it is announced again (a killed node sends no goodbye).
 DISCOVERY_GIVE_UP = 5
@@ -82,7 +81,7 @@ class NodeConfig:
 
     name: str = field(default_factory=socket.gethostname)
     host: str = "0.0.0.0"
-    port: int = 7700
+    port: int = DEFAULT_PORT
     peers: list[str] = field(default_factory=list)
     state_dir: Path | None = None  # None: a fresh identity that lives as long as the process
     mdns: bool = False
@@ -134,7 +133,7 @@ def parse_peer(spec: str) -> tuple[str, str | None]:
         raise ConfigError(f"peer {spec!r}: expected ws://host:port, wss://, http://, or host:port")
     address, slash, path = rest.partition("/")
     if ":" not in address.rsplit("]", 1)[-1]:
-        address += ":7700"
+        address += f":{DEFAULT_PORT}"
     port = address.rsplit(":", 1)[1]
     if not (port.isdigit() and 0 < int(port) < 65536):  # else it would be dialled forever
         raise ConfigError(f"peer {spec!r}: {port!r} is not a port (1 to 65535)")
@@ -605,7 +604,7 @@ def _unsendable(description: str, via: str, counts: Counter | None) -> ResponseF
 
 def _summary(app: Resource) -> str:
     doc = getattr(app, "doc", "") or ""
-    public = getattr(app, "children", {}).get("www")
+    public = getattr(app, "children", {}).get(PUBLIC)
     doc = doc or (public.doc if public is not None else "")
     return doc.strip().split("\n", 1)[0][:200]
 

@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 
 import msgpack
 
+from xio.constants import MAX_BODY
 from xio.errors import LocalProtocolError, RemoteProtocolError
 from xio.peering.identity import NODE_ID_PATTERN, PUBLIC_KEY_LENGTH, SIGNATURE_LENGTH, is_node_id
 from xio.peering.names import APP_NAME, APP_NAME_RULE, MAX_NAME
@@ -72,7 +73,6 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = 1
-MAX_BODY = 16 * 1024 * 1024  # request / response body
 MAX_FRAME = MAX_BODY + 1024 * 1024  # body plus headroom for the envelope
 MAX_HANDSHAKE_FRAME = 4096  # what a link accepts before it is established
 MAX_STRING = 64 * 1024  # any msgpack str in a frame
