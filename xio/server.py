@@ -48,7 +48,7 @@ from .constants import MAX_BODY
 from .errors import BadRequest, HTTPError, PayloadTooLarge, RequestTimeout, ServiceUnavailable
 from .http11 import HTTPLimits
 from .request import Headers, Request, Response
-from .resource import error_response
+from .responses import error_json, error_response
 
 __all__ = ["DEFAULT_MAX_BODY", "HTTPLimits", "Server", "WSGIApp", "status_line"]
 
@@ -227,9 +227,8 @@ class WSGIApp:
             except TypeError as exc:
                 log.error("cannot encode the response to %s: %s", environ.get("PATH_INFO"), exc)
                 status = 500
-                body, content_type = _content.encode(
-                    error_response(HTTPError(500, f"TypeError: {exc}")).content, None
-                )
+                body = error_json(HTTPError(500, f"TypeError: {exc}"))
+                content_type = _content.JSON
         has_body = status not in _NO_BODY_STATUSES and status >= 200
         headers = [("Content-Type", content_type)] if has_body else []
         for name, value in fields:
@@ -483,8 +482,8 @@ class _Handler(WSGIHandler):
 
 def _refusal(exc: HTTPError) -> bytes:
     """Return a whole response refusing a request with ``exc``, closing the connection."""
-    body, content_type = _content.encode(exc.to_dict(), None)
-    head = [f"HTTP/1.1 {status_line(exc.status)}", f"Content-Type: {content_type}",
+    body = error_json(exc)
+    head = [f"HTTP/1.1 {status_line(exc.status)}", f"Content-Type: {_content.JSON}",
             f"Content-Length: {len(body)}", "Connection: close"]  # fmt: skip
     head.extend(f"{name}: {value}" for name, value in exc.headers.items())
     return "\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body

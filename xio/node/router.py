@@ -43,7 +43,7 @@ from ..peering.codec import DEFAULT_HOPS, MAX_BODY, RequestFrame, ResponseFrame
 from ..peering.names import MAX_NAME, is_app_name
 from ..peering.via import VIA
 from ..request import Headers, Request, Response
-from ..resource import error_response
+from ..responses import error_response
 from ..server import RAW_FIELDS, RAW_TARGET
 from .admin import admin_resource
 from .headers import end_to_end, first_bad_header
