@@ -44,6 +44,7 @@ from ..peering.forwarding import VIA, Forwarder, error_frame, extend_via, via_of
 from ..peering.handshake import Handshake
 from ..peering.identity import Identity, is_node_id
 from ..peering.links import Dialer, Link
+from ..peering.reasons import FORWARDING_REFUSALS as _FORWARDING_REFUSALS
 from ..peering.records import DEFAULT_LIFETIME_MS
 from ..peering.routing import RoutingTable, Topology, keep_link
 from ..peering.schedule import RateLimiter
@@ -68,8 +69,6 @@ log = logging.getLogger("xio.node")
 DISCOVERY_GIVE_UP = 5
 #: The loops whose failures are counted under /_xio/node "loops".
 LOOPS = ("refresh", "expire", "routes", "dial")
-#: Forwarding counts that are refusals by a budget or a cap (shown under "refused" too).
-_FORWARDING_REFUSALS = ("in_flight_budget", "body_budget", "queue_full", "overloaded")
 
 
 _HTTP_DEFAULTS = HTTPLimits()

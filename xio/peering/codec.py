@@ -40,6 +40,7 @@ from xio.constants import MAX_BODY
 from xio.errors import LocalProtocolError, RemoteProtocolError
 from xio.peering.identity import NODE_ID_PATTERN, PUBLIC_KEY_LENGTH, SIGNATURE_LENGTH, is_node_id
 from xio.peering.names import APP_NAME, APP_NAME_RULE, MAX_NAME
+from xio.peering.reasons import DECODE_REASONS
 
 __all__ = [
     "DECODE_REASONS",
@@ -92,15 +93,6 @@ MAX_CAP = 32  # characters of one capability name
 MAX_SUMMARY_ENTRIES = 1024  # (origin, seq) pairs in one summary frame, origins in one want
 SMALL_FRAME = 64 * 1024  # frames up to this are decoded directly
 MAX_LARGE_FRAME_OBJECTS = 4 * MAX_HEADERS + 64  # a req with 256 headers holds ~800
-
-DECODE_REASONS = (
-    "frame_too_large",
-    "malformed_msgpack",
-    "not_a_map",
-    "unknown_type",
-    "missing_field",
-    "bad_field",
-)
 
 _REQUIRED = object()
 _is_node_id = NODE_ID_PATTERN.fullmatch

@@ -39,6 +39,7 @@ from xio.peering.identity import (
     verify,
 )
 from xio.peering.names import MAX_NAME, is_app_name
+from xio.peering.reasons import RECORD_REASONS
 
 __all__ = [
     "DEFAULT_LIFETIME_MS",
@@ -69,16 +70,6 @@ MAX_FUTURE_MS = 60_000  # clock skew tolerated on issued_ms
 MAX_LIFETIME_MS = 3_600_000  # expires_ms - issued_ms
 DEFAULT_LIFETIME_MS = 60_000
 RECORD_FIELDS = 12
-
-RECORD_REASONS = (
-    "too_large",
-    "malformed_record",
-    "bad_version",
-    "id_mismatch",
-    "expired",
-    "from_future",
-    "bad_signature",
-)
 
 
 @dataclass(frozen=True, slots=True)
