@@ -36,8 +36,7 @@ from gevent.event import Event
 from .. import __version__
 from ..budget import Budget
 from ..constants import DEFAULT_PORT, PUBLIC, WS_PATH, MiB
-from ..content import encode as encode_content
-from ..errors import ConfigError, ConnectError, HTTPError, LocalProtocolError
+from ..errors import ConfigError, ConnectError, HTTPError
 from ..peering import codec
 from ..peering.codec import RequestFrame, ResponseFrame
 from ..peering.forwarding import VIA, Forwarder, error_frame, extend_via, via_of
@@ -57,7 +56,7 @@ from ..server import DEFAULT_MAX_BODY, HTTPLimits, Server, WSGIApp
 from ..statedir import StateLock
 from ..threads import HUB_WATCH, answer_on_threads
 from .exchange import SUMMARY_CAP, RecordExchange
-from .headers import end_to_end
+from .frames import response_to_frame
 from .originator import Originator, RecordContent
 from .router import Router
 from .routes import RouteKeeper
@@ -560,45 +559,6 @@ class Node:
 class _AppDeadline(BaseException):
     """Thrown into an app's handler at its deadline (a BaseException, as gevent.Timeout is,
     so that a handler's ``except Exception`` does not swallow it)."""
-
-
-def response_to_frame(
-    response: Response, accept: str | None, counts: Counter | None = None, request_id: int = 0
-) -> ResponseFrame:
-    """Encode a local app's response for the trip back over links.
-
-    The frame rules are checked here, where the response was made: a response that no frame
-    may carry (a header over 64 KiB, a body over 16 MiB) fails this request alone with a 502,
-    counted as ``response_too_large``, instead of a frame the next node must refuse.
-    """
-    via = response.headers.get(VIA, "")
-    try:
-        body, content_type = encode_content(response.content, response.content_type, accept)
-    except TypeError as exc:
-        return error_frame(500, f"TypeError: {exc}", via=via)
-    if not isinstance(body, bytes):
-        chunks, size = [], 0
-        for chunk in body:
-            size += len(chunk)
-            if size > codec.MAX_BODY:
-                break
-            chunks.append(chunk)
-        body = b"".join(chunks) if size <= codec.MAX_BODY else None
-    if body is None or len(body) > codec.MAX_BODY:
-        return _unsendable(f"response is larger than {codec.MAX_BODY} bytes", via, counts)
-    headers = [("Content-Type", content_type)] if response.status not in (204, 304) else []
-    headers += end_to_end(Headers.fields_of(response.headers))
-    try:
-        return ResponseFrame(request_id, response.status, tuple(headers), body)
-    except LocalProtocolError as exc:
-        return _unsendable(f"the response cannot cross the mesh: {exc}", via, counts)
-
-
-def _unsendable(description: str, via: str, counts: Counter | None) -> ResponseFrame:
-    if counts is not None:
-        counts["response_too_large"] += 1
-    log.warning("refused a local response: %s", description)
-    return error_frame(502, description, via=via)
 
 
 def _summary(app: Resource) -> str:

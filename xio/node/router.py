@@ -43,7 +43,7 @@ from ..peering.codec import DEFAULT_HOPS, MAX_BODY, RequestFrame, ResponseFrame
 from ..peering.names import MAX_NAME, is_app_name
 from ..peering.via import VIA
 from ..request import Headers, Request, Response
-from ..responses import error_response
+from ..responses import error_response, header_fields
 from ..server import RAW_FIELDS, RAW_TARGET
 from .admin import admin_resource
 from .headers import end_to_end, first_bad_header
@@ -205,18 +205,21 @@ class Router:
 def frame_to_response(frame: ResponseFrame, counts: Counter | None = None) -> Response:
     """Turn a ``res`` frame into the HTTP response sent to the client.
 
-    The HTTP writer frames the body itself: hop-by-hop and framing headers of the frame are
-    dropped, repeated ones stay repeated. What HTTP cannot carry (a status outside 200..599,
-    a control character in a header) becomes a 502 naming it, counted as ``bad_response``.
+    The HTTP writer frames the body itself: the frame's headers go through the rule of a local
+    answer (``xio.responses.header_fields``: framing, hop-by-hop and ``Proxy-*`` fields
+    dropped, a 426 keeps ``Upgrade``), repeated ones stay repeated. What HTTP cannot carry
+    (a status outside 200..599, a control character in a header) becomes a 502 naming it,
+    counted as ``bad_response``.
     """
-    headers = end_to_end(frame.headers)
     problem = None
     if not 200 <= frame.status <= 599:  # 1xx would be read as an interim answer
         problem = f"status {frame.status} from the mesh cannot be sent over HTTP/1.1"
     else:
-        bad = first_bad_header(headers)
-        if bad is not None:
-            problem = f"header {bad[:64]!r} from the mesh is not valid HTTP"
+        try:  # the rule of an answer written here (xio.responses): the same either way
+            headers = header_fields(frame.headers, frame.status)
+        except HTTPError:
+            bad = first_bad_header(end_to_end(frame.headers))
+            problem = f"header {str(bad)[:64]!r} from the mesh is not valid HTTP"
     if problem is not None:
         if counts is not None:
             counts["bad_response"] += 1
