@@ -39,7 +39,7 @@ def test_a_good_name_is_accepted_everywhere(name):
     assert check_app_name(name) == name
     body, signature = record_body_with_app(name)
     assert parse_record(body, signature, NOW).app_names() == [name]
-    frame = codec.RequestFrame(1, NODE_B, name, "GET", "/")
+    frame = codec.RequestFrame(1, NODE_B, name, "GET", "/", hops=1, ttl_ms=1000)
     assert codec.decode(codec.encode(frame)) == frame
 
 
@@ -55,7 +55,7 @@ def test_a_name_the_router_refuses_is_refused_by_records_and_frames_too(name):
         parse_record(body, signature, NOW)
     assert info.value.reason == "malformed_record"
     with pytest.raises(LocalProtocolError, match="req.app"):
-        codec.RequestFrame(1, NODE_B, name, "GET", "/")
+        codec.RequestFrame(1, NODE_B, name, "GET", "/", hops=1, ttl_ms=1000)
 
 
 def test_a_req_frame_for_an_unroutable_app_is_a_bad_field():

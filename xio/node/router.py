@@ -180,7 +180,7 @@ class Router:
         try:
             frame = RequestFrame(
                 0, dst, app, req.method, path, req.query_string, headers, req.body,
-                DEFAULT_HOPS + 1, 0,
+                hops=DEFAULT_HOPS + 1, ttl_ms=0,
             )  # fmt: skip
             answer = self.node.forwarder.route(frame, deadline)
         except LocalProtocolError as exc:  # a client's value the frame rules refuse: its fault
