@@ -220,9 +220,8 @@ class Forwarder:
         request_id = link.session.open_request(result, deadline)
         try:
             frame = RequestFrame(
-                request_id, request.dst, request.app, request.method, request.path,
-                request.query, headers, request.body,
-                hops=request.hops - 1, ttl_ms=int(remaining * 1000),
+                request_id, request.dst, request.app, request.method, request.path, request.query,
+                headers, request.body, hops=request.hops - 1, ttl_ms=int(remaining * 1000),
             )  # fmt: skip
         except LocalProtocolError:  # the caller's request breaks a frame rule: the caller says
             link.session.forget_request(request_id)
