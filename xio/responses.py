@@ -18,7 +18,7 @@ Every error xio answers with, wherever it is written (a resource's
 ``{"status": ..., "title": ..., "description": ...}`` from ``HTTPError.to_dict``. It is built
 here, by ``error_response`` (a ``Response``, encoded like any other: JSON, or msgpack when the
 client asks) and ``error_json`` (compact JSON bytes, for the places that write bytes before
-there is a ``Response``).
+there is a ``Response``); ``session.error_frame`` writes the same dict with the same encoder.
 
 This module sits below the HTTP server and the resource tree and above ``request``: the
 server needs error bodies without importing the resource tree, and the resource tree needs
