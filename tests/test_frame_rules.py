@@ -49,7 +49,7 @@ def test_a_value_a_peer_may_not_send_cannot_be_built_here(what, changes):
     with pytest.raises(LocalProtocolError):
         RequestFrame(
             1, NODE_B, fields["app"], fields["method"], fields["path"],
-            headers=tuple(tuple(pair) for pair in fields["headers"]),
+            headers=tuple(tuple(pair) for pair in fields["headers"]), hops=1, ttl_ms=1,
         )  # fmt: skip
     if "headers" in changes:  # the same rules for a res
         with pytest.raises(LocalProtocolError):
@@ -62,7 +62,7 @@ def test_every_frame_built_within_the_rules_is_one_a_peer_accepts():
     data = encode(largest)
     assert len(data) <= codec.FRAME_CAPS["res"]
     assert decode(data).headers == headers
-    raw = RequestFrame(1, NODE_B, "a", "GET", "/a%2Fb/c~:@!$&'()*+,;=", "q=%20 ü")
+    raw = RequestFrame(1, NODE_B, "a", "GET", "/a%2Fb/c~:@!$&'()*+,;=", "q=%20 ü", hops=1, ttl_ms=1)
     assert decode(encode(raw)) == raw
 
 

@@ -74,7 +74,9 @@ class Pair:
 
 
 def request(request_id=0, dst=None, hops=16, ttl=30_000, body=b"") -> RequestFrame:
-    return RequestFrame(request_id, dst or BOB.node_id, "app", "GET", "/x", "", (), body, hops, ttl)
+    return RequestFrame(
+        request_id, dst or BOB.node_id, "app", "GET", "/x", "", (), body, hops=hops, ttl_ms=ttl
+    )
 
 
 def of(kind, events):

@@ -116,7 +116,7 @@ def test_a_cancel_is_passed_along_the_path_and_stops_the_handler(line):
 
     asker = EvilPeer(ws(b) + "/_xio/ws")
     asker.handshake()
-    request = codec.RequestFrame(7, node_id(c), "slow", "GET", "", "s=30", ttl_ms=60_000)
+    request = codec.RequestFrame(7, node_id(c), "slow", "GET", "", "s=30", hops=16, ttl_ms=60_000)
     asker.send(codec.encode(request))
     wait_until(lambda: forwarding(c).get("served", 0) >= 1, what="c to start the handler")
     asker.send(codec.encode(codec.Cancel(7)))

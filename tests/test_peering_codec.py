@@ -48,9 +48,18 @@ EXAMPLES = [
     Auth(b"s" * 64),
     RecordFrame(b"\x9c\x01", b"s" * 64),
     RequestFrame(
-        7, NODE_B, "inventory", "GET", "/items/42", "a=1", (("Accept", "*/*"),), b"", 16, 30_000
+        7,
+        NODE_B,
+        "inventory",
+        "GET",
+        "/items/42",
+        "a=1",
+        (("Accept", "*/*"),),
+        b"",
+        hops=16,
+        ttl_ms=30_000,
     ),
-    RequestFrame(2**32 - 1, NODE_B, "app", "POST", "", "", (), b"\x00" * 1000, 0, 0),
+    RequestFrame(2**32 - 1, NODE_B, "app", "POST", "", "", (), b"\x00" * 1000, hops=0, ttl_ms=0),
     ResponseFrame(7, 200, (("Content-Type", "application/json"),), b"{}"),
     ResponseFrame(0, 504),
     Cancel(7),
@@ -195,7 +204,7 @@ def test_bad_hello_fields():
 def test_frame_size_limits():
     assert reason_of(b"\x00" * (MAX_FRAME + 1)) == "frame_too_large"
     assert reason_of(encode(Bye("x" * 100)), max_size=64) == "frame_too_large"
-    big = RequestFrame(1, NODE_B, "a", "PUT", "/", body=b"\x00" * codec.MAX_BODY)
+    big = RequestFrame(1, NODE_B, "a", "PUT", "/", body=b"\x00" * codec.MAX_BODY, hops=1, ttl_ms=1)
     assert len(decode(encode(big)).body) == codec.MAX_BODY
 
 
@@ -208,7 +217,7 @@ def test_long_strings_are_refused_before_they_are_built():
 
 def test_building_a_bad_message_is_a_local_error():
     with pytest.raises(LocalProtocolError, match="req.path"):
-        RequestFrame(1, NODE_B, "a", "GET", "no-slash")
+        RequestFrame(1, NODE_B, "a", "GET", "no-slash", hops=1, ttl_ms=1)
     with pytest.raises(LocalProtocolError, match="res.status"):
         ResponseFrame(1, 1000)
     with pytest.raises(LocalProtocolError, match="ping.n"):

@@ -12,12 +12,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .constants import PUBLIC
 from .request import Request, Response
 from .resource import Resource
 from .server import DEFAULT_MAX_BODY, WSGIApp
 from .threads import check_threads
-
-PUBLIC = "www"
 
 
 def _name_and_folder(module_name: str | None) -> tuple[str, Path | None]:

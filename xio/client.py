@@ -51,6 +51,7 @@ from collections.abc import Mapping
 from urllib.parse import quote, urlencode, urlsplit
 
 from . import content as _content
+from .constants import DEFAULT_PORT
 from .errors import BadRequest, ConnectError, ReadTimeout, ResponseError
 from .request import Headers, Response, Verbs
 from .version import __version__
@@ -328,7 +329,7 @@ def _with_scheme(url: str) -> str:
         return url
     address, slash, path = url.partition("/")
     if ":" not in address.rsplit("]", 1)[-1]:
-        address += ":7700"  # the node's default port
+        address += f":{DEFAULT_PORT}"
     return f"http://{address}{slash}{path}"
 
 

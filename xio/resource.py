@@ -38,6 +38,7 @@ from urllib.parse import unquote
 
 from .errors import BadRequest, HTTPError, MethodNotAllowed, NotFound
 from .request import AUTOMATIC_METHODS, STANDARD_METHODS, Request, Response, Verbs
+from .responses import error_response
 
 log = logging.getLogger("xio")
 
@@ -367,11 +368,6 @@ class Resource(Verbs):
             "children": children,
             "inputs": {name: spec.describe() for name, spec in self.inputs.items()},
         }
-
-
-def error_response(exc: HTTPError) -> Response:
-    """Return the JSON response for an ``HTTPError``."""
-    return Response(exc.to_dict(), exc.status, headers=exc.headers)
 
 
 def _find_file(root: Path | None, segments: list[str]) -> Path | None:

@@ -25,12 +25,9 @@ Which pywsgi internals are overridden or relied on is listed in ``PYWSGI_CONTRAC
 
 from __future__ import annotations
 
-import io
 import logging
-import os
 import socket
 import ssl
-import stat
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -44,17 +41,18 @@ from gevent.pywsgi import OldMessage, WSGIHandler, WSGIServer
 from . import content as _content
 from . import http11
 from .budget import Budget
+from .constants import MAX_BODY
 from .errors import BadRequest, HTTPError, PayloadTooLarge, RequestTimeout, ServiceUnavailable
 from .http11 import HTTPLimits
-from .request import Headers, Request, Response
-from .resource import error_response
+from .request import Request, Response
+from .responses import error_json, error_response, serialize
 
 __all__ = ["DEFAULT_MAX_BODY", "HTTPLimits", "Server", "WSGIApp", "status_line"]
 
 log = logging.getLogger("xio")
 access_log = logging.getLogger("xio.access")
 
-DEFAULT_MAX_BODY = 16 * 1024 * 1024
+DEFAULT_MAX_BODY = MAX_BODY
 #: WSGI environ keys with the request as the client sent it: the request target (not
 #: percent-decoded) and the header fields as ``(name, value)`` pairs, case and repeats kept.
 RAW_TARGET = "xio.raw_target"
@@ -63,7 +61,6 @@ RAW_FIELDS = "xio.raw_fields"
 BODY_TIMEOUT_KEY = "xio.body_timeout"
 
 _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
-_NO_BODY_STATUSES = frozenset({204, 304})
 _COALESCE_LIMIT = 64 * 1024
 _PIECE = 64 * 1024  # a chunked body is read, and taken from the budget, this much at a time
 _FD_SHARE = 0.75  # connections never take more than this share of the fd limit
@@ -199,90 +196,21 @@ class WSGIApp:
                 timer.close()
 
     def _send(self, environ: dict, start_response, response: Response, close: bool = False):
-        status = response.status
-        content, content_type = response.content, response.content_type
-        extra = response.headers
-        if content_type is None and extra and "Content-Type" in extra:
-            content_type = extra["Content-Type"]
-        try:
-            pairs = Headers.fields_of(extra)
-            fields = http11.response_fields(pairs, status) if pairs else []
-        except HTTPError as exc:  # a header that cannot be written as one line
-            log.warning("refused the response to %s %s: %s", environ.get("REQUEST_METHOD"),
-                        environ.get("PATH_INFO"), exc.description)  # fmt: skip
-            _close_content(content)
-            response = error_response(exc)
-            status, content, content_type, fields = exc.status, response.content, None, []
-        length = None
-        if type(content) is str and content_type is None:  # the commonest answer, first
-            body, content_type = content.encode(), _content.TEXT
-        elif (length := _file_length(content)) is not None:
-            body, content_type = _read_file(content, length), content_type or _content.BINARY
-        else:
-            try:
-                body, content_type = _content.encode(
-                    content, content_type, environ.get("HTTP_ACCEPT")
-                )
-            except TypeError as exc:
-                log.error("cannot encode the response to %s: %s", environ.get("PATH_INFO"), exc)
-                status = 500
-                body, content_type = _content.encode(
-                    error_response(HTTPError(500, f"TypeError: {exc}")).content, None
-                )
-        has_body = status not in _NO_BODY_STATUSES and status >= 200
-        headers = [("Content-Type", content_type)] if has_body else []
-        for name, value in fields:
-            if name.lower() != "content-type":
-                headers.append((name, value))
-        if has_body:
-            if type(body) is bytes:
-                length = len(body)
-            if length is not None:
-                headers.append(("Content-Length", str(length)))
+        where = f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}"
+        wire = serialize(response, environ.get("HTTP_ACCEPT"), where)
+        headers = list(wire.headers)
+        if wire.has_body:
+            if wire.length is not None:
+                headers.append(("Content-Length", str(wire.length)))
             elif environ.get("SERVER_PROTOCOL") == "HTTP/1.0":
                 close = True  # no chunked encoding in HTTP/1.0: the close ends the body
         if close:
             headers.append(("Connection", "close"))
-        start_response(status_line(status), headers)
-        if not has_body or environ["REQUEST_METHOD"] == "HEAD":
-            if type(body) is not bytes:
-                _close_content(body)
-                _close_content(content)
+        start_response(status_line(wire.status), headers)
+        if not wire.has_body or environ["REQUEST_METHOD"] == "HEAD":
+            wire.discard()
             return [b""]
-        return [body] if type(body) is bytes else body
-
-
-def _file_length(content) -> int | None:
-    """Return the bytes left in an open regular file, or None for any other content."""
-    if not hasattr(content, "fileno") or isinstance(content, io.TextIOBase):
-        return None  # a text file's size in bytes is not the length of what it reads
-    try:
-        info = os.fstat(content.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            return None
-        return max(0, info.st_size - content.tell())
-    except (OSError, ValueError):  # no real descriptor (a wrapped stream), or closed
-        return None
-
-
-def _read_file(stream, length: int):
-    """Yield exactly ``length`` bytes of ``stream``, then close it."""
-    try:
-        left = length
-        while left:
-            chunk = stream.read(min(left, _PIECE))
-            if not chunk:  # it shrank since Content-Length went out: end the connection
-                raise OSError(f"file ended {left} bytes short of its Content-Length")
-            left -= len(chunk)
-            yield chunk.encode() if isinstance(chunk, str) else chunk
-    finally:
-        stream.close()
-
-
-def _close_content(content) -> None:
-    close = getattr(content, "close", None)
-    if close is not None and not isinstance(content, (bytes, str)):
-        close()
+        return [wire.body] if type(wire.body) is bytes else wire.body
 
 
 def _log_refusal(counts: Counter, client, exc: HTTPError, environ: dict | None = None) -> None:
@@ -482,8 +410,8 @@ class _Handler(WSGIHandler):
 
 def _refusal(exc: HTTPError) -> bytes:
     """Return a whole response refusing a request with ``exc``, closing the connection."""
-    body, content_type = _content.encode(exc.to_dict(), None)
-    head = [f"HTTP/1.1 {status_line(exc.status)}", f"Content-Type: {content_type}",
+    body = error_json(exc)
+    head = [f"HTTP/1.1 {status_line(exc.status)}", f"Content-Type: {_content.JSON}",
             f"Content-Length: {len(body)}", "Connection: close"]  # fmt: skip
     head.extend(f"{name}: {value}" for name, value in exc.headers.items())
     return "\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body

@@ -38,7 +38,8 @@ from gevent.threadpool import ThreadPool
 
 from .errors import HTTPError
 from .request import Request, Response
-from .resource import Resource, error_response
+from .resource import Resource
+from .responses import error_response
 
 log = logging.getLogger("xio.threads")
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..resource import Resource
+from .hosting import check_app_name
 from .node import Node, NodeConfig
 
 #: What ``xio.node()`` says in a process that is not monkey-patched.
@@ -45,6 +46,9 @@ def node(
         raise ConfigError(PATCH_FIRST)
     if not isinstance(apps, dict):
         apps = {app.app_name: app for app in apps}
+    # One rule for every app name (xio.peering.names): a name this node's record could not
+    # carry, or the router could not route to, is refused here, not at the first refresh.
+    apps = {check_app_name(name): app for name, app in apps.items()}
     config = NodeConfig(
         name=name, host=host, port=port, peers=list(peers),
         state_dir=Path(state_dir) if state_dir else None, mdns=mdns, **options,

@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..constants import DEFAULT_PORT, WS_PATH, MiB
 from ..errors import ConfigError
 from ..peering.identity import is_node_id
 from ..peering.records import DEFAULT_LIFETIME_MS
@@ -19,8 +20,6 @@ from ..server import DEFAULT_MAX_BODY, HTTPLimits
 
 __all__ = ["WS_PATH", "NodeConfig", "parse_peer"]
 
-WS_PATH = "/_xio/ws"
-MiB = 1024 * 1024
 
 _HTTP_DEFAULTS = HTTPLimits()
 
@@ -31,7 +30,7 @@ class NodeConfig:
 
     name: str = field(default_factory=socket.gethostname)
     host: str = "0.0.0.0"
-    port: int = 7700
+    port: int = DEFAULT_PORT
     peers: list[str] = field(default_factory=list)
     state_dir: Path | None = None  # None: a fresh identity that lives as long as the process
     mdns: bool = False
@@ -83,7 +82,7 @@ def parse_peer(spec: str) -> tuple[str, str | None]:
         raise ConfigError(f"peer {spec!r}: expected ws://host:port, wss://, http://, or host:port")
     address, slash, path = rest.partition("/")
     if ":" not in address.rsplit("]", 1)[-1]:
-        address += ":7700"
+        address += f":{DEFAULT_PORT}"
     port = address.rsplit(":", 1)[1]
     if not (port.isdigit() and 0 < int(port) < 65536):  # else it would be dialled forever
         raise ConfigError(f"peer {spec!r}: {port!r} is not a port (1 to 65535)")

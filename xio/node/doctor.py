@@ -16,6 +16,7 @@ import socket
 import struct
 import sys
 
+from ..constants import DEFAULT_PORT
 from ..errors import ConfigError
 from ..peering.mdns import (
     MDNS_GROUP,
@@ -160,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                         "xio-node would use)")  # fmt: skip
     parser.add_argument("--advertise-address", action="append", default=[], metavar="ADDRESS",
                         help="the address the node announces instead")  # fmt: skip
-    parser.add_argument("--port", type=int, default=7700, help="the node's port (7700)")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"the node's port ({DEFAULT_PORT})"
+    )
     parser.add_argument("--wait", type=float, default=2.0, help="seconds to wait for answers")
     parser.add_argument("--no-query", dest="query", action="store_false",
                         help="send no mDNS query, check only interfaces and ports")  # fmt: skip

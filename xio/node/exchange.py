@@ -30,6 +30,7 @@ from ..errors import ConnectionClosed, QueueFull
 from ..peering import codec
 from ..peering.codec import MAX_SUMMARY_ENTRIES, RecordFrame, Summary, Want
 from ..peering.links import Link
+from ..peering.reasons import RECORD_NORMAL, RECORD_REFUSALS
 from ..peering.records import SignedRecord
 from ..peering.routing import Topology
 from ..peering.store import RecordStore
@@ -39,9 +40,9 @@ __all__ = ["SUMMARY_CAP", "RecordExchange"]
 #: The capability a node announces in its hello when it speaks the summary-first exchange.
 SUMMARY_CAP = "summary"
 #: Verdicts that refuse a record for lack of room or quota: the node's budgets, not a fault.
-_REFUSALS = frozenset({"store_full", "origin_quota"})
+_REFUSALS = frozenset(RECORD_REFUSALS)
 #: Verdicts that are normal in a healthy mesh and not counted against the link.
-_NORMAL = frozenset({"accepted", "duplicate", "stale", "own_record"})
+_NORMAL = frozenset(RECORD_NORMAL)
 
 
 def _now_ms() -> int:

@@ -10,24 +10,20 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import re
 import sys
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..peering.names import APP_NAME_RULE, is_app_name
 from ..resource import Resource
 
-#: An app's name is one URL path segment.
-APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _PACKAGE = "__xio_apps__"
 
 
 def check_app_name(name: str) -> str:
     """Return ``name`` if it can be an app's name (one path segment), else raise."""
-    if not APP_NAME.match(name or "") or name.startswith("_"):
-        raise ConfigError(
-            f"app name {name!r} is not usable: letters, digits, '_', '.', '-', at most 64"
-        )
+    if not is_app_name(name):
+        raise ConfigError(f"app name {name!r} is not usable: {APP_NAME_RULE}")
     return name
 
 

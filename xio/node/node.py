@@ -34,14 +34,15 @@ from gevent import get_hub, getcurrent
 from gevent.event import Event
 
 from ..budget import Budget
-from ..content import encode as encode_content
-from ..errors import HTTPError, LocalProtocolError
+from ..constants import PUBLIC
+from ..errors import HTTPError
 from ..peering import codec, keyfile
 from ..peering.codec import RequestFrame, ResponseFrame
 from ..peering.forwarding import VIA, Forwarder, error_frame, extend_via, via_of
 from ..peering.handshake import Handshake
 from ..peering.identity import Identity
 from ..peering.links import Dialer, Link
+from ..peering.reasons import FORWARDING_REFUSALS as _FORWARDING_REFUSALS
 from ..peering.routing import RoutingTable, Topology
 from ..peering.session import Closed, LinkLimits, LinkSession
 from ..peering.store import RecordStore, StoreLimits
@@ -55,7 +56,7 @@ from ..version import __version__
 from .config import WS_PATH, NodeConfig, parse_peer
 from .discovery import DiscoveryDialing
 from .exchange import SUMMARY_CAP, RecordExchange
-from .headers import end_to_end
+from .frames import response_to_frame
 from .linktable import LinkTable
 from .originator import Originator, RecordContent
 from .router import Router
@@ -65,8 +66,6 @@ log = logging.getLogger("xio.node")
 
 #: The loops whose failures are counted under /_xio/node "loops".
 LOOPS = ("refresh", "expire", "routes", "dial")
-#: Forwarding counts that are refusals by a budget or a cap (shown under "refused" too).
-_FORWARDING_REFUSALS = ("in_flight_budget", "body_budget", "queue_full", "overloaded")
 
 
 class Node:
@@ -468,48 +467,9 @@ class _AppDeadline(BaseException):
     so that a handler's ``except Exception`` does not swallow it)."""
 
 
-def response_to_frame(
-    response: Response, accept: str | None, counts: Counter | None = None, request_id: int = 0
-) -> ResponseFrame:
-    """Encode a local app's response for the trip back over links.
-
-    The frame rules are checked here, where the response was made: a response that no frame
-    may carry (a header over 64 KiB, a body over 16 MiB) fails this request alone with a 502,
-    counted as ``response_too_large``, instead of a frame the next node must refuse.
-    """
-    via = response.headers.get(VIA, "")
-    try:
-        body, content_type = encode_content(response.content, response.content_type, accept)
-    except TypeError as exc:
-        return error_frame(500, f"TypeError: {exc}", via=via)
-    if not isinstance(body, bytes):
-        chunks, size = [], 0
-        for chunk in body:
-            size += len(chunk)
-            if size > codec.MAX_BODY:
-                break
-            chunks.append(chunk)
-        body = b"".join(chunks) if size <= codec.MAX_BODY else None
-    if body is None or len(body) > codec.MAX_BODY:
-        return _unsendable(f"response is larger than {codec.MAX_BODY} bytes", via, counts)
-    headers = [("Content-Type", content_type)] if response.status not in (204, 304) else []
-    headers += end_to_end(Headers.fields_of(response.headers))
-    try:
-        return ResponseFrame(request_id, response.status, tuple(headers), body)
-    except LocalProtocolError as exc:
-        return _unsendable(f"the response cannot cross the mesh: {exc}", via, counts)
-
-
-def _unsendable(description: str, via: str, counts: Counter | None) -> ResponseFrame:
-    if counts is not None:
-        counts["response_too_large"] += 1
-    log.warning("refused a local response: %s", description)
-    return error_frame(502, description, via=via)
-
-
 def _summary(app: Resource) -> str:
     doc = getattr(app, "doc", "") or ""
-    public = getattr(app, "children", {}).get("www")
+    public = getattr(app, "children", {}).get(PUBLIC)
     doc = doc or (public.doc if public is not None else "")
     return doc.strip().split("\n", 1)[0][:200]
 

@@ -42,14 +42,15 @@ from ..errors import (
 )  # fmt: skip
 from ..peering import codec
 from ..peering.codec import DEFAULT_HOPS, MAX_BODY, RequestFrame, ResponseFrame
+from ..peering.names import MAX_NAME, is_app_name
 from ..peering.via import VIA
 from ..request import Headers, Request, Response
-from ..resource import Resource, error_response
+from ..resource import Resource
+from ..responses import error_response, header_fields
 from ..server import RAW_FIELDS, RAW_TARGET
 from .admin import AdminNode, admin_resource
 from .config import NodeConfig
 from .headers import end_to_end, first_bad_header
-from .hosting import APP_NAME
 
 log = logging.getLogger("xio.node")
 
@@ -151,12 +152,12 @@ class Router:
         if first in node.apps:
             req.url_path = below
             return self._local(node.apps[first], req, deadline)
-        if APP_NAME.match(first) and node.table.hosts_of(first):
+        if is_app_name(first) and node.table.hosts_of(first):
             return self._forward(req, node.table.pick_host(first), first, below, deadline)
         if node.main_app is not None:
             req.url_path = raw
             return self._local(node.main_app, req, deadline)
-        if not APP_NAME.match(first):
+        if not is_app_name(first):
             raise BadRequest(f"malformed mesh path {path!r}: {first!r} cannot be an app name")
         raise NotFound(f"no app {first!r} in the mesh")
 
@@ -180,7 +181,7 @@ class Router:
     def _pinned(self, req: Request, token: str, raw_rest: str, deadline: float) -> Response:
         raw_app, slash, raw_below = raw_rest.lstrip("/").partition("/")
         app, below = unquote(raw_app), slash + raw_below
-        if not token or not app or not APP_NAME.match(app):
+        if not token or not app or not is_app_name(app):
             raise BadRequest("malformed mesh path: expected /~<node id or name>/<app>/<path>")
         node = self.node
         if token in (node.id, node.name) and app in node.apps:
@@ -209,7 +210,7 @@ class Router:
         try:
             frame = RequestFrame(
                 0, dst, app, req.method, path, req.query_string, headers, req.body,
-                DEFAULT_HOPS + 1, 0,
+                hops=DEFAULT_HOPS + 1, ttl_ms=0,
             )  # fmt: skip
             answer = self.node.forwarder.route(frame, deadline)
         except LocalProtocolError as exc:  # a client's value the frame rules refuse: its fault
@@ -234,18 +235,21 @@ class Router:
 def frame_to_response(frame: ResponseFrame, counts: Counter | None = None) -> Response:
     """Turn a ``res`` frame into the HTTP response sent to the client.
 
-    The HTTP writer frames the body itself: hop-by-hop and framing headers of the frame are
-    dropped, repeated ones stay repeated. What HTTP cannot carry (a status outside 200..599,
-    a control character in a header) becomes a 502 naming it, counted as ``bad_response``.
+    The HTTP writer frames the body itself: the frame's headers go through the rule of a local
+    answer (``xio.responses.header_fields``: framing, hop-by-hop and ``Proxy-*`` fields
+    dropped, a 426 keeps ``Upgrade``), repeated ones stay repeated. What HTTP cannot carry
+    (a status outside 200..599, a control character in a header) becomes a 502 naming it,
+    counted as ``bad_response``.
     """
-    headers = end_to_end(frame.headers)
     problem = None
     if not 200 <= frame.status <= 599:  # 1xx would be read as an interim answer
         problem = f"status {frame.status} from the mesh cannot be sent over HTTP/1.1"
     else:
-        bad = first_bad_header(headers)
-        if bad is not None:
-            problem = f"header {bad[:64]!r} from the mesh is not valid HTTP"
+        try:  # the rule of an answer written here (xio.responses): the same either way
+            headers = header_fields(frame.headers, frame.status)
+        except HTTPError:
+            bad = first_bad_header(end_to_end(frame.headers))
+            problem = f"header {str(bad)[:64]!r} from the mesh is not valid HTTP"
     if problem is not None:
         if counts is not None:
             counts["bad_response"] += 1
@@ -297,8 +301,8 @@ def request_headers(req: Request) -> tuple[tuple[str, str], ...]:
 
 def check_request_fits(method: str, path: str, query: str, headers) -> None:
     """Refuse, with the precise 4xx, a client's request that a ``req`` frame cannot carry."""
-    if len(method) > codec.MAX_NAME:
-        raise BadRequest(f"a method is at most {codec.MAX_NAME} characters")
+    if len(method) > MAX_NAME:
+        raise BadRequest(f"a method is at most {MAX_NAME} characters")
     if len(path) > codec.MAX_STRING:
         raise HTTPError(414, f"a path crossing the mesh is at most {codec.MAX_STRING} bytes")
     if len(query.encode("utf-8", "surrogatepass")) > codec.MAX_STRING:

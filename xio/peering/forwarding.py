@@ -232,8 +232,8 @@ class Forwarder:
         request_id = link.session.open_request(result, deadline)
         try:
             frame = RequestFrame(
-                request_id, request.dst, request.app, request.method, request.path,
-                request.query, headers, request.body, request.hops - 1, int(remaining * 1000),
+                request_id, request.dst, request.app, request.method, request.path, request.query,
+                headers, request.body, hops=request.hops - 1, ttl_ms=int(remaining * 1000),
             )  # fmt: skip
         except LocalProtocolError:  # the caller's request breaks a frame rule: the caller says
             link.session.forget_request(request_id)
@@ -338,7 +338,7 @@ class Forwarder:
         try:
             forward = RequestFrame(
                 relay.out_id, frame.dst, frame.app, frame.method, frame.path, frame.query,
-                headers, frame.body, frame.hops - 1, int(remaining * 1000),
+                headers, frame.body, hops=frame.hops - 1, ttl_ms=int(remaining * 1000),
             )  # fmt: skip
         except LocalProtocolError as exc:  # our id made the headers too large: refuse it alone
             out.session.forget_request(relay.out_id)

@@ -42,6 +42,7 @@ import msgpack
 from xio.errors import LocalProtocolError, RemoteProtocolError
 from xio.peering.codec import NONCE_LENGTH, PROTOCOL_VERSION, Auth, Bye, Hello, Message
 from xio.peering.identity import Identity, is_node_id, node_id_of, verify
+from xio.peering.reasons import HANDSHAKE_REASONS
 
 __all__ = [
     "HANDSHAKE_REASONS",
@@ -55,16 +56,6 @@ __all__ = [
 
 LINK_DOMAIN = b"xio-link-v1\x00"
 SUPPORTED_VERSIONS = frozenset({PROTOCOL_VERSION})
-HANDSHAKE_REASONS = (
-    "bad_version",
-    "role_conflict",
-    "id_mismatch",
-    "self_link",
-    "pinned_id_mismatch",
-    "bad_signature",
-    "unexpected_frame",
-    "peer_bye",
-)
 
 
 class Role(str, enum.Enum):

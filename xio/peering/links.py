@@ -37,6 +37,7 @@ from gevent.event import Event
 from ..errors import ConnectError, ConnectionClosed
 from . import codec
 from .codec import RequestFrame, ResponseFrame
+from .reasons import WEBSOCKET_REASONS
 from .schedule import Backoff
 from .session import (
     CancelArrived,
@@ -57,7 +58,7 @@ __all__ = ["Dialer", "Link", "LinkOwner", "LinkState"]
 log = logging.getLogger("xio.links")
 
 #: Reasons a transport closes for that mean the peer broke the WebSocket rules: counted.
-TRANSPORT_VIOLATIONS = frozenset({"frame_too_large", "text_frame", "protocol_error"})
+TRANSPORT_VIOLATIONS = frozenset(WEBSOCKET_REASONS)
 
 _monotonic = time.monotonic
 

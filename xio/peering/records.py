@@ -38,6 +38,8 @@ from xio.peering.identity import (
     node_id_of,
     verify,
 )
+from xio.peering.names import MAX_NAME, is_app_name
+from xio.peering.reasons import RECORD_REASONS
 
 __all__ = [
     "DEFAULT_LIFETIME_MS",
@@ -59,7 +61,6 @@ MAX_LINKS = 256
 MAX_APPS = 256
 MAX_URLS = 16
 MAX_EXT = 16
-MAX_NAME = 255  # node name, app name
 MAX_VERSION = 64
 MAX_URL = 1024
 MAX_SUMMARY = 1024
@@ -69,16 +70,6 @@ MAX_FUTURE_MS = 60_000  # clock skew tolerated on issued_ms
 MAX_LIFETIME_MS = 3_600_000  # expires_ms - issued_ms
 DEFAULT_LIFETIME_MS = 60_000
 RECORD_FIELDS = 12
-
-RECORD_REASONS = (
-    "too_large",
-    "malformed_record",
-    "bad_version",
-    "id_mismatch",
-    "expired",
-    "from_future",
-    "bad_signature",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,10 +178,6 @@ def _is_str(value: Any, maximum: int, minimum: int = 0) -> bool:
     return type(value) is str and minimum <= len(value) <= maximum
 
 
-def _is_app_name(value: Any) -> bool:
-    return _is_str(value, MAX_NAME, 1) and "/" not in value and not value.startswith("~")
-
-
 def _check_count(what: str, items: Any, maximum: int) -> None:
     if type(items) not in (list, tuple):
         raise _malformed(f"{what} is not an array")
@@ -228,7 +215,7 @@ def _check_record(record: Record) -> None:
         raise _malformed("links must be sorted by id, without repeats")
     _check_pairs("apps", record.apps, MAX_APPS)
     for app, summary in record.apps:
-        if not _is_app_name(app) or not _is_str(summary, MAX_SUMMARY):
+        if not is_app_name(app) or not _is_str(summary, MAX_SUMMARY):
             raise _malformed(f"bad app {app!r:.40}")
     if any(a[0] >= b[0] for a, b in pairwise(record.apps)):
         raise _malformed("apps must be sorted by name, without repeats")

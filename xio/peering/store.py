@@ -43,11 +43,11 @@ from itertools import count
 
 from xio.errors import LocalProtocolError, RemoteProtocolError
 from xio.peering.identity import SIGNATURE_LENGTH, is_node_id
+from xio.peering.reasons import RECORD_REFUSALS, RECORD_REJECTIONS, STORE_REASONS
 from xio.peering.records import (
     MAX_LIFETIME_MS,
     MAX_RECORD_SIZE,
     MAX_UINT64,
-    RECORD_REASONS,
     Record,
     SignedRecord,
     check_signature,
@@ -57,19 +57,8 @@ from xio.peering.records import (
 
 __all__ = ["REJECTION_REASONS", "STORE_REASONS", "RecordStore", "StoreLimits", "Verdict"]
 
-STORE_REASONS = (
-    "accepted",
-    *RECORD_REASONS,
-    "stale",
-    "duplicate",
-    "own_record",
-    "origin_quota",
-    "store_full",
-)
 # Verdicts that are a peer's misbehaviour or a refusal of ours (the rest are normal traffic).
-REJECTION_REASONS = tuple(
-    r for r in STORE_REASONS if r not in ("accepted", "duplicate", "stale", "own_record")
-)
+REJECTION_REASONS = (*RECORD_REJECTIONS, *RECORD_REFUSALS)
 
 
 @dataclass(frozen=True, slots=True)
