@@ -521,7 +521,7 @@ def _dial(url: str, timeout: float, ssl_context: ssl.SSLContext | None, headers:
 
 
 class WebSocketEndpoint:
-    """A WSGI app accepting WebSocket upgrades at ``path``, for ``Server(websocket_app=)``.
+    """The upgrade hook accepting WebSocket upgrades at ``path``, for ``Server(websocket_app=)``.
 
     Call ``on_transport(transport)`` in each connection's reader greenlet once it is open;
     messages are delivered once that call returns. ``admit(environ)``, if given, is asked before
@@ -564,6 +564,22 @@ class WebSocketEndpoint:
             status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))] + headers
         )
         return [body]
+
+    def accept(self, environ: dict, start_response, sock):
+        """Answer an upgrade the HTTP server hands over with its socket (``Server``'s hook).
+
+        Return the answer's body and what serves the connection once the answer (a 101)
+        is written, or None when the upgrade was refused.
+        """
+        # ws4py's environ protocol, as its own gevent handler speaks it: the socket goes in,
+        # the websocket object to run comes out.
+        environ["ws4py.socket"] = sock
+        try:
+            body = self(environ, start_response) or []
+        finally:
+            del environ["ws4py.socket"]
+        connection = environ.pop("ws4py.websocket", None)
+        return body, (connection.run if connection is not None else None)
 
     def _accept(self, sock, protocols, extensions, environ) -> _Connection:
         # ws4py's handshake calls this (as its handler_cls) with the socket it upgraded.
