@@ -91,7 +91,8 @@ class End:
 
     def wait_closed(self) -> str:
         assert self.closed.wait(10), "on_close was not called"
-        gevent.sleep(0.05)  # a second call would come now
+        # Once its reader and writer have ended, nothing could call on_close a second time.
+        assert self.transport.wait_ended(10), "the connection's greenlets did not end"
         assert len(self.reasons) == 1, self.reasons
         return self.reasons[0]
 
@@ -666,8 +667,14 @@ def test_random_garbage_after_the_upgrade_only_ever_closes(served):
     for _ in range(40):
         sock, _ = raw_upgrade(served)
         server = served.accepted()
-        sock.sendall(rng.randbytes(rng.randrange(1, 300)))
-        gevent.sleep(0.01)
+        garbage = rng.randbytes(rng.randrange(1, 300))
+        sock.sendall(garbage)
+
+        # the server has taken it all, or refused it on its first bad bytes
+        def read_or_closed(end=server, size=len(garbage)):  # noqa: B008
+            return end.closed.is_set() or end.transport.bytes_received >= size
+
+        eventually(read_or_closed)
         sock.close()
         assert server.wait_closed() in KNOWN_REASONS
     served.check_still_serving()

@@ -55,6 +55,7 @@ import gevent
 import gevent.socket
 import gevent.ssl
 from gevent import GreenletExit
+from gevent.event import Event
 from ws4py import WS_KEY
 from ws4py.exc import HandshakeError
 from ws4py.server.wsgiutils import WebSocketWSGIApplication
@@ -139,6 +140,7 @@ class Transport:
         """Begin delivering messages (a no-op on the accepting side, which delivers already)."""
         if not self._started and not self.closed:
             self._started = True
+            self._connection.reading = True
             gevent.spawn(self._connection.run)
 
     def send(self, data: bytes) -> None:
@@ -176,6 +178,11 @@ class Transport:
     def join(self, timeout: float | None = None) -> None:
         """Wait until the writer has finished (its last frames sent, or given up on)."""
         self._connection.join(timeout)
+
+    def wait_ended(self, timeout: float | None = None) -> bool:
+        """Wait until the connection is over: closed, its reader and writer greenlets ended,
+        so that nothing more happens on it (no callback either); tell whether it is."""
+        return self._connection.ended.wait(timeout)
 
     def _next_frames(self, max_bytes: int) -> list[bytes]:
         if self.pull is not None:
@@ -235,12 +242,29 @@ class _Connection:
         self._closing: list[bytes] | None = None  # final frames, once the transport closed
         self._parked = False  # the writer waits in the hub for wake()
         self._close_timer = None
+        self.reading = (
+            not client
+        )  # a reader runs or is about to (the server runs the accepting one)
+        self._writer_done = False
+        self.ended = Event()  # set once closed, with the reader and the writer ended
         self._writer = gevent.spawn(self._write_loop)
 
     # -- reading ---------------------------------------------------------------------------
 
     def run(self) -> None:
         """Read frames until the connection ends (the reader greenlet's body)."""
+        self.reading = True
+        try:
+            self._run()
+        finally:
+            self.reading = False
+            self._note_end()
+
+    def _note_end(self) -> None:
+        if self.transport.closed and self._writer_done and not self.reading:
+            self.ended.set()
+
+    def _run(self) -> None:
         transport = self.transport
         if self.sock is None:  # closed between start() and this greenlet's turn
             return
@@ -368,6 +392,8 @@ class _Connection:
                 self._close_socket()
             else:
                 self.transport._end("connection_lost")
+            self._writer_done = True
+            self._note_end()
 
     def _write(self, frames: list[bytes]) -> None:
         sock, transport = self.sock, self.transport
