@@ -799,6 +799,44 @@ def test_no_module_but_the_transport_imports_ws4py():
     assert set(importers) == {"xio/peering/transport.py"}
 
 
+def test_no_module_but_the_transport_speaks_ws4py_environ_protocol():
+    # The HTTP server hands upgrades over through a generic hook; "ws4py.socket" and
+    # "ws4py.websocket" in its code would mean the library is not fenced in one module.
+    speakers = []
+    for path in sorted((ROOT / "xio").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if node.value.startswith("ws4py."):
+                    speakers.append(path.relative_to(ROOT).as_posix())
+    assert set(speakers) == {"xio/peering/transport.py"}
+
+
+def test_the_server_hands_an_upgraded_socket_to_any_hook():
+    class EchoOnce:
+        """An upgrade hook that is not a WebSocket: answer 101, then echo one line."""
+
+        path = "/echo"
+
+        def accept(self, environ, start_response, sock):
+            start_response("101 Switching Protocols", [("Upgrade", "websocket")])
+            return [], lambda: sock.sendall(sock.recv(100).upper())
+
+    server = Server(not_found, "127.0.0.1", 0, websocket_app=EchoOnce())
+    server.start()
+    try:
+        sock = gevent.socket.create_connection(server.address)
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n")
+        stream = sock.makefile("rb")
+        assert stream.readline().startswith(b"HTTP/1.1 101")
+        while stream.readline() != b"\r\n":
+            pass
+        sock.sendall(b"hello\n")
+        assert stream.readline() == b"HELLO\n"
+        sock.close()
+    finally:
+        server.stop(timeout=0.5)
+
+
 # -- large messages: admitted before they are buffered ---------------------------------
 
 
