@@ -306,46 +306,51 @@ class _Connection:
 
     def _act(self, events: list) -> list:
         """Act on the reader's events in order; return those that follow an admission."""
-        transport = self.transport
+        transport, turn = self.transport, self._turn
         for event in events:
-            kind = type(event)
-            if kind is websocket.Message:
-                self._deliver(event.data)
-                self._turn += 1 + len(event.data) // _BYTES_PER_FRAME
-            elif kind is websocket.Ping:
-                # RFC 6455 5.5.3: answering only the newest ping is allowed, and a peer that
-                # pings without reading cannot make pongs pile up.
-                self._pong = event.payload
-                self.wake()
-                self._turn += 1
-            elif kind is websocket.AdmitRequest:  # always the last of its list
-                admitted = transport.admit(event.size, event.prefix)
-                return [] if transport.closed else self.reader.admit(bool(admitted))
-            elif kind is websocket.Discarded:
-                if not transport.closed:
-                    transport.on_discarded()
-            elif kind is websocket.Close:
-                log.debug("peer %s closed: %r", transport.peer, event.code)
-                transport._end("peer_closed", 1000)
-            elif kind is websocket.Violation:
-                log.debug("bad frame from %s: %s", transport.peer, event.detail)
-                transport._end(event.reason, event.code)
+            if type(event) is websocket.Message:  # nearly always: kept short
+                data = event.data
+                self._deliver(data)
+                turn += 1 + len(data) // _BYTES_PER_FRAME
             else:
-                self._turn += 1  # a pong: the link layer has its own pings
+                turn += 1
+                if type(event) is websocket.AdmitRequest:  # always the last of its list
+                    self._turn = turn
+                    admitted = transport.admit(event.size, event.prefix)
+                    return [] if transport.closed else self.reader.admit(bool(admitted))
+                self._control(event)
             if transport.closed:
                 return []
-            if self._turn >= _FRAMES_PER_TURN:
-                self._turn = 0
+            if turn >= _FRAMES_PER_TURN:
+                turn = 0
                 gevent.sleep(0)  # a busy link must not keep the hub from everyone else
+        self._turn = turn
         return []
 
+    def _control(self, event) -> None:
+        transport, kind = self.transport, type(event)
+        if kind is websocket.Ping:
+            # RFC 6455 5.5.3: answering only the newest ping is allowed, and a peer that
+            # pings without reading cannot make pongs pile up.
+            self._pong = event.payload
+            self.wake()
+        elif kind is websocket.Discarded:
+            if not transport.closed:
+                transport.on_discarded()
+        elif kind is websocket.Close:
+            log.debug("peer %s closed: %r", transport.peer, event.code)
+            transport._end("peer_closed", 1000)
+        elif kind is websocket.Violation:
+            log.debug("bad frame from %s: %s", transport.peer, event.detail)
+            transport._end(event.reason, event.code)
+        # a pong: the link layer has its own pings, so there is nothing to do
+
     def _deliver(self, message: bytes) -> None:
-        transport = self.transport
         try:
-            transport.on_message(message)
+            self.transport.on_message(message)
         except Exception:
-            log.exception("on_message of transport %s failed", transport.peer)
-            transport._end("internal_error", 1011)
+            log.exception("on_message of transport %s failed", self.transport.peer)
+            self.transport._end("internal_error", 1011)
 
     # -- writing: only the writer greenlet writes to the socket -----------------------------
 

@@ -274,17 +274,27 @@ class FrameReader:
         """Turn every complete frame in the buffer into events."""
         events: list[Event] = []
         data, pos = self._data, self._pos
+        # The fast path: a whole binary message, masked the right way and small enough.
+        fast_mask = 0 if self.client else MASKED
+        most = min(self.max_message, self.admit_above)
         try:
             while self._partial is None:
                 header = _parse_header(data, pos)
                 if header is None:
                     break
                 first, second, length, start = header
-                self._check(first, second, length)  # before any of the payload is buffered
-                if length > self.admit_above and first & 0x0F < CLOSE:
-                    pos = self._begin_large(data, start, length, second)
-                    events += self._after_payload()
-                    break
+                fast = (
+                    first == FIN | BINARY
+                    and second & MASKED == fast_mask
+                    and length <= most
+                    and self._fragments is None
+                )
+                if not fast:
+                    self._check(first, second, length)  # before any payload is buffered
+                    if length > self.admit_above and first & 0x0F < CLOSE:
+                        pos = self._begin_large(data, start, length, second)
+                        events += self._after_payload()
+                        break
                 end = start + length
                 if end > len(data):  # the rest of the frame is still to come
                     self._partial, self._partial_size = bytearray(data[pos:]), end - pos
@@ -294,6 +304,9 @@ class FrameReader:
                 if second & MASKED:
                     payload = mask(data[start - 4 : start], payload)
                 pos = end
+                if fast:
+                    events.append(Message(payload))
+                    continue
                 event = self._frame(first, payload)
                 if event is not None:
                     events.append(event)
