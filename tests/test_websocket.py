@@ -74,6 +74,9 @@ def feed(reader: FrameReader, data: bytes, *, step: int | None = None, admit=Tru
             events += pending
             last = pending[-1]
             pending = reader.admit(admit) if type(last) is AdmitRequest else []
+            # as the transport does: a frame over the cap is judged once those before it
+            # were seen (they may raise the cap)
+            pending = pending or reader.receive(b"")
     return events
 
 
@@ -407,3 +410,13 @@ def test_the_framing_module_does_no_io():
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             imported.add(node.module.split(".")[0])
     assert imported <= {"__future__", "enum", "secrets", "struct", "dataclasses", "xio"}
+
+
+def test_a_frame_over_the_cap_waits_until_the_messages_before_it_were_seen():
+    # A handshake message raises the cap; the larger frame behind it in the same read
+    # must be judged by the raised cap (a relink with large stores was refused with 1009).
+    reader = server(max_message=10)
+    data = frame(BINARY, b"hello", KEY) + frame(BINARY, bytes(100), KEY)
+    assert reader.receive(data) == [Message(b"hello")]
+    reader.max_message = 1000
+    assert reader.receive(b"") == [Message(bytes(100))]

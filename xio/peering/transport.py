@@ -300,7 +300,11 @@ class _Connection:
         while not transport.closed:
             events = reader.receive(chunk)
             while events and not transport.closed:
-                events = self._act(events)
+                while events and not transport.closed:
+                    events = self._act(events)
+                # a frame over the cap waits until the messages before it were seen (the
+                # handshake raises the cap): parse again now that they were
+                events = reader.receive(b"") if not transport.closed else []
             left = reader.payload_left  # a large payload is read in large pieces, not past
             chunk = self._recv(min(left, _LARGE_READ) if left else _READ_SIZE)
 

@@ -290,6 +290,8 @@ class FrameReader:
                     and self._fragments is None
                 )
                 if not fast:
+                    if events and length > self.max_message:
+                        break  # judged on the next receive: the owner may raise the cap first
                     self._check(first, second, length)  # before any payload is buffered
                     if length > self.admit_above and first & 0x0F < CLOSE:
                         pos = self._begin_large(data, start, length, second)
