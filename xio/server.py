@@ -16,8 +16,8 @@ keep-alive) and in number (total and per client address); ``TCP_NODELAY`` on eve
 accepted socket (measured here: stock pywsgi holds each response ~40 ms, because headers
 and body leave as two writes and Nagle waits for the client's delayed ACK); one
 access-log line per request on the ``xio.access`` logger, and one line on ``xio`` for
-each refusal, never a traceback for a client's mistake. WebSocket upgrades to a path the
-app names are handed to ws4py.
+each refusal, never a traceback for a client's mistake. A WebSocket upgrade to the path of
+the ``websocket_app`` hook is handed to it, socket and all (see ``Server``).
 
 Which pywsgi internals are overridden or relied on is listed in ``PYWSGI_CONTRACT``;
 ``tests/test_http_strict.py`` checks that gevent still has them.
@@ -234,7 +234,7 @@ class _Idle(Exception):
 
 
 class _Handler(WSGIHandler):
-    """pywsgi's handler with xio's request head reader, deadlines, access log and ws4py."""
+    """pywsgi's handler with xio's request head reader, deadlines, access log and upgrades."""
 
     served = 0  # requests answered on this connection
 
@@ -335,21 +335,19 @@ class _Handler(WSGIHandler):
         if self.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
             upgrade = getattr(self.server, "websocket_app", None)
             if upgrade is not None and self.environ.get("PATH_INFO") == upgrade.path:
-                return self._run_websocket(upgrade)
+                return self._run_upgrade(upgrade)
         return super().run_application()
 
-    def _run_websocket(self, upgrade):
-        # As ws4py's own gevent handler does: answer the handshake, then hand the raw
-        # socket to the websocket object and serve it until it closes.
-        self.environ["ws4py.socket"] = self.socket or self.environ["wsgi.input"].rfile._sock
-        self.result = upgrade(self.environ, self.start_response) or []
+    def _run_upgrade(self, upgrade):
+        # The hook answers (a 101, or a refusal) through start_response; once that answer is
+        # written the socket is the hook's, served until the connection ends.
+        sock = self.socket or self.environ["wsgi.input"].rfile._sock
+        self.result, serve = upgrade.accept(self.environ, self.start_response, sock)
         self.process_result()
-        del self.environ["ws4py.socket"]
         self.socket = None
         self.rfile.close()
-        websocket = self.environ.pop("ws4py.websocket", None)
-        if websocket is not None:
-            gevent.spawn(websocket.run).join()
+        if serve is not None:
+            gevent.spawn(serve).join()
 
     def _write_with_headers(self, data):
         # pywsgi sends the head and the body in two writes; a small body rides along with
@@ -522,6 +520,10 @@ class Server:
     """Serve a WSGI app on gevent at ``host``:``port`` (0 picks a free port).
 
     ``limits`` bounds what clients may hold (``HTTPLimits``; the defaults when None).
+    ``websocket_app``, if given, takes the WebSocket upgrades to its ``path``: its
+    ``accept(environ, start_response, sock)`` answers through ``start_response`` and returns
+    the answer's body and a callable (or None); once the answer is written the connection's
+    socket is the hook's, and the callable serves it until it ends.
     """
 
     def __init__(

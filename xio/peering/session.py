@@ -49,11 +49,9 @@ from __future__ import annotations
 import enum
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from xio.budget import Budget
-from xio.content import JSON, dump_json
-from xio.errors import HTTPError, LocalProtocolError, QueueFull, RemoteProtocolError
+from xio.errors import LocalProtocolError, QueueFull, RemoteProtocolError
 from xio.peering import codec
 from xio.peering.codec import (
     FRAME_CAPS,
@@ -68,6 +66,19 @@ from xio.peering.codec import (
     Want,
 )
 from xio.peering.handshake import Handshake
+from xio.peering.link_events import (
+    CancelArrived,
+    Closed,
+    Established,
+    Event,
+    Expired,
+    LinkLimits,
+    MessageArrived,
+    Rejected,
+    RequestArrived,
+    ResponseArrived,
+    error_frame,
+)
 from xio.peering.via import extend_via, judge_trail
 
 __all__ = [
@@ -99,106 +110,6 @@ class LinkState(enum.Enum):
     HANDSHAKING = "handshaking"
     ESTABLISHED = "established"
     CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class LinkLimits:
-    """What one link may cost us; every figure is ours, never the peer's."""
-
-    link_timeout: float = 2.5  # no byte, or no pong, for this long: dead
-    handshake_timeout: float = 10.0
-    write_timeout: float = 5.0  # frames wait and the socket takes nothing for this long
-    queue_bytes: int = 8 * 1024 * 1024  # normal frames waiting to be sent
-    max_in_flight: int = 1024  # requests the peer may have waiting on us
-    max_ttl_ms: int = 3_600_000
-
-    def __post_init__(self) -> None:
-        for name in ("link_timeout", "handshake_timeout", "write_timeout"):
-            if not getattr(self, name) > 0:
-                raise LocalProtocolError(f"LinkLimits.{name} must be positive")
-        for name in ("queue_bytes", "max_in_flight", "max_ttl_ms"):
-            if getattr(self, name) < 1:
-                raise LocalProtocolError(f"LinkLimits.{name} must be at least 1")
-
-
-# -- events ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Established:
-    """The peer proved its key: the link carries requests and records from now on."""
-
-
-@dataclass(frozen=True, slots=True)
-class RequestArrived:
-    """A ``req`` to answer (with ``respond``) by ``deadline``, or to relay."""
-
-    frame: RequestFrame
-    deadline: float
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseArrived:
-    """The answer to a request we sent under ``token``."""
-
-    frame: ResponseFrame
-    token: object
-
-
-@dataclass(frozen=True, slots=True)
-class CancelArrived:
-    """The peer withdrew its request ``request_id`` (we had registered it with ``token``)."""
-
-    request_id: int
-    token: object
-
-
-@dataclass(frozen=True, slots=True)
-class MessageArrived:
-    """A record, summary or want: the node's business, not the link's."""
-
-    message: RecordFrame | Summary | Want
-
-
-@dataclass(frozen=True, slots=True)
-class Expired:
-    """A request outlived its deadline by ``EXPIRY_GRACE`` and was forgotten."""
-
-    request_id: int
-    token: object
-    incoming: bool  # True: the peer's request to us; False: ours to the peer
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """The peer broke a rule; counted by ``reason``. ``fatal``: the link closes (``Closed``)."""
-
-    reason: str
-    detail: str
-    fatal: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Closed:
-    """The link is closed; answer what was in flight. Reported exactly once."""
-
-    reason: str
-    was_established: bool
-    outgoing: tuple[tuple[int, object], ...]  # (request id, token) of requests we sent
-    incoming: tuple[tuple[int, object], ...]  # (request id, token) of requests we owed
-
-
-Event = (
-    Established | RequestArrived | ResponseArrived | CancelArrived | MessageArrived | Expired
-    | Rejected | Closed
-)  # fmt: skip
-
-
-def error_frame(status: int, description: str, request_id: int = 0, via: str = "") -> ResponseFrame:
-    """Return a ``res`` frame carrying xio's JSON error body."""
-    body = dump_json(HTTPError(status, description).to_dict())
-    headers = (("Content-Type", JSON), ("X-Xio-Via", via)) if via else (("Content-Type", JSON),)
-    return ResponseFrame(request_id, status, headers, body)
 
 
 class _Entry:

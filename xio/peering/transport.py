@@ -1,26 +1,20 @@
-"""The WebSocket transport: the one module that knows about WebSockets, and the one
-adapter between xio and ws4py.
+"""The WebSocket transport: the adapter between sockets, greenlets and xio's links, and the one
+module that imports ws4py.
 
 Theory of operation. A ``Transport`` is one WebSocket connection carrying binary messages.
-ws4py answers the server's half of the upgrade (``WebSocketEndpoint``); ``connect`` does the
-client's half on gevent sockets under one deadline (ws4py's client blocks the hub). Once the
-connection is upgraded, ``_Connection`` reads and writes the RFC 6455 frames itself, with two
-greenlets:
+ws4py answers the server's half of the upgrade (``WebSocketEndpoint``, the HTTP server's
+upgrade hook); ``connect`` does the client's half on gevent sockets under one deadline (ws4py's
+client blocks the hub). Once the connection is upgraded, the frames are the pure
+``websocket`` module's business (``FrameReader`` for what arrives, ``frame_parts`` for what
+leaves: every framing rule, close code and cap is there) and ``_Connection`` only moves bytes,
+with two greenlets:
 
-* the reader fills a buffer with large reads (64 KiB) and parses every complete frame in it, so
-  a busy link gets several frames per ``recv``; it lets other greenlets run every few dozen
-  frames, so one busy link cannot hold the hub;
-* the size cap is checked from the frame header, before any of the payload is buffered
-  (close 1009 ``frame_too_large``). A message larger than ``ADMIT_ABOVE`` is buffered only if
-  the owner's ``admit`` agrees, after seeing its first bytes, and its buffer grows as the bytes
-  arrive: a header that declares 17 MiB costs nothing until 17 MiB have come. A message not
-  admitted is read past and dropped. A fragmented message may be at most ``ADMIT_ABOVE`` in
-  all (1009 beyond): fragments too small to be admitted one by one must not add up to a large
-  message that was never admitted (xio never fragments; RFC 6455 lets a receiver set limits);
-* binary only: a text frame closes the connection (1003 ``text_frame``); anything else
-  against the RFC (reserved bits, unknown opcode, an unmasked frame from the client or a
-  masked one from the server, a continuation of nothing, a new message inside a fragmented
-  one, a fragmented or oversized control frame) closes with 1002 ``protocol_error``;
+* the reader feeds ``FrameReader`` with large reads (64 KiB; a large payload in reads of up
+  to 1 MiB, never past its end) and acts on its events, so a busy link gets several frames
+  per ``recv``; it lets other greenlets run every few dozen frames, so one busy link cannot
+  hold the hub. A message larger than ``ADMIT_ABOVE`` is buffered only if the owner's
+  ``admit`` agrees after seeing its first bytes; a violation closes with the reader's code
+  and reason (1009 ``frame_too_large``, 1003 ``text_frame``, 1002 ``protocol_error``);
 * pings are answered with a pong for the newest one; a close frame from the peer ends the
   connection with ``peer_closed``;
 * the writer is the only code that writes to the socket. It takes frames from the owner's
@@ -36,12 +30,11 @@ greenlets:
 Why our own framing: ws4py's generator parser made four ``recv`` calls per frame (2 bytes,
 the extended length, the mask key, the payload) and its writer built a ``Message`` and a
 ``Frame`` object per send; on this machine that was most of a link's per-hop cost (see
-bench/RESULTS.md, issue 3). The framing rules are small and the ones above are all links need,
-so they live here; ws4py keeps the server upgrade, and replacing it (e.g. with wsproto) stays
-a change to this module alone.
+bench/RESULTS.md, issue 3). ws4py keeps the server upgrade and is imported here only, so
+replacing it (e.g. with wsproto's handshake) is a change to this module alone.
 
-The accepting side's reader runs in the greenlet that served the upgrade (the HTTP server
-calls ``run``); the dialling side's is spawned by ``Transport.start``.
+The accepting side's reader runs in the greenlet that served the upgrade (the HTTP server hands
+the upgraded socket over); the dialling side's is spawned by ``Transport.start``.
 """
 
 from __future__ import annotations
@@ -50,7 +43,6 @@ import logging
 import os
 import socket
 import ssl
-import struct
 import time
 from base64 import b64decode, b64encode
 from collections import deque
@@ -63,117 +55,32 @@ import gevent
 import gevent.socket
 import gevent.ssl
 from gevent import GreenletExit
+from gevent.event import Event
 from ws4py import WS_KEY
 from ws4py.exc import HandshakeError
 from ws4py.server.wsgiutils import WebSocketWSGIApplication
 
 from ..errors import ConnectError, ConnectionClosed, LocalProtocolError, QueueFull
+from . import websocket
 
 __all__ = ["Transport", "WebSocketEndpoint", "connect"]
 
 log = logging.getLogger("xio.transport")
 
-# Opcodes (RFC 6455, 5.2).
-_CONTINUATION, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-_FIN = 0x80
-_MASKED = 0x80
-_RESERVED_BITS = 0x70  # RSV1-3: no extension is ever negotiated, so they must be 0
-
-_CONTROL_PAYLOAD = 125  # RFC 6455 5.5: the most a control frame may carry
 _READ_SIZE = 64 * 1024  # one recv; a busy link brings several frames in it
 _LARGE_READ = 1024 * 1024  # one recv into a large payload
 _JOIN_LIMIT = 64 * 1024  # frames up to this leave in one send with their neighbours
 _WRITE_BATCH = 256 * 1024  # what the writer asks its owner for at once
 _FRAMES_PER_TURN = 64  # frames a reader delivers before it lets other greenlets run ...
 _BYTES_PER_FRAME = 1024  # ... large ones counting as one per KiB (records cost by their size)
-_PREFIX = 64  # bytes of a large message shown to ``admit``
 _DEFAULT_MAX_QUEUE = 64 * 1024 * 1024  # send() without an owner's queue
 #: Messages larger than this are buffered only when the owner's ``admit`` says so.
-ADMIT_ABOVE = 64 * 1024
+ADMIT_ABOVE = websocket.ADMIT_ABOVE
 #: How long final frames may take to leave before the socket is closed anyway.
 CLOSE_TIMEOUT = 1.0
 
-_MASK_KEYS = 4096  # bytes of randomness drawn at once: masking keys for 1024 frames
-_LENGTH_16 = struct.Struct("!BBH")
-_LENGTH_64 = struct.Struct("!BBQ")
-
-
-def _mask(key: bytes, data: bytes) -> bytes:
-    """Mask or unmask ``data`` with a 4-byte ``key`` (RFC 6455, 5.3)."""
-    # One big-integer XOR: ws4py's byte-by-byte loop took 14 us for 200 bytes and 96 ms
-    # for 1 MiB (the hub blocked); this is 20-25 times faster and needs no C extension.
-    size = len(data)
-    if not size:
-        return b""
-    pad = (key * (size // 4 + 1))[:size]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(pad, "little")).to_bytes(size, "little")
-
-
-class _MaskKeys:
-    """Masking keys for a client's frames, drawn from ``os.urandom`` in batches."""
-
-    # RFC 6455 10.3 wants keys an attacker cannot predict, which os.urandom gives; one
-    # getrandom call per frame was a syscall per request, so keys are drawn 1024 at a time.
-    def __init__(self) -> None:
-        self._pool = b""
-        self._next = 0
-
-    def take(self) -> bytes:
-        """Return a fresh 4-byte key."""
-        start = self._next
-        if start >= len(self._pool):
-            self._pool, start = os.urandom(_MASK_KEYS), 0
-        self._next = start + 4
-        return self._pool[start : start + 4]
-
-
-_mask_keys = _MaskKeys()
-os.register_at_fork(after_in_child=_mask_keys.__init__)  # a child must not reuse our keys
-
-
-def _frame_header(opcode: int, size: int, mask_key: bytes | None) -> bytes:
-    """Return the header of a final frame of ``size`` payload bytes."""
-    mask_bit = _MASKED if mask_key is not None else 0
-    if size < 126:
-        header = bytes((_FIN | opcode, mask_bit | size))
-    elif size < 65536:
-        header = _LENGTH_16.pack(_FIN | opcode, mask_bit | 126, size)
-    else:
-        header = _LENGTH_64.pack(_FIN | opcode, mask_bit | 127, size)
-    return header + mask_key if mask_key is not None else header
-
-
-def _parse_header(data: bytes, pos: int) -> tuple[int, int, int, int] | None:
-    """Return ``(first byte, second byte, payload length, payload offset)`` of the frame at
-    ``data[pos:]``, or None until its header (mask key included) is complete."""
-    available = len(data) - pos
-    if available < 2:
-        return None
-    first, second = data[pos], data[pos + 1]
-    length = second & 0x7F
-    start = pos + 2
-    if length == 126:
-        if available < 4:
-            return None
-        length = int.from_bytes(data[start : start + 2], "big")
-        start += 2
-    elif length == 127:
-        if available < 10:
-            return None
-        length = int.from_bytes(data[start : start + 8], "big")
-        start += 8
-    if second & _MASKED:
-        start += 4
-    return None if start > len(data) else (first, second, length, start)
-
-
-class _Violation(Exception):
-    """The peer broke a framing rule: close with ``code``, for ``reason``."""
-
-    def __init__(self, reason: str, code: int, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.code = code
+_mask_keys = websocket.MaskKeys()
+os.register_at_fork(after_in_child=_mask_keys.reset)  # a child must not reuse our keys
 
 
 class Transport:
@@ -197,6 +104,7 @@ class Transport:
     """
 
     def __init__(self, connection: _Connection, peer: str, initiator: bool, max_message: int):
+        self._connection = connection
         self.peer = peer
         self.initiator = initiator
         self.max_message = max_message
@@ -213,9 +121,16 @@ class Transport:
         self.pull: Callable[[int], list[bytes]] | None = None
         self._queue: deque[bytes] = deque()  # send() without an owner's pull
         self._queued = 0
-        self._connection = connection
         self._started = not initiator  # the server runs the accepting side's reader
         connection.transport = self
+
+    @property
+    def max_message(self) -> int:
+        return self._connection.reader.max_message
+
+    @max_message.setter
+    def max_message(self, size: int) -> None:
+        self._connection.reader.max_message = size  # the next frame header is judged by it
 
     def __repr__(self) -> str:
         state = f"closed: {self.close_reason}" if self.closed else "open"
@@ -225,6 +140,7 @@ class Transport:
         """Begin delivering messages (a no-op on the accepting side, which delivers already)."""
         if not self._started and not self.closed:
             self._started = True
+            self._connection.reading = True
             gevent.spawn(self._connection.run)
 
     def send(self, data: bytes) -> None:
@@ -262,6 +178,11 @@ class Transport:
     def join(self, timeout: float | None = None) -> None:
         """Wait until the writer has finished (its last frames sent, or given up on)."""
         self._connection.join(timeout)
+
+    def wait_ended(self, timeout: float | None = None) -> bool:
+        """Wait until the connection is over: closed, its reader and writer greenlets ended,
+        so that nothing more happens on it (no callback either); tell whether it is."""
+        return self._connection.ended.wait(timeout)
 
     def _next_frames(self, max_bytes: int) -> list[bytes]:
         if self.pull is not None:
@@ -314,18 +235,36 @@ class _Connection:
         self.client = client  # a client masks what it sends; a server requires masking
         self.leftover = leftover  # frames that came right behind the server's 101 answer
         self._on_open = on_open or (lambda transport: None)
-        self._fragments: list[bytes] | None = None  # an unfinished fragmented message
-        self._fragments_size = 0
+        # max_message is the transport's, set when the Transport is made
+        self.reader = websocket.FrameReader(client=client, max_message=0)
+        self._turn = 0
         self._pong: bytes | None = None  # the answer to the newest WebSocket ping, unsent
         self._closing: list[bytes] | None = None  # final frames, once the transport closed
         self._parked = False  # the writer waits in the hub for wake()
         self._close_timer = None
+        self.reading = (
+            not client
+        )  # a reader runs or is about to (the server runs the accepting one)
+        self._writer_done = False
+        self.ended = Event()  # set once closed, with the reader and the writer ended
         self._writer = gevent.spawn(self._write_loop)
 
     # -- reading ---------------------------------------------------------------------------
 
     def run(self) -> None:
         """Read frames until the connection ends (the reader greenlet's body)."""
+        self.reading = True
+        try:
+            self._run()
+        finally:
+            self.reading = False
+            self._note_end()
+
+    def _note_end(self) -> None:
+        if self.transport.closed and self._writer_done and not self.reading:
+            self.ended.set()
+
+    def _run(self) -> None:
         transport = self.transport
         if self.sock is None:  # closed between start() and this greenlet's turn
             return
@@ -337,9 +276,6 @@ class _Connection:
             return
         try:
             self._read_frames()
-        except _Violation as exc:
-            log.debug("bad frame from %s: %s", transport.peer, exc)
-            transport._end(exc.reason, exc.code)
         except (OSError, ConnectionClosed) as exc:
             # A reset, the end of the stream, or the socket closed under the reader.
             log.debug("transport %s read failed: %r", transport.peer, exc)
@@ -357,136 +293,68 @@ class _Connection:
         return chunk
 
     def _read_frames(self) -> None:
-        transport = self.transport
-        data, self.leftover = self.leftover, b""
-        transport.bytes_received += len(data)
-        pos = 0
-        turn = 0  # frames, and their bytes / _BYTES_PER_FRAME, delivered since we last yielded
+        transport, reader = self.transport, self.reader
+        chunk, self.leftover = self.leftover, b""
+        transport.bytes_received += len(chunk)
+        self._turn = 0  # frames, and their bytes / _BYTES_PER_FRAME, delivered since a yield
         while not transport.closed:
-            header = _parse_header(data, pos)
-            if header is None:  # need more bytes: keep the partial header, read behind it
-                data, pos = data[pos:] + self._recv(), 0
-                continue
-            first, second, length, start = header
-            self._check(first, second, length)  # before any of the payload is buffered
-            if length > ADMIT_ABOVE and first & 0x0F < _CLOSE:
-                payload, data = self._read_large(data, start, length, first, second)
-                pos = 0
-                if payload is None:
-                    continue  # discarded, or the owner closed the transport
+            events = reader.receive(chunk)
+            while events and not transport.closed:
+                while events and not transport.closed:
+                    events = self._act(events)
+                # a frame over the cap waits until the messages before it were seen (the
+                # handshake raises the cap): parse again now that they were
+                events = reader.receive(b"") if not transport.closed else []
+            left = reader.payload_left  # a large payload is read in large pieces, not past
+            chunk = self._recv(min(left, _LARGE_READ) if left else _READ_SIZE)
+
+    def _act(self, events: list) -> list:
+        """Act on the reader's events in order; return those that follow an admission."""
+        transport, turn = self.transport, self._turn
+        for event in events:
+            if type(event) is websocket.Message:  # nearly always: kept short
+                data = event.data
+                self._deliver(data)
+                turn += 1 + len(data) // _BYTES_PER_FRAME
             else:
-                end = start + length
-                if end > len(data):  # the rest of a small frame: a few more reads
-                    data = data[pos:]
-                    start, end = start - pos, end - pos
-                    while end > len(data):
-                        data += self._recv()
-                    pos = 0
-                payload = data[start:end]
-                if second & _MASKED:
-                    payload = _mask(data[start - 4 : start], payload)
-                pos = end
-            self._frame(first, payload)
-            turn += 1 + len(payload) // _BYTES_PER_FRAME
+                turn += 1
+                if type(event) is websocket.AdmitRequest:  # always the last of its list
+                    self._turn = turn
+                    admitted = transport.admit(event.size, event.prefix)
+                    return [] if transport.closed else self.reader.admit(bool(admitted))
+                self._control(event)
+            if transport.closed:
+                return []
             if turn >= _FRAMES_PER_TURN:
                 turn = 0
                 gevent.sleep(0)  # a busy link must not keep the hub from everyone else
+        self._turn = turn
+        return []
 
-    def _read_large(self, data: bytes, start: int, length: int, first: int, second: int):
-        """Read a payload over ``ADMIT_ABOVE`` bytes, buffered only once the owner admits it.
-
-        ``data[start:]`` holds the payload's beginning (the mask key is just before it).
-        Return ``(payload or None, bytes after the payload)``.
-        """
-        masked = bool(second & _MASKED)
-        key = data[start - 4 : start] if masked else b""
-        while len(data) - start < min(length, _PREFIX):
-            data += self._recv()
-        prefix = bytes(data[start : start + _PREFIX])  # its first bytes, to name its type
-        if masked:
-            prefix = _mask(key, prefix)
-        if not self.transport.admit(length, prefix):
-            rest = self._skip(data, start, length)
-            if not self.transport.closed:
-                self.transport.on_discarded()
-            return None, rest
-        # Grow the buffer as bytes arrive: a header alone never makes us allocate its length.
-        payload = bytearray(data[start : start + length])
-        while len(payload) < length:
-            payload += self._recv(min(length - len(payload), _LARGE_READ))
-        rest = bytes(data[start + length :])
-        if masked:
-            return _mask(key, payload), rest
-        return bytes(payload), rest
-
-    def _skip(self, data: bytes, start: int, length: int) -> bytes:
-        """Read past ``length`` payload bytes keeping none of them; return what follows."""
-        have = len(data) - start
-        if have >= length:
-            return data[start + length :]
-        left = length - have
-        while left > 0:
-            left -= len(self._recv(min(left, _LARGE_READ)))
-        return b""  # recv never returns more than it is asked for
-
-    def _check(self, first: int, second: int, length: int) -> None:
-        """Refuse a frame from its header alone; raise ``_Violation``."""
-        opcode = first & 0x0F
-        if first & _RESERVED_BITS:
-            raise _Violation("protocol_error", 1002, "reserved bits set")
-        if bool(second & _MASKED) == self.client:
-            raise _Violation("protocol_error", 1002, "frame masked the wrong way for its sender")
-        if opcode >= _CLOSE:
-            if opcode > _PONG:
-                raise _Violation("protocol_error", 1002, f"unknown opcode {opcode:#x}")
-            if not first & _FIN or length > _CONTROL_PAYLOAD:
-                raise _Violation("protocol_error", 1002, "fragmented or long control frame")
-            return
-        if opcode > _BINARY:
-            raise _Violation("protocol_error", 1002, f"unknown opcode {opcode:#x}")
-        if (opcode == _CONTINUATION) != (self._fragments is not None):
-            raise _Violation("protocol_error", 1002, "continuation out of place")
-        if opcode == _TEXT:
-            raise _Violation("text_frame", 1003, "text frame")
-        if self._fragments_size + length > self.transport.max_message:
-            raise _Violation("frame_too_large", 1009, f"message over {length} bytes")
-        fragmented = opcode == _CONTINUATION or not first & _FIN
-        if fragmented and self._fragments_size + length > ADMIT_ABOVE:
-            raise _Violation("frame_too_large", 1009, f"fragmented message > {ADMIT_ABOVE} bytes")
-
-    def _frame(self, first: int, payload: bytes) -> None:
-        """Act on one checked frame."""
-        opcode = first & 0x0F
-        if opcode == _BINARY and first & _FIN:
-            self._deliver(payload)
-        elif opcode < _CLOSE:  # the first or a further fragment of a message
-            if self._fragments is None:
-                self._fragments = []
-            self._fragments.append(payload)
-            self._fragments_size += len(payload)
-            if first & _FIN:
-                message = b"".join(self._fragments)
-                self._fragments, self._fragments_size = None, 0
-                self._deliver(message)
-        elif opcode == _PING:
+    def _control(self, event) -> None:
+        transport, kind = self.transport, type(event)
+        if kind is websocket.Ping:
             # RFC 6455 5.5.3: answering only the newest ping is allowed, and a peer that
             # pings without reading cannot make pongs pile up.
-            self._pong = bytes(payload)
+            self._pong = event.payload
             self.wake()
-        elif opcode == _CLOSE:
-            if len(payload) == 1:
-                raise _Violation("protocol_error", 1002, "close frame with a 1-byte payload")
-            log.debug("peer %s closed: %r", self.transport.peer, payload[:2])
-            self.transport._end("peer_closed", 1000)
+        elif kind is websocket.Discarded:
+            if not transport.closed:
+                transport.on_discarded()
+        elif kind is websocket.Close:
+            log.debug("peer %s closed: %r", transport.peer, event.code)
+            transport._end("peer_closed", 1000)
+        elif kind is websocket.Violation:
+            log.debug("bad frame from %s: %s", transport.peer, event.detail)
+            transport._end(event.reason, event.code)
         # a pong: the link layer has its own pings, so there is nothing to do
 
     def _deliver(self, message: bytes) -> None:
-        transport = self.transport
         try:
-            transport.on_message(message)
+            self.transport.on_message(message)
         except Exception:
-            log.exception("on_message of transport %s failed", transport.peer)
-            transport._end("internal_error", 1011)
+            log.exception("on_message of transport %s failed", self.transport.peer)
+            self.transport._end("internal_error", 1011)
 
     # -- writing: only the writer greenlet writes to the socket -----------------------------
 
@@ -510,11 +378,11 @@ class _Connection:
                     return
                 frames = []
                 if self._pong is not None:
-                    frames += _frame_parts(_PONG, self._pong, self.client)
+                    frames += self._parts(websocket.PONG, self._pong)
                     self._pong = None
                 if not transport.closed:
                     for data in transport._next_frames(_WRITE_BATCH):
-                        frames += _frame_parts(_BINARY, data, self.client)
+                        frames += self._parts(websocket.BINARY, data)
                 if not frames:
                     self._parked = True
                     hub.switch()  # until wake(), or shut() for the end
@@ -533,6 +401,8 @@ class _Connection:
                 self._close_socket()
             else:
                 self.transport._end("connection_lost")
+            self._writer_done = True
+            self._note_end()
 
     def _write(self, frames: list[bytes]) -> None:
         sock, transport = self.sock, self.transport
@@ -569,9 +439,8 @@ class _Connection:
             self._closing = []
             self._close_socket()
             return
-        text = reason.encode()[:123].decode("utf-8", "ignore").encode()  # <= 125 bytes
-        frames = [part for data in final or () for part in _frame_parts(_BINARY, data, self.client)]
-        frames += _frame_parts(_CLOSE, code.to_bytes(2, "big") + text, self.client)
+        frames = [part for data in final or () for part in self._parts(websocket.BINARY, data)]
+        frames += self._parts(websocket.CLOSE, websocket.close_payload(code, reason))
         self._closing = frames
         if self._parked:
             self.wake()
@@ -580,6 +449,10 @@ class _Connection:
             # closed after CLOSE_TIMEOUT whatever it has sent by then.
             self._close_timer = gevent.get_hub().loop.timer(CLOSE_TIMEOUT)
             self._close_timer.start(self._close_socket)
+
+    def _parts(self, opcode: int, payload: bytes) -> list[bytes]:
+        """Return one frame, masked if we are the client (RFC 6455 5.3)."""
+        return websocket.frame_parts(opcode, payload, _mask_keys.take() if self.client else None)
 
     def _close_socket(self) -> None:
         sock, self.sock = self.sock, None  # readers and writers from now on stop
@@ -591,16 +464,6 @@ class _Connection:
         if self._parked:  # a writer still parked has nothing left to do
             self._parked = False
             self._writer.kill(block=False)
-
-
-def _frame_parts(opcode: int, payload: bytes, client: bool) -> list[bytes]:
-    """Return one final frame carrying ``payload`` (masked when a client sends it), in one
-    piece, or as header and payload when the payload is too large to copy again."""
-    key = _mask_keys.take() if client else None
-    header = _frame_header(opcode, len(payload), key)
-    if key is not None:
-        payload = _mask(key, payload)
-    return [header + payload] if len(payload) <= _JOIN_LIMIT else [header, payload]
 
 
 def _address(sock) -> str:
@@ -693,7 +556,7 @@ def _dial(url: str, timeout: float, ssl_context: ssl.SSLContext | None, headers:
 
 
 class WebSocketEndpoint:
-    """A WSGI app accepting WebSocket upgrades at ``path``, for ``Server(websocket_app=)``.
+    """The upgrade hook accepting WebSocket upgrades at ``path``, for ``Server(websocket_app=)``.
 
     Call ``on_transport(transport)`` in each connection's reader greenlet once it is open;
     messages are delivered once that call returns. ``admit(environ)``, if given, is asked before
@@ -736,6 +599,22 @@ class WebSocketEndpoint:
             status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))] + headers
         )
         return [body]
+
+    def accept(self, environ: dict, start_response, sock):
+        """Answer an upgrade the HTTP server hands over with its socket (``Server``'s hook).
+
+        Return the answer's body and what serves the connection once the answer (a 101)
+        is written, or None when the upgrade was refused.
+        """
+        # ws4py's environ protocol, as its own gevent handler speaks it: the socket goes in,
+        # the websocket object to run comes out.
+        environ["ws4py.socket"] = sock
+        try:
+            body = self(environ, start_response) or []
+        finally:
+            del environ["ws4py.socket"]
+        connection = environ.pop("ws4py.websocket", None)
+        return body, (connection.run if connection is not None else None)
 
     def _accept(self, sock, protocols, extensions, environ) -> _Connection:
         # ws4py's handshake calls this (as its handler_cls) with the socket it upgraded.
