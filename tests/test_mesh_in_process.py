@@ -56,6 +56,22 @@ def test_advertised_urls_are_what_the_record_and_node_show(in_process_mesh):
     assert list(plain.urls) == [b.url]  # without --advertise, the URL it serves on
 
 
+def test_two_links_between_the_same_two_nodes_collapse_to_one(in_process_mesh):
+    a = in_process_mesh.start("a")
+    b = in_process_mesh.start("b", peers=[a])
+    wait_for(lambda: a.id in b.links and b.id in a.links, "b's link to a")
+    first = b.links[a.id]
+    second = a.dial(ws_url(b), b.id)  # a dials b too, as if both had found each other at once
+    wait_for(lambda: second.close_reason or first.close_reason, "one of the two to close")
+    loser = first if first.close_reason else second
+    assert loser.close_reason == "duplicate_link"
+    wait_for(lambda: len(a.all_links) == len(b.all_links) == 1, "one link left at each end")
+    kept = b.links[a.id]
+    assert kept is not loser and a.links[b.id].session.handshake.link_key == (
+        kept.session.handshake.link_key
+    )  # both ends kept the same link
+
+
 @pytest.fixture
 def quick_redial(monkeypatch):
     """Dial again after 10-50 ms instead of 0.25 s doubling: five failures take no seconds."""
