@@ -141,3 +141,13 @@ def start_node(spawn, tmp_path):
         return process
 
     return start
+
+
+@pytest.fixture
+def in_process_mesh():
+    """Nodes on this test's hub, linked over loopback, mDNS off (tests/mesh.py)."""
+    from .mesh import InProcessMesh
+
+    mesh = InProcessMesh()
+    yield mesh
+    mesh.close()

@@ -1,14 +1,20 @@
 """The pure parts of mDNS discovery: interface choice, TXT records, instance names, URLs.
 
-No network: these call the functions of ``xio.peering.mdns`` on made-up interfaces.
+No network and no zeroconf: these call the functions of ``xio.peering.mdns_names`` on made-up
+interfaces, and check that the module stays pure.
 """
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from xio.errors import ConfigError, RemoteProtocolError
-from xio.peering.mdns import (
+from xio.peering.mdns_names import (
     IFF_LOOPBACK,
     IFF_MULTICAST,
     IFF_UP,
@@ -139,3 +145,35 @@ def test_urls_prefer_addresses_on_our_own_networks():
     ]
     tls = Announcement(NODE_A, "n", tls=True, ws_path="/mesh")
     assert websocket_urls(tls, ["10.0.0.7"], 443) == ["wss://10.0.0.7:443/mesh"]
+
+
+# -- the split: the pure half imports no IO, the adapter keeps every name ----------------------
+
+PURE = Path(__file__).resolve().parent.parent / "xio/peering/mdns_names.py"
+IO_MODULES = {"socket", "zeroconf", "gevent", "ifaddr", "time", "os", "threading", "asyncio"}
+
+
+def test_the_pure_half_imports_no_network_clock_or_file_io():
+    imported = set()
+    for node in ast.walk(ast.parse(PURE.read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            imported.add(node.module.split(".")[0])
+    assert imported, "the test reads no imports"
+    assert not imported & IO_MODULES, f"mdns_names.py imports {sorted(imported & IO_MODULES)}"
+
+
+def test_the_pure_half_loads_without_zeroconf():
+    code = "import sys, xio.peering.mdns_names; print('zeroconf' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=PURE.parent.parent.parent)  # fmt: skip
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_the_adapter_still_offers_every_name_of_the_pure_half():
+    from xio.peering import mdns, mdns_names
+
+    for name in mdns_names.__all__:
+        assert getattr(mdns, name) is getattr(mdns_names, name), name
+    assert {"Discovery", "query_once", "read_interfaces", "MDNS_PORT"} <= set(mdns.__all__)

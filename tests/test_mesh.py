@@ -195,27 +195,6 @@ def test_ten_nodes_in_a_random_graph_all_resolve_every_app(start_node):
         assert xio.client(n.url).get("/inventory/items/1").content["served_by"] == "r3"
 
 
-def test_duplicate_links_collapse_to_one(start_node):
-    a = start_node("x1")
-    b = start_node("x2", "--peers", ws(a))
-    wait_until(lambda: len(route_ids(a)) == 2, what="x1 and x2 linked")
-    # Now x1 also dials x2: both ends must keep a single link.
-    c = start_node("x3", "--peers", ws(a), ws(b))
-    wait_until(lambda: len(route_ids(c)) == 3, what="x3 linked")
-
-    def established_peer_ids(process) -> list[str]:
-        peers = xio.client(process.url).get("/_xio/peers").content
-        return [p["id"] for p in peers if p["state"] == "established"]
-
-    # Both ends dialled: each node sees two links to x3 for a moment, then one of each pair
-    # is closed. Wait for that, then look at the end state.
-    wait_until(lambda: all(len(established_peer_ids(p)) == 2 for p in (a, b, c)),
-               what="the duplicate links to collapse")  # fmt: skip
-    for process in (a, b, c):
-        ids = established_peer_ids(process)
-        assert len(ids) == len(set(ids)) == 2
-
-
 def test_sigterm_says_goodbye_so_peers_drop_it_at_once(start_node):
     a = start_node("g1")
     b = start_node("g2", "--peers", ws(a))

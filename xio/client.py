@@ -296,21 +296,10 @@ class Client(Verbs):
     def _response(self, method, target, response, raw: bytes) -> Response:
         headers = Headers(response.getheaders())
         content_type = headers.get("Content-Type")
-        if raw:
-            try:
-                content = _content.decode(raw, content_type)
-            except BadRequest as exc:
-                raise ResponseError(f"{self._origin}{target}: {exc.description}") from exc
-        elif method == "HEAD" or response.status in (204, 304):
-            content = None
-        else:
-            kind = _content.media_type(content_type)
-            if kind.startswith("text/"):
-                content = ""
-            elif kind in (_content.JSON, _content.MSGPACK) or kind.endswith("+json"):
-                content = None  # no value at all
-            else:
-                content = b""
+        try:
+            content = _content.decode_answer(raw, content_type, method, response.status)
+        except BadRequest as exc:
+            raise ResponseError(f"{self._origin}{target}: {exc.description}") from exc
         return Response(content, response.status, content_type, headers)
 
 

@@ -127,3 +127,24 @@ def decode(body: bytes, content_type: str | None):
     if kind.startswith("text/"):
         return body.decode("utf-8", "replace")
     return body
+
+
+def decode_answer(body: bytes, content_type: str | None, method: str, status: int):
+    """Return the value of a response body, as an HTTP caller sees it.
+
+    A non-empty body decodes by its content type (raising ``BadRequest`` as ``decode`` does).
+    An empty one is no value (``None``) for a HEAD, a 204 or 304, or a JSON or msgpack type,
+    and the empty value of its kind otherwise: ``""`` for text, ``b""`` for anything else.
+    The network client and ``xio.testing.TestClient`` both answer with this, so a test sees
+    what a caller over HTTP would.
+    """
+    if body:
+        return decode(body, content_type)
+    if method == "HEAD" or status in (204, 304):
+        return None
+    kind = media_type(content_type)
+    if kind.startswith("text/"):
+        return ""
+    if kind in (JSON, MSGPACK) or kind.endswith("+json"):
+        return None
+    return b""

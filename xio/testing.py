@@ -75,8 +75,9 @@ class TestClient:
                 chunks.close()
         response_headers = started["headers"]
         content_type = response_headers.get("Content-Type")
-        value = _content.decode(raw, content_type) if raw else None
-        return Response(value, started["status"], content_type, response_headers)
+        status = started["status"]
+        value = _content.decode_answer(raw, content_type, environ["REQUEST_METHOD"], status)
+        return Response(value, status, content_type, response_headers)
 
     def get(self, path: str = "/", **kwargs) -> Response:
         """Send GET."""

@@ -1,8 +1,9 @@
 """mDNS discovery: announce this node as ``_xio._tcp.local.`` and report the nodes found.
 
-Theory of operation. This is the one module that imports zeroconf. Its pure part chooses
-interfaces from a list of ``NetInterface`` s, encodes and decodes the TXT record, names the
-instance and orders a discovered node's URLs; unit tests call these directly.
+Theory of operation. This is the one module that imports zeroconf. Its pure half lives in
+``mdns_names`` (choosing interfaces from a list of ``NetInterface`` s, encoding and decoding the
+TXT record, naming the instance, ordering a discovered node's URLs; unit tests call these
+directly) and is re-exported here; this module reads the machine's interfaces and runs zeroconf.
 
 The adapter, ``Discovery``, runs python-zeroconf in a real thread with its own asyncio loop
 (zeroconf cannot run on gevent's hub: with ``thread`` monkey-patched its browser fails with
@@ -23,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import fcntl
-import ipaddress
 import logging
 import os
 import selectors
@@ -31,257 +31,41 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 
 import ifaddr
 from zeroconf import IPVersion, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from ..errors import ConfigError, RemoteProtocolError
-from .identity import is_node_id
+from .mdns_names import (
+    DEFAULT_WS_PATH,
+    IFF_LOOPBACK,
+    IFF_MULTICAST,
+    IFF_UP,
+    MAX_TXT_VALUE,
+    PROTOCOL_VERSION,
+    SERVICE_TYPE,
+    VIRTUAL_PREFIXES,
+    Announcement,
+    InterfaceSelection,
+    NetInterface,
+    announced_addresses,
+    decode_txt,
+    encode_txt,
+    instance_name,
+    select_interfaces,
+    websocket_urls,
+)
 
 log = logging.getLogger("xio.mdns")
 
-SERVICE_TYPE = "_xio._tcp.local."
-PROTOCOL_VERSION = "1"
-DEFAULT_WS_PATH = "/_xio/ws"
 MDNS_GROUP = "224.0.0.251"
 MDNS_PORT = 5353
 
-IFF_UP = 0x1
-IFF_LOOPBACK = 0x8
-IFF_MULTICAST = 0x1000
-
-#: Interfaces of containers and virtual machines: used only when named by --mdns-interface.
-VIRTUAL_PREFIXES = (
-    "docker", "veth", "br-", "virbr", "cni", "flannel", "cali", "weave", "vxlan", "lxcbr",
-    "lxdbr", "podman", "vmnet", "vboxnet", "kube", "cilium",
-)  # fmt: skip
-
 #: Bounds on what a peer's announcement may make us keep.
 MAX_PEERS_SEEN = 1024
-MAX_TXT_VALUE = 255
 RESOLVE_TIMEOUT_MS = 3000
-
-
-# -- interfaces (pure) --------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class NetInterface:
-    """One network interface: its flags and addresses (``(address, prefix length)``)."""
-
-    name: str
-    index: int
-    flags: int
-    ipv4: tuple[tuple[str, int], ...] = ()
-    ipv6: tuple[tuple[str, int], ...] = ()
-
-    @property
-    def up(self) -> bool:
-        return bool(self.flags & IFF_UP)
-
-    @property
-    def multicast(self) -> bool:
-        return bool(self.flags & IFF_MULTICAST)
-
-    @property
-    def loopback(self) -> bool:
-        return bool(self.flags & IFF_LOOPBACK) or self.name == "lo"
-
-    @property
-    def virtual(self) -> bool:
-        """Return whether this looks like a container or virtual-machine interface."""
-        return self.name.startswith(VIRTUAL_PREFIXES)
-
-    def addresses(self) -> list[str]:
-        return [address for address, _ in self.ipv4 + self.ipv6]
-
-    def matches(self, wanted: str) -> bool:
-        """Return whether ``wanted`` names this interface or one of its addresses."""
-        if wanted == self.name:
-            return True
-        try:
-            wanted_ip = ipaddress.ip_address(wanted.split("%")[0])
-        except ValueError:
-            return False
-        return any(ipaddress.ip_address(address) == wanted_ip for address in self.addresses())
-
-    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        return [ipaddress.ip_interface(f"{a}/{p}").network for a, p in self.ipv4 + self.ipv6]
-
-
-@dataclass(frozen=True, slots=True)
-class InterfaceSelection:
-    """The interfaces discovery runs on, and why every other one was left out."""
-
-    chosen: tuple[NetInterface, ...]
-    skipped: tuple[tuple[str, str], ...]  # (interface name, why)
-    unmatched: tuple[str, ...]  # --mdns-interface values that named nothing
-
-    def describe(self) -> str:
-        chosen = ", ".join(f"{i.name} ({', '.join(a for a, _ in i.ipv4)})" for i in self.chosen)
-        skipped = ", ".join(f"{name}: {why}" for name, why in self.skipped)
-        text = f"interfaces {chosen or 'none'}"
-        if skipped:
-            text += f"; skipped {skipped}"
-        if self.unmatched:
-            text += f"; no interface matches {', '.join(self.unmatched)}"
-        return text
-
-
-def select_interfaces(
-    interfaces: Iterable[NetInterface], requested: Iterable[str] = ()
-) -> InterfaceSelection:
-    """Choose the interfaces to announce and browse on.
-
-    With ``requested`` (names or addresses, from ``--mdns-interface``) only those are
-    used; otherwise every up, multicast-capable interface with an IPv4 address, except
-    loopback and container or virtual bridges. Loopback is never used.
-    """
-    requested = [r for r in requested if r]
-    interfaces = list(interfaces)
-    chosen, skipped = [], []
-    for interface in interfaces:
-        named = any(interface.matches(r) for r in requested)
-        if interface.loopback:
-            why = "loopback"
-        elif requested and not named:
-            why = "not named by --mdns-interface"
-        elif interface.virtual and not named:
-            why = "container or virtual interface (name it with --mdns-interface to use it)"
-        elif not interface.up:
-            why = "down"
-        elif not interface.multicast:
-            why = "not multicast-capable"
-        elif not interface.ipv4:
-            why = "no IPv4 address (mDNS over IPv6 only is not supported yet)"
-        else:
-            chosen.append(interface)
-            continue
-        skipped.append((interface.name, why))
-    unmatched = tuple(r for r in requested if not any(i.matches(r) for i in interfaces))
-    return InterfaceSelection(tuple(chosen), tuple(skipped), unmatched)
-
-
-def announced_addresses(selection: InterfaceSelection, advertise: Iterable[str] = ()) -> list[str]:
-    """Return the addresses to put in A/AAAA records: ``advertise`` if given, else the
-    chosen interfaces' IPv4 and global IPv6 addresses (a link-local one needs a scope)."""
-    advertise = list(advertise)
-    for address in advertise:
-        try:
-            ipaddress.ip_address(address)
-        except ValueError as exc:
-            raise ConfigError(f"--advertise-address {address!r} is not an IP address") from exc
-    if advertise:
-        return advertise
-    result = []
-    for interface in selection.chosen:
-        result += [address for address, _ in interface.ipv4]
-        result += [a for a, _ in interface.ipv6 if not ipaddress.ip_address(a).is_link_local]
-    return result
-
-
-# -- names and TXT (pure) -----------------------------------------------------------------
-
-
-def instance_name(name: str, node_id: str) -> str:
-    """Return the mDNS instance name of a node: its name, made unique by its id.
-
-    Two nodes with the same name differ by ``-<first 8 characters of the id>``; the
-    result fits the 63-byte label limit.
-    """
-    clean = "".join(c if c.isprintable() and c not in "." else "-" for c in name) or "node"
-    suffix = f"-{node_id[:8]}"
-    room = 63 - len(suffix.encode())
-    while len(clean.encode()) > room:
-        clean = clean[:-1]
-    return clean + suffix
-
-
-@dataclass(frozen=True, slots=True)
-class Announcement:
-    """What a node says about itself in its TXT record."""
-
-    node_id: str
-    name: str
-    version: str = PROTOCOL_VERSION
-    ws_path: str = DEFAULT_WS_PATH
-    tls: bool = False
-
-    def __post_init__(self) -> None:
-        if not is_node_id(self.node_id):
-            raise RemoteProtocolError("bad_txt", f"id {self.node_id!r} is not a node id")
-        if not self.ws_path.startswith("/"):
-            raise RemoteProtocolError("bad_txt", f"ws path {self.ws_path!r} is not a path")
-
-
-def encode_txt(announcement: Announcement) -> dict[str, str]:
-    """Return the TXT properties announcing ``announcement``."""
-    txt = {
-        "id": announcement.node_id,
-        "v": announcement.version,
-        "ws": announcement.ws_path,
-        "name": announcement.name.encode()[: MAX_TXT_VALUE - 5].decode(errors="ignore"),
-    }
-    if announcement.tls:
-        txt["tls"] = "1"
-    return txt
-
-
-def decode_txt(properties: Mapping) -> Announcement:
-    """Read an announcement from TXT properties (bytes or str keys and values).
-
-    Raise ``RemoteProtocolError`` (``bad_txt``, ``bad_version``) for what is not one.
-    """
-    txt = {}
-    for key, value in properties.items():
-        key = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
-        if isinstance(value, bytes):
-            value = value.decode(errors="replace")
-        txt[key.lower()] = "" if value is None else str(value)
-    if txt.get("v") != PROTOCOL_VERSION:
-        raise RemoteProtocolError("bad_version", f"TXT v={txt.get('v')!r}")
-    if "id" not in txt:
-        raise RemoteProtocolError("bad_txt", "TXT has no id")
-    return Announcement(
-        txt["id"], txt.get("name", "")[:MAX_TXT_VALUE], txt["v"],
-        txt.get("ws", DEFAULT_WS_PATH), txt.get("tls") == "1",
-    )  # fmt: skip
-
-
-def websocket_urls(
-    announcement: Announcement, addresses: Iterable[str], port: int, local_networks: Iterable = ()
-) -> list[str]:
-    """Return the URLs to dial a discovered node at, best first.
-
-    IPv4 addresses on one of our own networks first, then other IPv4, then global IPv6;
-    loopback, unspecified and link-local IPv6 addresses (no scope) are left out.
-    """
-    local_networks = list(local_networks)
-    ranked = []
-    for text in addresses:
-        try:
-            address = ipaddress.ip_address(text)
-        except ValueError:
-            continue
-        if address.is_loopback or address.is_unspecified or address.is_multicast:
-            continue
-        if address.version == 6 and address.is_link_local:
-            continue
-        on_link = any(address in network for network in local_networks)
-        rank = (0 if on_link else 1) if address.version == 4 else 2
-        host = str(address) if address.version == 4 else f"[{address}]"
-        ranked.append((rank, host))
-    scheme = "wss" if announcement.tls else "ws"
-    seen, urls = set(), []
-    for _, host in sorted(ranked, key=lambda pair: pair[0]):
-        url = f"{scheme}://{host}:{port}{announcement.ws_path}"
-        if url not in seen:
-            seen.add(url)
-            urls.append(url)
-    return urls
 
 
 # -- reading the machine's interfaces (IO) ------------------------------------------------
@@ -617,8 +401,12 @@ def _family(address: str) -> int:
 
 
 __all__ = [
-    "SERVICE_TYPE", "Announcement", "Discovery", "InterfaceSelection", "NetInterface",
-    "announced_addresses", "decode_txt", "encode_txt", "instance_name", "query_once",
-    "read_interfaces",
+    # the pure half, from mdns_names
+    "DEFAULT_WS_PATH", "IFF_LOOPBACK", "IFF_MULTICAST", "IFF_UP", "MAX_TXT_VALUE",
+    "PROTOCOL_VERSION", "SERVICE_TYPE", "VIRTUAL_PREFIXES", "Announcement", "InterfaceSelection",
+    "NetInterface", "announced_addresses", "decode_txt", "encode_txt", "instance_name",
     "select_interfaces", "websocket_urls",
+    # the adapter
+    "MAX_PEERS_SEEN", "MDNS_GROUP", "MDNS_PORT", "RESOLVE_TIMEOUT_MS", "Discovery",
+    "interface_flags", "query_once", "read_interfaces",
 ]  # fmt: skip
