@@ -14,10 +14,10 @@ import pytest
 import xio
 from xio.peering import codec
 from xio.peering.codec import Auth, Hello, RecordFrame
+from xio.peering.dial import connect
 from xio.peering.handshake import Handshake
 from xio.peering.identity import Identity
 from xio.peering.records import RECORD_DOMAIN, Record, encode_body
-from xio.peering.transport import connect
 
 from .conftest import ROOT, wait_until
 

@@ -22,7 +22,8 @@ from gevent.queue import Queue
 from gevent.server import StreamServer
 
 from xio.errors import ConnectError, ConnectionClosed, QueueFull
-from xio.peering.transport import CLOSE_TIMEOUT, Transport, WebSocketEndpoint, connect
+from xio.peering.dial import connect
+from xio.peering.transport import CLOSE_TIMEOUT, Transport, WebSocketEndpoint
 from xio.server import Server
 
 from .certs import self_signed

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xio.errors import LocalProtocolError
+from xio.errors import ConnectError, LocalProtocolError
 from xio.peering import websocket
 from xio.peering.websocket import (
     BINARY,
@@ -409,7 +409,23 @@ def test_the_framing_module_does_no_io():
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             imported.add(node.module.split(".")[0])
-    assert imported <= {"__future__", "enum", "secrets", "struct", "dataclasses", "xio"}
+    pure = {"__future__", "base64", "dataclasses", "enum", "hashlib", "secrets", "struct", "xio"}
+    assert imported <= pure
+
+
+def test_the_upgrade_answer_must_accept_the_key_it_was_asked_with():
+    key = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455, 1.3: its accept is s3pPLMBiTxaQ9kYGzzhZRbK+xOo=
+    request = websocket.upgrade_request("/_xio/ws", "h:1", key, {"X-A": "b"})
+    assert request.startswith(b"GET /_xio/ws HTTP/1.1\r\nHost: h:1\r\n")
+    assert b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" in request
+    assert request.endswith(b"X-A: b\r\n\r\n")
+    good = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")  # fmt: skip
+    websocket.check_upgrade_answer(good, key)
+    with pytest.raises(ConnectError, match="not a valid WebSocket upgrade"):
+        websocket.check_upgrade_answer(good.replace(b"s3pP", b"AAAA"), key)
+    with pytest.raises(ConnectError, match="not 101"):
+        websocket.check_upgrade_answer(b"HTTP/1.1 200 OK\r\nUpgrade: websocket", key)
 
 
 def test_a_frame_over_the_cap_waits_until_the_messages_before_it_were_seen():

@@ -38,6 +38,7 @@ from ..constants import PUBLIC
 from ..errors import HTTPError
 from ..peering import codec, keyfile
 from ..peering.codec import RequestFrame, ResponseFrame
+from ..peering.dial import connect
 from ..peering.forwarding import VIA, Forwarder, error_frame, extend_via, via_of
 from ..peering.handshake import Handshake
 from ..peering.identity import Identity
@@ -46,7 +47,7 @@ from ..peering.reasons import FORWARDING_REFUSALS as _FORWARDING_REFUSALS
 from ..peering.routing import RoutingTable, Topology
 from ..peering.session import Closed, LinkLimits, LinkSession
 from ..peering.store import RecordStore, StoreLimits
-from ..peering.transport import WebSocketEndpoint, connect
+from ..peering.transport import WebSocketEndpoint
 from ..request import Headers, Request, Response
 from ..resource import RawPath, Resource
 from ..server import HTTPLimits, Server, WSGIApp

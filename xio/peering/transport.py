@@ -31,7 +31,8 @@ Why our own framing: ws4py's generator parser made four ``recv`` calls per frame
 the extended length, the mask key, the payload) and its writer built a ``Message`` and a
 ``Frame`` object per send; on this machine that was most of a link's per-hop cost (see
 bench/RESULTS.md, issue 3). ws4py keeps the server upgrade and is imported here only, so
-replacing it (e.g. with wsproto's handshake) is a change to this module alone.
+replacing it (e.g. with wsproto's handshake) is a change to this module alone. The client's
+half of the upgrade, which ws4py does not do on gevent, is ``xio.peering.dial``.
 
 The accepting side's reader runs in the greenlet that served the upgrade (the HTTP server hands
 the upgraded socket over); the dialling side's is spawned by ``Transport.start``.
@@ -42,28 +43,24 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import ssl
 import time
-from base64 import b64decode, b64encode
+from base64 import b64decode
 from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
-from hashlib import sha1
-from urllib.parse import urlsplit
 
 import gevent
 import gevent.socket
 import gevent.ssl
 from gevent import GreenletExit
 from gevent.event import Event
-from ws4py import WS_KEY
 from ws4py.exc import HandshakeError
 from ws4py.server.wsgiutils import WebSocketWSGIApplication
 
-from ..errors import ConnectError, ConnectionClosed, LocalProtocolError, QueueFull
+from ..errors import ConnectionClosed, LocalProtocolError, QueueFull
 from . import websocket
 
-__all__ = ["Transport", "WebSocketEndpoint", "connect"]
+__all__ = ["Transport", "WebSocketEndpoint", "no_delay", "peer_address"]
 
 log = logging.getLogger("xio.transport")
 
@@ -466,93 +463,16 @@ class _Connection:
             self._writer.kill(block=False)
 
 
-def _address(sock) -> str:
+def peer_address(sock) -> str:
     with suppress(OSError):
         host, port = sock.getpeername()[:2]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return "?"
 
 
-def _no_delay(sock) -> None:
+def no_delay(sock) -> None:
     with suppress(OSError):  # measured here: without it a small write can wait ~40 ms
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def connect(
-    url: str,
-    *,
-    timeout: float = 5.0,
-    max_message: int,
-    ssl_context: ssl.SSLContext | None = None,
-    headers: dict[str, str] | None = None,
-) -> Transport:
-    """Open a WebSocket to ``url`` (``ws://`` or ``wss://``) and return its transport.
-
-    Block the calling greenlet until the upgrade is done, at most ``timeout`` seconds. For
-    ``wss://`` verify the server with ``ssl_context``, by default against the system's
-    authorities. Raise ``ConnectError`` on any failure, a malformed URL included. Call
-    ``start()`` on the transport once its callbacks are set.
-    """
-    timer = gevent.Timeout(timeout)
-    timer.start()
-    try:
-        sock, leftover = _dial(url, timeout, ssl_context, headers or {})
-    except gevent.Timeout as exc:
-        if exc is not timer:
-            raise  # someone else's deadline
-        raise ConnectError(f"{url}: no WebSocket within {timeout:g}s") from exc
-    except Exception as exc:  # socket, DNS, TLS, URL or upgrade failure
-        raise ConnectError(f"{url}: {str(exc) or repr(exc)}") from exc
-    finally:
-        timer.close()
-    # The server's first frames may come in the same read as its answer.
-    connection = _Connection(sock, client=True, leftover=leftover)
-    return Transport(connection, _address(sock), True, max_message)
-
-
-def _dial(url: str, timeout: float, ssl_context: ssl.SSLContext | None, headers: dict):
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise HandshakeError("not a ws:// or wss:// URL")
-    secure = parts.scheme == "wss"
-    address = (parts.hostname, parts.port or (443 if secure else 80))
-    sock = gevent.socket.create_connection(address, timeout=timeout)
-    try:
-        _no_delay(sock)
-        if secure:  # gevent's SSLSocket takes any context; the stdlib's would block the hub
-            context = ssl_context or ssl.create_default_context()
-            sock = gevent.ssl.SSLSocket(sock=sock, server_hostname=parts.hostname, _context=context)
-        key = b64encode(os.urandom(16))
-        request = (
-            f"GET {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1\r\n"
-            f"Host: {parts.netloc.rpartition('@')[2]}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\n"
-            "Sec-WebSocket-Version: 13\r\n"
-            + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        )
-        sock.sendall(request.encode("latin-1") + b"\r\n")
-        received = b""
-        while b"\r\n\r\n" not in received:
-            chunk = sock.recv(4096)
-            if not chunk or len(received) > 16384:
-                raise HandshakeError("no complete answer to the upgrade request")
-            received += chunk
-        head, _, leftover = received.partition(b"\r\n\r\n")
-        status, *lines = head.decode("latin-1").split("\r\n")
-        if status.split(" ", 2)[1:2] != ["101"]:
-            raise HandshakeError(f"answered {status!r}, not 101")
-        answer = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)}
-        if (
-            answer.get("upgrade", "").lower() != "websocket"
-            or "upgrade" not in answer.get("connection", "").lower()
-            or answer.get("sec-websocket-accept") != b64encode(sha1(key + WS_KEY).digest()).decode()
-        ):
-            raise HandshakeError("the 101 answer is not a valid WebSocket upgrade")
-        sock.settimeout(None)
-        return sock, leftover
-    except BaseException:
-        sock.close()
-        raise
 
 
 class WebSocketEndpoint:
@@ -618,7 +538,7 @@ class WebSocketEndpoint:
 
     def _accept(self, sock, protocols, extensions, environ) -> _Connection:
         # ws4py's handshake calls this (as its handler_cls) with the socket it upgraded.
-        _no_delay(sock)
+        no_delay(sock)
         connection = _Connection(sock, client=False, on_open=self.on_transport)
-        Transport(connection, _address(sock), False, self.max_message)
+        Transport(connection, peer_address(sock), False, self.max_message)
         return connection

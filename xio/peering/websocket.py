@@ -42,9 +42,11 @@ from __future__ import annotations
 import enum
 import secrets
 import struct
+from base64 import b64encode
 from dataclasses import dataclass
+from hashlib import sha1
 
-from xio.errors import LocalProtocolError
+from xio.errors import ConnectError, LocalProtocolError
 
 __all__ = [
     "ADMIT_ABOVE",
@@ -58,11 +60,13 @@ __all__ = [
     "Ping",
     "Pong",
     "Violation",
+    "check_upgrade_answer",
     "close_payload",
     "frame",
     "frame_header",
     "frame_parts",
     "mask",
+    "upgrade_request",
 ]
 
 # Opcodes (RFC 6455, 5.2).
@@ -482,3 +486,34 @@ class MaskKeys:
             self._pool, start = secrets.token_bytes(_MASK_KEYS), 0
         self._next = start + 4
         return self._pool[start : start + 4]
+
+
+# -- the client's half of the upgrade (RFC 6455, 4.1) -------------------------------------
+
+#: The GUID a server appends to the client's key to prove it read the upgrade (RFC 6455, 1.3).
+_ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def upgrade_request(target: str, host: str, key: bytes, headers: dict[str, str]) -> bytes:
+    """Return the client's upgrade request for ``target`` (path and query); ``key`` is the
+    base64 of 16 random bytes (``Sec-WebSocket-Key``)."""
+    lines = [f"GET {target} HTTP/1.1", f"Host: {host}", "Upgrade: websocket",
+             "Connection: Upgrade", f"Sec-WebSocket-Key: {key.decode()}",
+             "Sec-WebSocket-Version: 13", *(f"{name}: {value}" for name, value in headers.items())]  # fmt: skip
+    return "\r\n".join(lines).encode("latin-1") + b"\r\n\r\n"
+
+
+def check_upgrade_answer(head: bytes, key: bytes) -> None:
+    """Raise ``ConnectError`` unless ``head`` (the answer up to its blank line) is a
+    101 that accepts the upgrade made with ``key``."""
+    status, *lines = head.decode("latin-1").split("\r\n")
+    if status.split(" ", 2)[1:2] != ["101"]:
+        raise ConnectError(f"answered {status!r}, not 101")
+    answer = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)}
+    accept = b64encode(sha1(key + _ACCEPT_GUID).digest()).decode()
+    if (
+        answer.get("upgrade", "").lower() != "websocket"
+        or "upgrade" not in answer.get("connection", "").lower()
+        or answer.get("sec-websocket-accept") != accept
+    ):
+        raise ConnectError("the 101 answer is not a valid WebSocket upgrade")
