@@ -8,7 +8,7 @@ import logging
 import pytest
 
 import xio
-from xio.node.node import DISCOVERY_GIVE_UP
+from xio.node.discovery import GIVE_UP as DISCOVERY_GIVE_UP
 from xio.peering import links
 from xio.peering.identity import Identity
 from xio.peering.schedule import Backoff
@@ -65,7 +65,9 @@ def test_two_links_between_the_same_two_nodes_collapse_to_one(in_process_mesh):
     wait_for(lambda: second.close_reason or first.close_reason, "one of the two to close")
     loser = first if first.close_reason else second
     assert loser.close_reason == "duplicate_link"
-    wait_for(lambda: len(a.all_links) == len(b.all_links) == 1, "one link left at each end")
+    wait_for(
+        lambda: len(a.link_table.all) == len(b.link_table.all) == 1, "one link left at each end"
+    )
     kept = b.links[a.id]
     assert kept is not loser and a.links[b.id].session.handshake.link_key == (
         kept.session.handshake.link_key
@@ -83,27 +85,27 @@ def test_a_discovered_node_that_stays_unreachable_is_forgotten(in_process_mesh, 
     caplog.set_level(logging.INFO, "xio.node")
     node = in_process_mesh.start("x")
     ghost = Identity.generate().node_id
-    node.discovered(ghost, [f"ws://127.0.0.1:{unused_port()}/_xio/ws"])
-    assert ghost in node.discovery_dialers
-    wait_for(lambda: ghost not in node.discovery_dialers, "the ghost to be forgotten")
+    node.discovery.discovered(ghost, [f"ws://127.0.0.1:{unused_port()}/_xio/ws"])
+    assert ghost in node.discovery.dialers
+    wait_for(lambda: ghost not in node.discovery.dialers, "the ghost to be forgotten")
     assert f"unreachable {DISCOVERY_GIVE_UP} times: forgotten" in caplog.text
     assert ghost not in node.links
-    node.discovered(ghost, [f"ws://127.0.0.1:{unused_port()}/_xio/ws"])  # announced again
-    assert ghost in node.discovery_dialers
+    node.discovery.discovered(ghost, [f"ws://127.0.0.1:{unused_port()}/_xio/ws"])  # announced again
+    assert ghost in node.discovery.dialers
 
 
 def test_discovery_links_to_no_more_than_max_peers(in_process_mesh, caplog):
     node = in_process_mesh.start("x", max_peers=2)
     others = [in_process_mesh.start(name) for name in ("p", "q", "r")]
     for other in others:
-        node.discovered(other.id, [ws_url(other)])
+        node.discovery.discovered(other.id, [ws_url(other)])
     wait_for(lambda: len(node.links) == 2, "two links")
     assert set(node.links) == {others[0].id, others[1].id}
-    assert others[2].id not in node.discovery_dialers
+    assert others[2].id not in node.discovery.dialers
     assert "not linking to discovered" in caplog.text
     # One goes away: the next announcement of the third one links it.
-    node.vanished(others[0].id)
+    node.discovery.vanished(others[0].id)
     wait_for(lambda: others[0].id not in node.links, "the first link to close")
-    node.discovered(others[2].id, [ws_url(others[2])])
+    node.discovery.discovered(others[2].id, [ws_url(others[2])])
     wait_for(lambda: others[2].id in node.links, "the third link")
     assert len(node.links) == 2

@@ -26,7 +26,7 @@ REASON_ARGUMENT = {
     "RemoteProtocolError": 0, "Verdict": 1, "TrailProblem": 1, "_refuse": 2,
 }  # fmt: skip
 #: mDNS answers are ignored (logged at debug), never counted: its reasons are not counters.
-NOT_COUNTED = {"xio/peering/mdns.py"}
+NOT_COUNTED = {"xio/peering/mdns.py", "xio/peering/mdns_names.py"}
 
 
 def documented() -> dict[str, list[str]]:
