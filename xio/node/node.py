@@ -50,6 +50,7 @@ from ..peering.store import RecordStore, StoreLimits
 from ..peering.transport import WebSocketEndpoint
 from ..request import Headers, Request, Response
 from ..resource import RawPath, Resource
+from ..responses import error_response
 from ..server import HTTPLimits, Server, WSGIApp
 from ..statedir import StateLock
 from ..threads import HUB_WATCH, answer_on_threads
@@ -456,9 +457,7 @@ class Node:
         try:
             return app.handle(req)
         except _AppDeadline:
-            return Response(
-                HTTPError(504, "the app did not answer before the deadline").to_dict(), 504
-            )
+            return error_response(HTTPError(504, "the app did not answer before the deadline"))
         finally:
             timer.close()
 
