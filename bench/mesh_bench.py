@@ -47,7 +47,9 @@ def start_node(
     name: str, port: int, state: Path, *args: str, pin: bool, root: Path = ROOT
 ) -> subprocess.Popen:
     """Start one node of the code in ``root``; its output goes to a log file beside its state."""
-    command = [sys.executable, "-m", "xio.nodemain", "--name", name, "--host", "127.0.0.1",
+    # xio-node's module; checkouts before issue 9 had no xio/nodemain.py
+    main = "xio.nodemain" if (root / "xio" / "nodemain.py").exists() else "xio.node.cli"
+    command = [sys.executable, "-m", main, "--name", name, "--host", "127.0.0.1",
                "--port", str(port), "--state-dir", str(state / name), "--no-mdns",
                "--log-level", "warning", *args]  # fmt: skip
     if pin and shutil.which("taskset"):
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     pin = not args.no_pin and shutil.which("taskset") is not None
     roots = {"this": ROOT}
     if args.baseline is not None:
-        if not (args.baseline / "xio" / "node" / "cli.py").exists():
+        if not (args.baseline / "xio" / "node" / "__init__.py").exists():
             parser.error(f"--baseline {args.baseline}: not an xio checkout")
         roots["baseline"] = args.baseline.resolve()
     lines: dict = {}
