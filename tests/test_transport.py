@@ -27,6 +27,7 @@ from xio.peering.transport import CLOSE_TIMEOUT, Transport, WebSocketEndpoint
 from xio.server import Server
 
 from .certs import self_signed
+from .ws_wire import raw_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX = 2 * 1024 * 1024
@@ -144,19 +145,8 @@ def served():
 
 def frame(opcode: int, payload: bytes, *, fin=True, mask=True, length=None) -> bytes:
     """Build one frame; ``length`` overrides the length written in the header."""
-    size = len(payload) if length is None else length
-    first = (0x80 if fin else 0) | opcode
-    bit = 0x80 if mask else 0
-    if size < 126:
-        head = struct.pack("!BB", first, bit | size)
-    elif size < 65536:
-        head = struct.pack("!BBH", first, bit | 126, size)
-    else:
-        head = struct.pack("!BBQ", first, bit | 127, size)
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    key = os.urandom(4) if mask else None
+    return raw_frame(opcode, payload, fin=fin, key=key, length=length)
 
 
 def read_frame(stream) -> tuple[int, bytes]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import struct
 from pathlib import Path
 
 import pytest
@@ -34,24 +33,15 @@ from xio.peering.websocket import (
     mask,
 )
 
+from .ws_wire import raw_frame
+
 KEY = b"\x01\x02\x03\x04"
 MiB = 1024 * 1024
 
 
 def raw(opcode, payload=b"", *, fin=True, rsv=0, key=KEY, length=None) -> bytes:
-    """Build one frame by hand, with any bit set as a misbehaving peer would."""
-    size = len(payload) if length is None else length
-    first = (0x80 if fin else 0) | rsv | opcode
-    bit = 0x80 if key is not None else 0
-    if size < 126:
-        head = struct.pack("!BB", first, bit | size)
-    elif size < 65536:
-        head = struct.pack("!BBH", first, bit | 126, size)
-    else:
-        head = struct.pack("!BBQ", first, bit | 127, size)
-    if key is None:
-        return head + payload
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    """Build one frame by hand, masked with ``KEY`` unless told otherwise."""
+    return raw_frame(opcode, payload, fin=fin, rsv=rsv, key=key, length=length)
 
 
 def server(**options) -> FrameReader:
