@@ -9,6 +9,8 @@ from gevent.event import Event
 
 from xio.peering.forwarding import Workers
 
+from .http_wire import wait_for
+
 
 @pytest.fixture(autouse=True)
 def hub_errors(monkeypatch):
@@ -90,8 +92,7 @@ def test_a_blocking_kill_returns_once_the_call_has_ended():
     gevent.sleep(0)
     unblocked.kill()  # block=False: back at once, the call ends soon after
     assert unblocked.worker is not None
-    gevent.sleep(0.01)
-    assert unblocked.worker is None
+    wait_for(lambda: unblocked.worker is None, "the killed call to end")
 
 
 def test_a_late_cancel_does_not_hit_the_next_call_on_the_same_worker():
@@ -133,7 +134,7 @@ def test_a_call_cancelled_before_a_parked_worker_takes_it_does_not_run():
     outcome = []
     job = workers.run(outcome.append, "ran")
     job.kill()
-    gevent.sleep(0.01)
+    wait_for(lambda: job.worker is None, "the worker to be done with the job")
     assert outcome == [] and job.worker is None and workers.started == 1
 
 
