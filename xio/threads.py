@@ -28,6 +28,7 @@ Handlers on threads share the app's objects with each other: what they mutate ne
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import sys
 import time
@@ -174,7 +175,7 @@ class HubWatch:
 
     def handler_on_hub(self) -> tuple[str, str] | None:
         """Return the handler running on the hub's thread and its app's name, if one is."""
-        frame = sys._current_frames().get(self._hub_thread)
+        frame = _frame_of(self._hub_thread)
         answering, app = None, None
         while frame is not None:
             if frame.f_code is _ANSWER and answering is None:
@@ -192,6 +193,24 @@ class HubWatch:
         method = getattr(req, "method", "?")
         described = f"handler {name}{where} for {method} {getattr(resource, 'path', '')!r}"
         return described, getattr(app, "app_name", None) or "APP"
+
+
+def _frame_of(thread_id: int):
+    """Return the frame thread ``thread_id`` is running, read from another thread.
+
+    The collector stays off meanwhile: CPython up to 3.11 holds its thread-list lock while
+    ``sys._current_frames`` builds frame objects, and a collection started by one of those
+    allocations can free an object whose dealloc takes that lock again, against a thread
+    waiting for the GIL: the whole process hangs (CPython gh-106883, not fixed in 3.11; seen
+    here as the suite hung in futex waits while a test held the hub).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return sys._current_frames().get(thread_id)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 _ANSWER = Resource._answer.__code__
