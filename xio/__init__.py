@@ -46,12 +46,12 @@ from .errors import (
     XioError,
 )
 from .node import node  # noqa: E402
-from .request import Headers, Request, Response
+from .request import Caller, Headers, Request, Response
 from .resource import Input, Resource
 from .version import __version__
 
 __all__ = [
-    "App", "BadGateway", "BadRequest", "Client", "ConfigError", "Conflict", "ConnectError",
+    "App", "BadGateway", "BadRequest", "Caller", "Client", "ConfigError", "Conflict", "ConnectError",
     "Forbidden", "GatewayTimeout", "HTTPError", "Headers", "Input", "InternalServerError",
     "LocalProtocolError", "MethodNotAllowed", "NotAcceptable", "NotFound", "PayloadTooLarge",
     "ProtocolError", "ReadTimeout", "RemoteProtocolError", "Request", "RequestTimeout",

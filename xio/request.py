@@ -27,6 +27,66 @@ PROFILE_HEADER = "X-Xio-Profile"
 _UNSET = object()
 
 
+class Caller:
+    """Who sent a request, as far as this node can tell (``req.client``).
+
+    A request that crossed the mesh names its ingress node: ``node_id`` is authenticated (the
+    destination checked the request's end-to-end MAC, keyed from both node keys), ``name`` is
+    the certificate's name in a closed mesh (else the name the node gave itself) and ``member``
+    is true only when the ingress holds a valid certificate of this node's mesh authority. A
+    direct HTTP request names its TCP peer in ``address`` and ``port``; an in-process call
+    (``app.get(...)``) has neither.
+    """
+
+    __slots__ = ("address", "port", "node_id", "name", "member")
+
+    def __init__(
+        self,
+        *,
+        address: str | None = None,
+        port: int | None = None,
+        node_id: str | None = None,
+        name: str | None = None,
+        member: bool = False,
+    ) -> None:
+        self.address = address
+        self.port = port
+        self.node_id = node_id
+        self.name = name
+        self.member = member
+
+    @classmethod
+    def of_environ(cls, environ: dict) -> Caller:
+        """Return the TCP peer of a WSGI request."""
+        port = environ.get("REMOTE_PORT")
+        try:
+            port = int(port) if port is not None else None
+        except ValueError:
+            port = None
+        return cls(address=environ.get("REMOTE_ADDR"), port=port)
+
+    @property
+    def via_mesh(self) -> bool:
+        """Tell whether the request came over a link from another node."""
+        return self.node_id is not None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Caller):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __hash__(self) -> int:
+        return hash(tuple(getattr(self, k) for k in self.__slots__))
+
+    def __repr__(self) -> str:
+        if self.node_id is not None:
+            member = ", member" if self.member else ""
+            return f"<Caller node {self.node_id} {self.name!r}{member}>"
+        if self.address is not None:
+            return f"<Caller {self.address}:{self.port}>"
+        return "<Caller in-process>"
+
+
 class Headers(MutableMapping):
     """A case-insensitive mapping of header names to values that keeps the names' case.
 
@@ -186,7 +246,8 @@ class Request:
     decoded body (dict for JSON objects and forms, ``{}`` when empty, ``bytes`` for
     other types); ``body``: the raw bytes; ``headers``: case-insensitive;
     ``params``: path parameters; ``profile``: the JSON object sent in the
-    ``X-Xio-Profile`` header (``{}`` when absent); ``response``: the ``Response`` being
+    ``X-Xio-Profile`` header (``{}`` when absent); ``client``: who sent it (``Caller``);
+    ``response``: the ``Response`` being
     built, whose attributes a handler may set. ``req.GET``, ``req.POST``, ... are true
     only for the request's own method.
     """
@@ -194,7 +255,7 @@ class Request:
     __slots__ = (
         "method", "path", "url_path", "route", "params", "inputs", "_response",
         "_query", "_query_string", "_headers", "_environ", "_body", "_data", "_profile",
-        "_methods",
+        "_methods", "_client",
     )  # fmt: skip
 
     def __init__(
@@ -207,6 +268,7 @@ class Request:
         body: bytes = b"",
         data=_UNSET,
         environ: dict | None = None,
+        client: Caller | None = None,
     ) -> None:
         self.method = method.upper()
         self.url_path = path
@@ -225,6 +287,7 @@ class Request:
         self._data = data
         self._profile = None
         self._methods: frozenset = STANDARD_METHODS
+        self._client = client
 
     # -- query ---------------------------------------------------------------------------
 
@@ -330,6 +393,13 @@ class Request:
                     raise BadRequest(f"{PROFILE_HEADER} header must be a JSON object")
                 self._profile = value
         return self._profile
+
+    @property
+    def client(self) -> Caller:
+        """Return who sent the request (``Caller``): a mesh node, a TCP peer, or in-process."""
+        if self._client is None:
+            self._client = Caller.of_environ(self._environ) if self._environ else Caller()
+        return self._client
 
     @property
     def client_address(self) -> str | None:
