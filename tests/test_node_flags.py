@@ -101,6 +101,12 @@ def test_the_start_line_is_printed_once(start_node):
     assert node.output().count("listening on") == 1
 
 
+def test_an_open_mesh_says_at_start_that_anyone_can_join(start_node):
+    # Open mode is the zero-configuration default: the operator must hear what it means.
+    output = start_node("open").output()
+    assert "WARNING: open mesh" in output and "claim any app" in output
+
+
 def test_the_start_line_says_what_a_wildcard_address_is_bound_to():
     from xio.node.cli import listening
 

@@ -270,6 +270,14 @@ def setup_logging(level: str) -> None:
     )
 
 
+#: Said at every start until closed meshes (a mesh authority, certificates) are wired in.
+OPEN_MESH_WARNING = (
+    "xio: WARNING: open mesh: any node that reaches this port (or this LAN, with discovery on) "
+    "can link, relay requests and claim any app; links are not encrypted. "
+    "Keep the port on a trusted network (docs/SECURITY.md)."
+)
+
+
 def run_node(node, prog: str = "xio-node") -> int:
     """Start ``node``, serve until SIGINT or SIGTERM, stop cleanly; return the exit status."""
     import gc
@@ -287,6 +295,7 @@ def run_node(node, prog: str = "xio-node") -> int:
     # What exists now (code, apps, the first tables) lives as long as the process: keep it out
     # of the collector's full passes, which otherwise cost tens of ms on a big heap.
     gc.freeze()
+    print(OPEN_MESH_WARNING, file=sys.stderr, flush=True)  # before the line tests wait for
     print(f"xio: {listening(node)}", file=sys.stderr, flush=True)
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, node.stop)
