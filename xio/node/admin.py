@@ -44,10 +44,23 @@ def admin_resource(node: AdminNode) -> Resource:
     @admin.bind("apps", methods=["GET"])
     def apps(req):
         """Every app in the mesh with its hosts, nearest first."""
-        table = node.table
-        return {
-            app: [{"node": host, "name": table.name_of(host), "cost": cost} for cost, host in hosts]
-            for app, hosts in table.apps().items()
-        }
+        table, seen = node.table, node.app_hosts
+
+        def entry(app, cost, host, **extra):
+            since = seen.since_ms(app, host)
+            found = {"node": host, "name": table.name_of(host), "cost": cost, **extra}
+            if since is not None:
+                found["since_ms"] = since
+            if seen.is_second(app, host):
+                found["second_host"] = True  # it appeared while another node served the app
+            return found
+
+        apps = {app: [entry(app, cost, host) for cost, host in hosts]
+                for app, hosts in table.apps().items()}  # fmt: skip
+        for app, hosts in table.excluded_hosts().items():  # hosts a --pin-app leaves out
+            apps.setdefault(app, []).extend(
+                entry(app, cost, host, excluded="not in --pin-app") for cost, host in hosts
+            )
+        return apps
 
     return admin

@@ -24,6 +24,7 @@ from pathlib import Path
 from ..errors import ConfigError, StateError
 from ..resource import Resource
 from ..version import __version__
+from .config import parse_pin
 from .node import NodeConfig, parse_peer
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -78,6 +79,9 @@ def node_arguments(
     parser.add_argument("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert")
     parser.add_argument("--advertise", action="append", default=[], metavar="URL",
                         help="URL to announce for this node (repeatable)")  # fmt: skip
+    parser.add_argument("--pin-app", action="append", default=[], type=_pin,
+                        metavar="APP=ID[,ID...]", help="send APP's requests only to these nodes "
+                        "(repeatable; other hosts of APP are ignored, and shown as such)")  # fmt: skip
     parser.add_argument("--link-timeout", type=_seconds, default=DEFAULTS.link_timeout,
                         metavar="SECONDS", help="a silent link is dead after this long "
                         f"(default {_show('seconds', DEFAULTS.link_timeout)})")  # fmt: skip
@@ -164,6 +168,13 @@ def _peer(text: str) -> str:
     return text
 
 
+def _pin(text: str) -> tuple[str, frozenset[str]]:
+    try:
+        return parse_pin(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--pin-app {text!r}: ")) from exc
+
+
 def _threads_option(text: str) -> tuple[str, int]:
     from ..threads import parse_threads_option
 
@@ -207,8 +218,15 @@ def config_from(args: argparse.Namespace, *, state_dir: Path | None, mdns: bool)
         request_timeout=args.request_timeout, max_body=args.max_body,
         tls_cert=args.tls_cert, tls_key=args.tls_key, advertise=args.advertise,
         mdns_interfaces=args.mdns_interface, advertise_addresses=args.advertise_address,
-        **limits,
+        pin_apps=_pins(args.pin_app), **limits,
     )  # fmt: skip
+
+
+def _pins(pins: list[tuple[str, frozenset[str]]]) -> dict[str, frozenset[str]]:
+    joined: dict[str, frozenset[str]] = {}
+    for app, nodes in pins:  # --pin-app shop=A --pin-app shop=B pins shop to A and B
+        joined[app] = joined.get(app, frozenset()) | nodes
+    return joined
 
 
 def check_tls_files(cert: str, key: str) -> None:

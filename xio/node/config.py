@@ -15,6 +15,7 @@ from pathlib import Path
 from ..constants import DEFAULT_PORT, WS_PATH, MiB
 from ..errors import ConfigError
 from ..peering.identity import is_node_id
+from ..peering.names import is_app_name
 from ..peering.records import DEFAULT_LIFETIME_MS
 from ..server import DEFAULT_MAX_BODY, HTTPLimits
 
@@ -44,6 +45,8 @@ class NodeConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     advertise: list[str] = field(default_factory=list)
+    # --pin-app APP=ID,ID: only those nodes are ever sent the app's requests (this one too).
+    pin_apps: dict[str, frozenset[str]] = field(default_factory=dict)
     # Budgets and limits: every one is ours to set, none a peer's (docs/PROTOCOL.md, 12).
     max_inbound_links: int = 128  # well below the 256 links a record may list
     handshake_rate: float = 10.0  # new links per second per source address (burst: twice)
@@ -64,6 +67,21 @@ class NodeConfig:
     max_connections: int = _HTTP_DEFAULTS.max_connections
     max_connections_per_client: int = _HTTP_DEFAULTS.max_connections_per_client
     max_header_bytes: int = _HTTP_DEFAULTS.max_header_bytes
+
+
+def parse_pin(spec: str) -> tuple[str, frozenset[str]]:
+    """Return ``(app, node_ids)`` for ``--pin-app APP=ID,ID``."""
+    app, sep, ids = spec.partition("=")
+    app = app.strip()
+    if not sep or not is_app_name(app):
+        raise ConfigError(f"--pin-app {spec!r}: expected APP=NODE_ID[,NODE_ID...]")
+    nodes = frozenset(part.strip() for part in ids.split(",") if part.strip())
+    if not nodes:
+        raise ConfigError(f"--pin-app {spec!r}: name at least one node id")
+    for node in sorted(nodes):
+        if not is_node_id(node):
+            raise ConfigError(f"--pin-app {spec!r}: {node!r} is not a node id (xio-node id)")
+    return app, nodes
 
 
 def parse_peer(spec: str) -> tuple[str, str | None]:

@@ -55,6 +55,7 @@ from ..server import HTTPLimits, Server, WSGIApp
 from ..statedir import StateLock
 from ..threads import HUB_WATCH, answer_on_threads
 from ..version import __version__
+from .apphosts import AppHosts
 from .config import WS_PATH, NodeConfig, parse_peer
 from .discovery import DiscoveryDialing
 from .exchange import SUMMARY_CAP, RecordExchange
@@ -124,8 +125,10 @@ class Node:
                                     max_inbound=config.max_inbound_links,
                                     handshake_rate=config.handshake_rate)  # fmt: skip
         self.links = self.link_table.links  # peer id -> its one established link
+        self.app_hosts = AppHosts()
         self.routes = RouteKeeper(self.id, self.topology, self._route_inputs,
-                                  on_table=self._table_computed)  # fmt: skip
+                                  on_table=self._table_computed,
+                                  pins=config.pin_apps)  # fmt: skip
         self.exchange = RecordExchange(
             self.store, self.topology, self.links, own_seq_seen=self._own_seq_seen,
             reject=self._reject_record, refused=self.refused,
@@ -395,6 +398,9 @@ class Node:
 
     def _table_computed(self, table: RoutingTable) -> None:
         self.store.set_context(neighbours=self.links.keys(), reachable=table.reachable_set())
+        for new in self.app_hosts.update(table, int(time.time() * 1000)):
+            log.warning("app %r has a second host: node %s (%s) beside %s", new.app,
+                        table.name_of(new.node), new.node, ", ".join(new.others))  # fmt: skip
 
     def _record_content(self) -> RecordContent:
         apps = {name: _summary(app) for name, app in self.apps.items()}

@@ -149,7 +149,7 @@ class Router:
         first, below = unquote(raw_first), slash + raw_rest
         if first.startswith("~"):
             return self._pinned(req, first[1:], below, deadline)
-        if first in node.apps:
+        if first in node.apps and node.table.serves(first, node.id):
             req.url_path = below
             return self._local(node.apps[first], req, deadline)
         if is_app_name(first) and node.table.hosts_of(first):

@@ -60,8 +60,10 @@ class RouteKeeper:
         on_table: Callable[[RoutingTable], None] | None = None,
         step: int = 256,
         retry_pause: float = 1.0,
+        pins: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self.own_id = own_id
+        self._pins = dict(pins or {})
         self.topology = topology
         self._inputs = inputs
         self._on_table = on_table
@@ -188,7 +190,7 @@ class RouteKeeper:
         self._started += 1
         self._nodes = len(self.topology)
         slices = compute_stepwise(self.own_id, own_links, self.topology, own_apps, own_name,
-                                  step=self._step)  # fmt: skip
+                                  step=self._step, pins=self._pins)  # fmt: skip
         return (self._started, version), slices
 
     def _install(

@@ -35,7 +35,9 @@ place, so the snapshot cannot see a later update.
 
 App resolution: ``hosts_of(app)`` lists reachable nodes whose record names the app (this node's
 own apps come from the ``own_apps`` argument, at cost 0). ``pick_host`` chooses at random among
-the equal-lowest-cost hosts, so load spreads over copies at the same distance.
+the equal-lowest-cost hosts, so load spreads over copies at the same distance. ``pins`` (an
+operator's ``--pin-app APP=ID,ID``) maps an app to the only nodes that may serve it: any other
+host of that app, this node included, is kept apart in ``excluded_hosts`` and never picked.
 
 Nothing here holds sockets, sleeps or reads clocks.
 """
@@ -259,8 +261,10 @@ class RoutingTable:
         own_name: str,
         names: dict[str, str],
         nodes_by_name: dict[str, str | list[str]],
+        excluded: dict[str, list[tuple[int, str]]] | None = None,
     ) -> None:
         self.own_id = paths.own_id
+        self._excluded = excluded or {}
         self._paths = paths
         self._keys = paths.keys
         self._apps = apps
@@ -306,6 +310,14 @@ class RoutingTable:
         """Return ``[(cost, node_id), ...]`` of the reachable nodes hosting ``app``, nearest first."""
         return list(self._apps.get(app, ()))
 
+    def excluded_hosts(self) -> dict[str, list[tuple[int, str]]]:
+        """Return ``{app: [(cost, node_id), ...]}`` of reachable hosts left out by a pin."""
+        return {app: list(hosts) for app, hosts in sorted(self._excluded.items())}
+
+    def serves(self, app: str, node_id: str) -> bool:
+        """Tell whether ``node_id`` may be sent requests for ``app`` (no pin leaves it out)."""
+        return all(node != node_id for _, node in self._excluded.get(app, ()))
+
     def pick_host(self, app: str, rng: random.Random | None = None) -> str | None:
         """Choose a node to serve ``app``: at random among the equally nearest hosts."""
         hosts = self._apps.get(app)
@@ -336,14 +348,17 @@ def compute_routes(
     records: Iterable[Record],
     own_apps: Iterable[str] = (),
     own_name: str = "",
+    *,
+    pins: Mapping[str, frozenset[str]] | None = None,
 ) -> RoutingTable:
     """Compute the routing table of node ``own_id`` in one go.
 
     ``own_links`` maps each live neighbour to the link cost; ``records`` are the verified records
     of the other nodes (a record of ``own_id`` among them is ignored); ``own_apps`` are the apps
-    hosted here.
+    hosted here; ``pins`` maps an app to the only node ids that may serve it.
     """
-    slices = compute_stepwise(own_id, own_links, Topology(records), own_apps, own_name)
+    slices = compute_stepwise(own_id, own_links, Topology(records), own_apps, own_name,
+                              pins=pins)  # fmt: skip
     while True:
         try:
             next(slices)
@@ -359,6 +374,7 @@ def compute_stepwise(
     own_name: str = "",
     *,
     step: int = 256,
+    pins: Mapping[str, frozenset[str]] | None = None,
 ) -> Generator[None, None, RoutingTable]:
     """Return a generator computing ``compute_routes``' table in slices; it returns the table.
 
@@ -374,7 +390,7 @@ def compute_stepwise(
         raise LocalProtocolError("own link costs must be at least 1")
     confirmed_of, apps_of, names_of = topology._snapshot()
     return _compute(own_id, dict(own_links), confirmed_of, apps_of, names_of,
-                    tuple(own_apps), own_name, step)  # fmt: skip
+                    tuple(own_apps), own_name, step, dict(pins or {}))  # fmt: skip
 
 
 def _compute(
@@ -386,9 +402,11 @@ def _compute(
     own_apps: tuple[str, ...],
     own_name: str,
     step: int,
+    pins: dict[str, frozenset[str]],
 ) -> Generator[None, None, RoutingTable]:
     paths = yield from _shortest_paths(own_id, own_links, confirmed_of, step)
     apps: dict[str, list[tuple[int, str]]] = {}
+    excluded: dict[str, list[tuple[int, str]]] = {}
     for app in own_apps:
         apps.setdefault(app, []).append((0, own_id))
     # A name maps to its node's id, or to a list when several nodes share it: one list per
@@ -420,6 +438,17 @@ def _compute(
         if done == step:
             done = 0
             yield
+    for app, allowed in pins.items():  # few apps are pinned: filtering after is cheaper
+        hosts = apps.get(app)
+        if hosts is not None:
+            kept = [(cost, node) for cost, node in hosts if node in allowed]
+            out = [(cost, node) for cost, node in hosts if node not in allowed]
+            if out:
+                excluded[app] = sorted(out)
+            if kept:
+                apps[app] = kept
+            else:
+                del apps[app]
     sorted_items = 0
     for group in (apps, nodes_by_name):
         for items in group.values():
@@ -429,7 +458,7 @@ def _compute(
                 if sorted_items >= step * 4:  # sorting costs more per item than a link check
                     sorted_items = 0
                     yield
-    return RoutingTable(paths, apps, own_name, names_of, nodes_by_name)
+    return RoutingTable(paths, apps, own_name, names_of, nodes_by_name, excluded)
 
 
 def _shortest_paths(
