@@ -6,7 +6,7 @@ import re
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from xio.errors import LocalProtocolError, RemoteProtocolError
@@ -27,6 +27,7 @@ from xio.peering.codec import (
 )
 
 from .conftest import ROOT
+from .fuzzing import fuzz
 
 #: The message types that docs/PROTOCOL.md section 4 defines (its "### hello — ..." headings).
 DOCUMENTED_TYPES = frozenset(
@@ -247,7 +248,7 @@ def decodes_or_refuses(data: bytes) -> None:
         assert decode(encode(message)) == message
 
 
-@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
+@fuzz(1000)
 @given(st.binary(max_size=512))
 def test_fuzz_arbitrary_bytes(data):
     decodes_or_refuses(data)
@@ -271,7 +272,7 @@ field_names = st.sampled_from(
 )
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@fuzz(300)
 @given(
     st.sampled_from(sorted(codec._TYPES)),
     st.dictionaries(field_names, msgpack_values, max_size=12),
@@ -280,7 +281,7 @@ def test_fuzz_frames_with_plausible_keys(kind, fields):
     decodes_or_refuses(msgpack.packb({**fields, "t": kind}, use_bin_type=True))
 
 
-@settings(max_examples=500)
+@fuzz(500)
 @given(st.sampled_from(EXAMPLES), st.data())
 def test_fuzz_mutated_valid_frames(message, data):
     raw = bytearray(encode(message))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from xio.errors import ConfigError, LocalProtocolError, RemoteProtocolError
@@ -21,6 +21,8 @@ from xio.peering.handshake import (
 from xio.peering.identity import Identity, is_node_id, node_id_of, verify
 from xio.peering.keyfile import KEY_FILE
 from xio.peering.routing import keep_link
+
+from .fuzzing import fuzz
 
 ALICE = Identity.from_seed(bytes(range(32)))
 BOB = Identity.from_seed(bytes(range(32, 64)))
@@ -296,7 +298,7 @@ message_strategy = st.one_of(
 )
 
 
-@settings(max_examples=300)
+@fuzz(300)
 @given(st.lists(message_strategy, max_size=4))
 def test_fuzz_any_frame_sequence_only_raises_protocol_errors(messages):
     handshake = started()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgpack
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from xio.errors import LocalProtocolError, RemoteProtocolError
@@ -12,6 +12,8 @@ from xio.peering import records as records_module
 from xio.peering.identity import Identity
 from xio.peering.records import MAX_LIFETIME_MS, RECORD_DOMAIN, Record, encode_body, parse_record
 from xio.peering.store import STORE_REASONS, RecordStore
+
+from .fuzzing import fuzz
 
 NOW = 1_700_000_000_000
 ALICE = Identity.from_seed(bytes(range(32)))
@@ -186,7 +188,7 @@ def test_time_window():
     assert reason_of(made.body, made.signature, NOW - 60_001) == "from_future"
 
 
-@settings(max_examples=500)
+@fuzz(500)
 @given(st.binary(max_size=300), st.binary(max_size=70))
 def test_fuzz_parse_record_only_raises_remote_errors(body, signature):
     with pytest.raises(RemoteProtocolError) as info:
@@ -194,7 +196,7 @@ def test_fuzz_parse_record_only_raises_remote_errors(body, signature):
     assert info.value.reason in records_module.RECORD_REASONS
 
 
-@settings(max_examples=300)
+@fuzz(300)
 @given(st.data())
 def test_fuzz_mutated_records(data):
     raw = bytearray(build().body)

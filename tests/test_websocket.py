@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from xio.errors import ConnectError, LocalProtocolError
@@ -33,6 +33,7 @@ from xio.peering.websocket import (
     mask,
 )
 
+from .fuzzing import fuzz
 from .ws_wire import raw_frame
 
 KEY = b"\x01\x02\x03\x04"
@@ -349,7 +350,7 @@ def frames(draw) -> bytes:
     )
 
 
-@settings(max_examples=300, deadline=None)
+@fuzz(300)
 @given(
     st.lists(frames(), max_size=12),
     st.lists(st.integers(1, 600), min_size=1, max_size=20),
@@ -381,7 +382,7 @@ def test_garbage_gives_events_or_one_final_violation_and_stays_bounded(parts, st
             }
 
 
-@settings(max_examples=200, deadline=None)
+@fuzz(200)
 @given(st.lists(st.binary(max_size=300), max_size=10), st.integers(1, 700))
 def test_any_messages_round_trip_in_any_pieces(payloads, step):
     data = b"".join(frame(BINARY, payload, KEY) for payload in payloads)
