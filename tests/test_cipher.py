@@ -351,3 +351,10 @@ def test_vector():
     for name, value in got.items():
         print(f"{name:14} {value}")
     assert got == EXPECTED
+    # the sealed vectors open with the bare AEAD, key and nonce as section 6.1 writes them
+    key, rekeyed = bytes.fromhex(got["k_i2r"]), bytes.fromhex(got["k_i2r_rekeyed"])
+    for counter in (0, 1):
+        nonce = bytes(4) + counter.to_bytes(8, "little")
+        sealed = bytes.fromhex(got[f"sealed_{counter}"])
+        assert ChaCha20Poly1305(key).decrypt(nonce, sealed, b"") == VECTOR_FRAME
+    assert HKDF(hashes.SHA256(), 32, None, b"xio-link-rekey-v2").derive(key) == rekeyed
