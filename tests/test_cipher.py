@@ -140,8 +140,11 @@ LOW_ORDER_KEYS = [n.to_bytes(32, "little") for n in LOW_ORDER] + [
 
 @pytest.mark.parametrize("public", LOW_ORDER_KEYS, ids=lambda b: b.hex()[:8] + "…" + b.hex()[-4:])
 def test_a_small_order_peer_key_is_refused(public):
+    own = EphemeralKey()
     with _Reason("bad_key_exchange"):
-        derive_link_keys(EphemeralKey(), public, bytes(32), "initiator")
+        derive_link_keys(own, public, bytes(32), "initiator")
+    with pytest.raises(LocalProtocolError):  # forgotten all the same: one use per link
+        own.exchange(EphemeralKey().public)
 
 
 @pytest.mark.parametrize("public", [b"", b"x" * 31, b"x" * 33, "x" * 32])

@@ -37,6 +37,19 @@ the plaintext) and changes no state; the message is authenticated by ``open`` on
 read past with ``skip(size)``, which advances the state exactly as ``open`` would. A peeked
 prefix is attacker-controlled until then: use it to refuse, never to act.
 
+Use (for the handshake and session that will carry it)::
+
+    eph = EphemeralKey()                        # per link; eph.public goes in hello["eph"]
+    # ... peer hello received; sign transcript_v2(own_role, ...) in auth, verify the peer's ...
+    salt = transcript_hash(i_id, i_nonce, i_eph, r_id, r_nonce, r_eph)
+    link = derive_link_keys(eph, peer_eph, salt, own_role)   # may raise bad_key_exchange
+    wire = link.send.seal(encode(frame))        # every frame after our own auth, in send order
+    frame = decode(link.receive.open(wire))     # every message after the peer's auth
+    link.receive.peek(prefix); link.receive.skip(size)       # AdmitRequest / Discarded
+
+A ``RemoteProtocolError`` from ``open`` leaves that direction spent (``LocalProtocolError`` if
+used again); the sending direction still works for a sealed ``bye``.
+
 Pure: only ``cryptography``, hashlib, hmac, struct and msgpack (for the canonical transcript).
 """
 
@@ -301,8 +314,10 @@ def derive_link_keys(
     side = _role(role)
     if side not in ("initiator", "responder"):
         raise LocalProtocolError(f"no such role {side!r}")
-    shared = own_ephemeral.exchange(peer_public)
-    own_ephemeral.forget()
+    try:
+        shared = own_ephemeral.exchange(peer_public)
+    finally:
+        own_ephemeral.forget()  # used once, whatever the outcome
     okm = hkdf_sha256(shared, transcript_hash, KEY_INFO, 2 * KEY_LENGTH)
     i2r, r2i = okm[:KEY_LENGTH], okm[KEY_LENGTH:]
     send, receive = (i2r, r2i) if side == "initiator" else (r2i, i2r)
