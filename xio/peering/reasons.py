@@ -68,7 +68,11 @@ WEBSOCKET = (
     Reason("text_frame", "a WebSocket text frame (close 1003, no bye)"),
     Reason("protocol_error", "a WebSocket frame against RFC 6455 (close 1002, no bye)"),
 )
-FRAME_REJECTIONS = (*DECODE, *HANDSHAKE, *LINK_RULES, *WEBSOCKET)
+CIPHER = (
+    Reason("bad_key_exchange", "the peer's ephemeral X25519 key gave an all-zero secret"),
+    Reason("bad_frame_mac", "an encrypted frame failed its tag: tampered, replayed or reordered"),
+)
+FRAME_REJECTIONS = (*DECODE, *HANDSHAKE, *LINK_RULES, *WEBSOCKET, *CIPHER)
 
 # -- record verdicts: under "records_judged" -----------------------------------------------
 
@@ -173,6 +177,7 @@ DECODE_REASONS = _names(DECODE)
 HANDSHAKE_REASONS = _names(HANDSHAKE)
 STORE_REASONS = _names(RECORD_VERDICTS)[:-1]  # the verdicts, without "evicted"
 WEBSOCKET_REASONS = _names(WEBSOCKET) + ("frame_too_large",)
+CIPHER_REASONS = _names(CIPHER)
 #: Every reason a link may close for: its own, and every frame rejection but one.
 CLOSE_REASONS = frozenset(_names(LINK_CLOSES)) | (
     frozenset(_names(FRAME_REJECTIONS)) - {"duplicate_request_id"}
