@@ -43,6 +43,7 @@ class NodeConfig:
     max_body: int = DEFAULT_MAX_BODY
     tls_cert: str | None = None
     tls_key: str | None = None
+    peer_ca: str | None = None  # PEM CA certificates wss:// peers are verified by; None: system's
     advertise: list[str] = field(default_factory=list)
     # Budgets and limits: every one is ours to set, none a peer's (docs/PROTOCOL.md, 12).
     max_inbound_links: int = 128  # well below the 256 links a record may list

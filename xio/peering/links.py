@@ -311,13 +311,14 @@ class Dialer:
         self.backoff = backoff or Backoff()
         self._on_error = on_error or (lambda where, exc: None)
         self.attempts = 0
+        self.failures = 0  # dials that made no connection: refused, unreachable, TLS refused
         self.last_error = ""
         self._greenlet = None
 
     def status(self) -> dict:
         """Return what this dialer is doing (``/_xio/node`` ``dialling``)."""
         return {"url": self.url, "peer": self.peer_id, "attempts": self.attempts,
-                "last_error": self.last_error}  # fmt: skip
+                "failures": self.failures, "last_error": self.last_error}  # fmt: skip
 
     def start(self) -> None:
         """Start dialling in the background."""
@@ -362,6 +363,7 @@ class Dialer:
                 log.warning("not dialling %s again: it is this node itself", self.url)
                 return None
         except ConnectError as exc:
+            self.failures += 1
             self.last_error = str(exc)
         delay = self.backoff.next_delay(_monotonic())
         log.info("link to %s down (%s); retry in %.1fs", self.url, self.last_error, delay)
