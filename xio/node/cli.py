@@ -5,8 +5,8 @@ xio-node --demo            a node on 127.0.0.1:7700 hosting a demo app, no disco
 xio-node id                print this machine's node id (from --state-dir)
 xio-node doctor            check why nodes on this LAN do (not) find each other (mDNS)
 
-Every value is checked as it is parsed (ports, durations, sizes, peers, TLS files), so a bad
-command line is one line on stderr and exit status 2, before anything starts; a state
+Every value is checked as it is parsed (ports, durations, sizes, peers, TLS and CA files), so a
+bad command line is one line on stderr and exit status 2, before anything starts; a state
 directory held by another node, or a file in it that cannot be used, is exit status 1.
 """
 
@@ -77,6 +77,8 @@ def node_arguments(
                         "(repeatable)")  # fmt: skip
     parser.add_argument("--tls-cert", metavar="FILE", help="certificate chain (PEM): serve HTTPS")
     parser.add_argument("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert")
+    parser.add_argument("--peer-ca", metavar="FILE", help="CA certificates (PEM) that wss:// "
+                        "peers must be signed by (default: the system's authorities)")  # fmt: skip
     parser.add_argument("--advertise", action="append", default=[], metavar="URL",
                         help="URL to announce for this node (repeatable)")  # fmt: skip
     parser.add_argument("--pin-app", action="append", default=[], type=_pin,
@@ -211,12 +213,17 @@ def config_from(args: argparse.Namespace, *, state_dir: Path | None, mdns: bool)
         raise ConfigError("--tls-cert and --tls-key go together")
     if args.tls_cert:
         check_tls_files(args.tls_cert, args.tls_key)
+    if args.peer_ca:
+        from ..peering.dial import peer_tls_context
+
+        peer_tls_context(args.peer_ca)  # a bad file is a bad command line, not a failed dial
     limits = {attribute: getattr(args, attribute) for _, attribute, _, _ in LIMITS}
     return NodeConfig(
         name=args.name, host=args.host, port=args.port, peers=args.peers,
         state_dir=state_dir, mdns=mdns, link_timeout=args.link_timeout,
         request_timeout=args.request_timeout, max_body=args.max_body,
-        tls_cert=args.tls_cert, tls_key=args.tls_key, advertise=args.advertise,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, peer_ca=args.peer_ca,
+        advertise=args.advertise,
         mdns_interfaces=args.mdns_interface, advertise_addresses=args.advertise_address,
         pin_apps=_pins(args.pin_app), **limits,
     )  # fmt: skip

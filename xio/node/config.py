@@ -44,6 +44,7 @@ class NodeConfig:
     max_body: int = DEFAULT_MAX_BODY
     tls_cert: str | None = None
     tls_key: str | None = None
+    peer_ca: str | None = None  # PEM CA certificates wss:// peers are verified by; None: system's
     advertise: list[str] = field(default_factory=list)
     # --pin-app APP=ID,ID: only those nodes are ever sent the app's requests (this one too).
     pin_apps: dict[str, frozenset[str]] = field(default_factory=dict)

@@ -38,7 +38,7 @@ from ..constants import PUBLIC
 from ..errors import HTTPError
 from ..peering import codec, keyfile
 from ..peering.codec import RequestFrame, ResponseFrame
-from ..peering.dial import connect
+from ..peering.dial import connect, peer_tls_context
 from ..peering.forwarding import VIA, Forwarder, error_frame, extend_via, via_of
 from ..peering.handshake import Handshake
 from ..peering.identity import Identity
@@ -97,6 +97,8 @@ class Node:
         self.loops = {name: {"errors": 0, "last_error": ""} for name in LOOPS}
         self.in_flight = Budget("in_flight", config.max_in_flight)
         self.body_bytes = Budget("body_bytes", config.body_budget)
+        # One context for every wss:// dial; a bad --peer-ca fails here, at start, not per dial.
+        self._peer_tls = peer_tls_context(config.peer_ca) if config.peer_ca else None
         self._build_mesh_parts(config)
         self.dialers = [self._dialer(*parse_peer(p), self.dial) for p in config.peers]
         self.discovery = DiscoveryDialing(
@@ -331,7 +333,10 @@ class Node:
 
     def dial(self, url: str, expected_peer_id: str | None) -> Link:
         """Connect to ``url`` and start a link as its initiator."""
-        transport = connect(url, timeout=5.0, max_message=codec.MAX_FRAME)
+        if self._peer_tls is None and url.startswith("wss:"):
+            self._peer_tls = peer_tls_context()  # the system's authorities, loaded once
+        transport = connect(url, timeout=5.0, max_message=codec.MAX_FRAME,
+                            ssl_context=self._peer_tls)  # fmt: skip
         return self._new_link(transport, "initiator", expected_peer_id, url)
 
     def _admit_link(self, environ: dict):

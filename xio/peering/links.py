@@ -20,13 +20,15 @@ A ``Dialer`` connects to one configured peer and, whenever the link ends, tries 
 the delay its ``Backoff`` gives (doubling, capped at 30 s, back to short after a healthy link),
 jittered — unless a link to that peer exists already (it dialled us), in which case it waits
 for that one to end. A URL that reaches this node itself (``self_link``) is dialled once only.
-Its loop survives its own errors.
+A dial that TLS refuses (an unknown CA, a certificate for another name) is logged as a
+warning: an operator's to fix, unlike a peer that is down. Its loop survives its own errors.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -311,13 +313,14 @@ class Dialer:
         self.backoff = backoff or Backoff()
         self._on_error = on_error or (lambda where, exc: None)
         self.attempts = 0
+        self.failures = 0  # dials that made no connection: refused, unreachable, TLS refused
         self.last_error = ""
         self._greenlet = None
 
     def status(self) -> dict:
         """Return what this dialer is doing (``/_xio/node`` ``dialling``)."""
         return {"url": self.url, "peer": self.peer_id, "attempts": self.attempts,
-                "last_error": self.last_error}  # fmt: skip
+                "failures": self.failures, "last_error": self.last_error}  # fmt: skip
 
     def start(self) -> None:
         """Start dialling in the background."""
@@ -350,6 +353,7 @@ class Dialer:
             existing.closed_event.wait()
             return 0.0
         self.attempts += 1
+        level = logging.INFO
         try:
             link = self._connect(self.url, self.expected_peer_id)
             link.closed_event.wait()
@@ -362,7 +366,10 @@ class Dialer:
                 log.warning("not dialling %s again: it is this node itself", self.url)
                 return None
         except ConnectError as exc:
+            self.failures += 1
             self.last_error = str(exc)
+            if isinstance(exc.__cause__, ssl.SSLError):  # a CA or a certificate to fix
+                level = logging.WARNING
         delay = self.backoff.next_delay(_monotonic())
-        log.info("link to %s down (%s); retry in %.1fs", self.url, self.last_error, delay)
+        log.log(level, "link to %s down (%s); retry in %.1fs", self.url, self.last_error, delay)
         return delay
