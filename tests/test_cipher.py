@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from xio.errors import LocalProtocolError, RemoteProtocolError
@@ -26,6 +26,8 @@ from xio.peering.cipher import (
     transcript_v2,
 )
 from xio.peering.handshake import Role, transcript
+
+from .fuzzing import fuzz
 
 I_ID, R_ID = "a" * 32, "b" * 32  # node-id shaped; the cipher does not check them
 I_NONCE, R_NONCE = bytes(range(32)), bytes(range(32, 64))
@@ -291,7 +293,7 @@ def test_peek_gives_the_plaintext_prefix_and_changes_nothing():
 # -- any input -----------------------------------------------------------------------------
 
 
-@settings(max_examples=200, deadline=None)
+@fuzz(200)
 @given(st.lists(st.binary(max_size=2000), max_size=20), st.integers(1, 5), st.integers(1, 3000))
 def test_random_frames_round_trip(frames, messages, nbytes):
     initiator, responder = link(rekey_messages=messages, rekey_bytes=nbytes)
@@ -301,7 +303,7 @@ def test_random_frames_round_trip(frames, messages, nbytes):
         assert responder.receive.open(sealed) == frame
 
 
-@settings(max_examples=300, deadline=None)
+@fuzz(300)
 @given(st.lists(st.binary(max_size=200), max_size=5), st.binary(min_size=0, max_size=40))
 def test_random_bytes_only_ever_raise_the_protocol_error(messages, public):
     initiator, responder = link()
