@@ -168,13 +168,37 @@ def _field(data: bytes) -> bytes:
     return _U32.pack(len(data)) + data
 
 
-def _headers(headers: Iterable[tuple[str, str]]) -> bytes:
+def _headers(headers: Iterable[tuple[str, str]]) -> list[bytes]:
     kept = [(n, v) for n, v in headers if n.lower() != VIA_HEADER]
     parts = [_U32.pack(len(kept))]
     for name, value in kept:
-        parts.append(_field(name.encode("utf-8")))
-        parts.append(_field(value.encode("utf-8")))
-    return b"".join(parts)
+        name_bytes, value_bytes = name.encode("utf-8"), value.encode("utf-8")
+        parts += (_U32.pack(len(name_bytes)), name_bytes, _U32.pack(len(value_bytes)), value_bytes)
+    return parts
+
+
+def _request_parts(src, dst, app, method, path, query, headers, body, nonce) -> list[bytes]:
+    # The encoding in three pieces (all before the body, the body, after it), so that a MAC
+    # hashes a large body in place instead of copying it into one string first.
+    if not isinstance(nonce, bytes) or len(nonce) != NONCE_LENGTH:
+        raise LocalProtocolError("an e2e nonce is exactly 16 bytes")
+    parts = [REQUEST_DOMAIN]
+    for text in (src, dst, app, method, path, query):
+        data = text.encode("utf-8")
+        parts += (_U32.pack(len(data)), data)
+    parts += _headers(headers)
+    parts.append(_U32.pack(len(body)))
+    return [b"".join(parts), body, _field(nonce)]
+
+
+def _response_parts(request_nonce, status, headers, body) -> list[bytes]:
+    if not isinstance(request_nonce, bytes) or len(request_nonce) != NONCE_LENGTH:
+        raise LocalProtocolError("an e2e nonce is exactly 16 bytes")
+    if type(status) is not int or not 100 <= status <= 999:
+        raise LocalProtocolError("an HTTP status is an int in 100..999")
+    parts = [RESPONSE_DOMAIN, _field(request_nonce), _U16.pack(status), *_headers(headers)]
+    parts.append(_U32.pack(len(body)))
+    return [b"".join(parts), body]
 
 
 def encode_request(src, dst, app, method, path, query, headers, body, nonce) -> bytes:
@@ -184,43 +208,31 @@ def encode_request(src, dst, app, method, path, query, headers, body, nonce) -> 
     UTF-8): src, dst, app, method, path, query, the header count and each name and value in
     order with their case kept, ``X-Xio-Via`` left out, the body, the nonce.
     """
-    if not isinstance(nonce, bytes) or len(nonce) != NONCE_LENGTH:
-        raise LocalProtocolError("an e2e nonce is exactly 16 bytes")
-    text = b"".join(_field(s.encode("utf-8")) for s in (src, dst, app, method, path, query))
-    return b"".join((REQUEST_DOMAIN, text, _headers(headers), _field(bytes(body)), _field(nonce)))
+    return b"".join(_request_parts(src, dst, app, method, path, query, headers, body, nonce))
 
 
 def encode_response(request_nonce, status, headers, body) -> bytes:
     """Return the bytes a response MAC covers: domain, nonce, 2-byte status, headers, body."""
-    if not isinstance(request_nonce, bytes) or len(request_nonce) != NONCE_LENGTH:
-        raise LocalProtocolError("an e2e nonce is exactly 16 bytes")
-    if type(status) is not int or not 100 <= status <= 999:
-        raise LocalProtocolError("an HTTP status is an int in 100..999")
-    return b"".join(
-        (
-            RESPONSE_DOMAIN,
-            _field(request_nonce),
-            _U16.pack(status),
-            _headers(headers),
-            _field(bytes(body)),
-        )
-    )
+    return b"".join(_response_parts(request_nonce, status, headers, body))
 
 
-def _mac(key: bytes, data: bytes) -> bytes:
+def _mac(key: bytes, parts: list[bytes]) -> bytes:
     if not isinstance(key, bytes) or len(key) != KEY_LENGTH:
         raise LocalProtocolError("an e2e key is exactly 32 bytes")
-    return hashlib.blake2b(data, key=key, digest_size=MAC_LENGTH).digest()
+    hasher = hashlib.blake2b(key=key, digest_size=MAC_LENGTH)
+    for part in parts:
+        hasher.update(part)
+    return hasher.digest()
 
 
 def request_mac(key, src, dst, app, method, path, query, headers, body, nonce) -> bytes:
     """Return the 16-byte MAC of a request from node ``src`` to node ``dst``."""
-    return _mac(key, encode_request(src, dst, app, method, path, query, headers, body, nonce))
+    return _mac(key, _request_parts(src, dst, app, method, path, query, headers, body, nonce))
 
 
 def response_mac(key, request_nonce, status, headers, body) -> bytes:
     """Return the 16-byte MAC of the answer to the request of nonce ``request_nonce``."""
-    return _mac(key, encode_response(request_nonce, status, headers, body))
+    return _mac(key, _response_parts(request_nonce, status, headers, body))
 
 
 def _check(expected: bytes, mac: object, what: str) -> None:
