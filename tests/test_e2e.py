@@ -252,5 +252,35 @@ def test_any_request_verifies_with_its_own_mac(one):
     e2e.verify_request(KEY, **one, mac=e2e.request_mac(KEY, **one))
 
 
+@given(
+    st.binary(min_size=16, max_size=16),
+    st.integers(100, 999),
+    st.lists(header, max_size=5).map(tuple),
+    st.binary(max_size=200),
+)
+def test_any_response_verifies_and_its_mac_never_passes_as_a_request_mac(nonce, status, hs, body):
+    mac = e2e.response_mac(KEY, nonce, status, hs, body)
+    e2e.verify_response(KEY, nonce, status, hs, body, mac=mac)
+    with pytest.raises(RemoteProtocolError, match="bad_e2e_mac"):
+        e2e.verify_request(KEY, **{**REQUEST, "nonce": nonce, "body": body}, mac=mac)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: e2e.request_mac(b"short", **REQUEST),
+        lambda: e2e.request_mac(KEY, **{**REQUEST, "nonce": b"\x00" * 15}),
+        lambda: e2e.response_mac(KEY, NONCE, 1000, (), b""),
+        lambda: e2e.ed25519_public_to_x25519(b"\x00" * 31),
+        lambda: e2e.ed25519_seed_to_x25519("not bytes"),
+        lambda: e2e.ReplayWindow(0, 1000),
+        lambda: e2e.PairwiseKeys(ALICE, capacity=0),
+    ],
+)
+def test_local_misuse_is_a_local_protocol_error(call):
+    with pytest.raises(LocalProtocolError):
+        call()
+
+
 if __name__ == "__main__":
     print(format_vectors(), end="")
