@@ -21,9 +21,10 @@ exchanged to agree on a key (docs/PROTOCOL.md section 11.1, a draft: not yet on 
 * **Replay.** The ingress picks a 16-byte random nonce per request; the destination keeps
   ``(src, nonce)`` pairs for at least the longest request lifetime in a bounded window.
 
-Why these choices: BLAKE2b keyed costs about 0.9 µs on a small request where HMAC-SHA256 costs
-2.2 µs (one compression per 128 bytes, no inner and outer hash), though HMAC-SHA256 is faster on
-big bodies where the CPU has SHA extensions (bench/RESULTS.md, "Issue 10: end-to-end MAC").
+Why these choices: keyed BLAKE2b costs half of HMAC-SHA256 on a small request (1.8 against
+3.2 µs: one compression per 128 bytes, no inner and outer hash), the common case; on a 64 KiB
+body HMAC-SHA256 is 2.4x faster where OpenSSL has the CPU's SHA extensions, a trade-off noted in
+bench/RESULTS.md ("Issue 10: end-to-end MAC (pure)").
 16 bytes (128 bits) is enough: a forger must guess online, each guess costs a request through
 the mesh, and 2^-128 per try is far beyond any number of tries; collisions do not matter for a
 MAC whose key the attacker lacks.
