@@ -40,6 +40,7 @@ PURE_CORE = (
     "xio.peering.link_events",
     "xio.peering.mdns_names",
     "xio.peering.cipher",
+    "xio.peering.e2e",
 )
 
 # Top-level modules the pure core may not reach: I/O libraries, file IO and clocks.

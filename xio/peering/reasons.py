@@ -146,6 +146,7 @@ FORWARDING = (
     Reason("loop", "a request whose trail holds this node already (508)"),
     Reason("bad_response", "an answer from the mesh that HTTP cannot carry (502)"),
     Reason("response_too_large", "an app's answer that no res frame can carry (502)"),
+    Reason("bad_e2e_mac", "a req or res whose end-to-end MAC does not verify (draft, 11.1)"),
 )
 
 # -- why links closed: under "closed_links", besides every frame rejection that closes -------

@@ -1,0 +1,286 @@
+"""End-to-end integrity (xio/peering/e2e.py): keys agree, MACs cover what relays may not touch.
+
+The draft is docs/PROTOCOL.md section 11.1; its vectors block is recomputed here from the
+fixed seeds of tests/test_protocol_vectors.py. Refresh it with ``python -m tests.test_e2e``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from hypothesis import given
+from hypothesis import strategies as st
+
+from xio.errors import LocalProtocolError, RemoteProtocolError
+from xio.peering import e2e
+from xio.peering.identity import Identity
+
+PROTOCOL = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
+BLOCK = re.compile(r"```text xio-e2e-vectors\n(.*?)```", re.DOTALL)
+
+SEED_A = bytes(range(0x00, 0x20))
+SEED_B = bytes(range(0x20, 0x40))
+NONCE = bytes(range(0x40, 0x50))
+ALICE, BOB = Identity.from_seed(SEED_A), Identity.from_seed(SEED_B)
+KEY = e2e.pairwise_key(ALICE, BOB.public_key)
+
+REQUEST = {
+    "src": ALICE.node_id,
+    "dst": BOB.node_id,
+    "app": "echo",
+    "method": "POST",
+    "path": "/items/42",
+    "query": "a=1&b=2",
+    "headers": (("Content-Type", "text/plain"), ("X-Xio-Via", ALICE.node_id), ("Accept", "*/*")),
+    "body": b"hello",
+    "nonce": NONCE,
+}
+RESPONSE = {"request_nonce": NONCE, "status": 200, "headers": (("Content-Type", "x/y"),)}
+
+
+def req_mac(**changes):
+    return e2e.request_mac(KEY, **{**REQUEST, **changes})
+
+
+def res_mac(**changes):
+    return e2e.response_mac(KEY, **{**RESPONSE, "body": b"ok", **changes})
+
+
+def compute_vectors() -> dict[str, str]:
+    """Compute every value of the document's e2e vectors block from the fixed inputs."""
+    x_priv_a = e2e.ed25519_seed_to_x25519(SEED_A)
+    return {
+        "x25519_private_a": x_priv_a.private_bytes_raw().hex(),
+        "x25519_public_a": e2e.ed25519_public_to_x25519(ALICE.public_key).hex(),
+        "x25519_public_b": e2e.ed25519_public_to_x25519(BOB.public_key).hex(),
+        "pairwise_key": KEY.hex(),
+        "request_encoding": e2e.encode_request(**REQUEST).hex(),
+        "request_mac": req_mac().hex(),
+        "response_encoding": e2e.encode_response(**RESPONSE, body=b"ok").hex(),
+        "response_mac": res_mac().hex(),
+    }
+
+
+def format_vectors() -> str:
+    return "".join(f"{name} = {value}\n" for name, value in compute_vectors().items())
+
+
+def test_the_documented_vectors_are_what_the_code_computes():
+    (block,) = BLOCK.findall(PROTOCOL.read_text())
+    assert block == format_vectors()
+
+
+def test_both_ends_derive_the_same_key_and_other_pairs_do_not():
+    assert e2e.pairwise_key(BOB, ALICE.public_key) == KEY
+    carol = Identity.from_seed(b"\x77" * 32)
+    assert e2e.pairwise_key(ALICE, carol.public_key) not in {KEY}
+    assert e2e.pairwise_key(carol, ALICE.public_key) == e2e.pairwise_key(ALICE, carol.public_key)
+
+
+def test_the_conversion_matches_on_both_sides_like_libsodium():
+    # X25519(our_x_priv, their_x_pub) == X25519(their_x_priv, our_x_pub), and the converted
+    # public key is the public key of the converted private key.
+    for seed in (SEED_A, SEED_B, b"\xff" * 32):
+        ident = Identity.from_seed(seed)
+        x_priv = e2e.ed25519_seed_to_x25519(seed)
+        assert x_priv.public_key().public_bytes_raw() == e2e.ed25519_public_to_x25519(
+            ident.public_key
+        )
+    a, b = e2e.ed25519_seed_to_x25519(SEED_A), e2e.ed25519_seed_to_x25519(SEED_B)
+    a_pub = X25519PublicKey.from_public_bytes(e2e.ed25519_public_to_x25519(ALICE.public_key))
+    b_pub = X25519PublicKey.from_public_bytes(e2e.ed25519_public_to_x25519(BOB.public_key))
+    assert a.exchange(b_pub) == b.exchange(a_pub)
+
+
+P = 2**255 - 19
+SMALL_ORDER_Y = [0, 1, P - 1, 0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7]
+
+
+@pytest.mark.parametrize("y", [*SMALL_ORDER_Y, P, P + 1, 2**255 - 1])
+@pytest.mark.parametrize("sign", [0, 1 << 255])
+def test_small_order_and_non_canonical_peer_keys_are_refused(y, sign):
+    bad = (y | sign).to_bytes(32, "little")
+    with pytest.raises(LocalProtocolError):
+        e2e.ed25519_public_to_x25519(bad)
+    with pytest.raises(LocalProtocolError):
+        e2e.pairwise_key(ALICE, bad)
+
+
+def test_the_key_cache_is_bounded_and_answers_the_same_key():
+    cache = e2e.PairwiseKeys(ALICE, capacity=2)
+    peers = [Identity.from_seed(bytes([i]) * 32).public_key for i in range(3, 6)]
+    keys = [cache.key_for(peer) for peer in peers]
+    assert len(cache) == 2
+    assert cache.key_for(peers[0]) == keys[0] == e2e.pairwise_key(ALICE, peers[0])
+    assert cache.key_for(BOB.public_key) == KEY
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"src": BOB.node_id},
+        {"dst": ALICE.node_id},
+        {"app": "echo2"},
+        {"method": "PUT"},
+        {"path": "/items/43"},
+        {"query": "a=1&b=3"},
+        {"query": ""},
+        {"body": b"hellO"},
+        {"body": b""},
+        {"nonce": b"\x00" * 16},
+        {"headers": (("content-type", "text/plain"), ("Accept", "*/*"))},
+        {"headers": (("Content-Type", "text/html"), ("Accept", "*/*"))},
+        {"headers": (("Accept", "*/*"), ("Content-Type", "text/plain"))},
+        {"headers": (("Content-Type", "text/plain"),)},
+        {"headers": (("Content-Type", "text/plain"), ("Accept", "*/*"), ("Accept", "*/*"))},
+        # Length prefixes: moving a byte from one field to the next is a different request.
+        {"path": "/items/42a", "query": "=1&b=2"},
+    ],
+)
+def test_every_request_field_is_covered(changes):
+    assert req_mac(**changes) != req_mac()
+
+
+@pytest.mark.parametrize(
+    "via",
+    [(), (("X-Xio-Via", "a"),), (("x-xio-via", ALICE.node_id + "," + BOB.node_id),)],
+)
+def test_relays_may_change_the_via_trail(via):
+    headers = (("Content-Type", "text/plain"), *via, ("Accept", "*/*"))
+    assert req_mac(headers=headers) == req_mac()
+    e2e.verify_request(KEY, **{**REQUEST, "headers": headers}, mac=req_mac())
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"status": 201},
+        {"request_nonce": b"\x01" * 16},
+        {"headers": (("Content-Type", "x/z"),)},
+        {"headers": ()},
+        {"body": b"ok!"},
+    ],
+)
+def test_every_response_field_is_covered(changes):
+    assert res_mac(**changes) != res_mac()
+
+
+def test_a_request_mac_is_no_response_mac():
+    # The same bytes after the domain would still differ by domain; check the verdict too.
+    with pytest.raises(RemoteProtocolError) as caught:
+        e2e.verify_response(KEY, NONCE, 200, (), b"", mac=req_mac())
+    assert caught.value.reason == "bad_e2e_mac"
+    assert e2e.encode_request(**REQUEST).startswith(e2e.REQUEST_DOMAIN)
+    assert not e2e.encode_request(**REQUEST).startswith(e2e.RESPONSE_DOMAIN)
+
+
+def test_verify_accepts_the_mac_and_refuses_a_wrong_one_or_key():
+    e2e.verify_request(KEY, **REQUEST, mac=req_mac())
+    e2e.verify_response(KEY, **RESPONSE, body=b"ok", mac=res_mac())
+    for mac in (req_mac()[:-1] + b"\x00", req_mac()[:8], b"", None):
+        with pytest.raises(RemoteProtocolError, match="bad_e2e_mac"):
+            e2e.verify_request(KEY, **REQUEST, mac=mac)
+    other = e2e.pairwise_key(ALICE, Identity.from_seed(b"\x09" * 32).public_key)
+    with pytest.raises(RemoteProtocolError, match="bad_e2e_mac"):
+        e2e.verify_request(other, **REQUEST, mac=req_mac())
+
+
+def test_the_replay_window_detects_a_replay_within_its_horizon():
+    window = e2e.ReplayWindow(capacity=100, horizon_ms=30_000)
+    assert not window.seen("a", NONCE, 1_000)
+    assert window.seen("a", NONCE, 1_001)
+    assert window.seen("a", NONCE, 30_999)
+    assert not window.seen("b", NONCE, 2_000)  # the pair is (src, nonce)
+    assert not window.seen("a", NONCE, 31_000)  # past its horizon: forgotten, then new again
+    assert window.early_evictions == 0
+
+
+def test_the_replay_window_is_bounded_and_counts_early_evictions():
+    window = e2e.ReplayWindow(capacity=3, horizon_ms=30_000)
+    nonces = [bytes([i]) * 16 for i in range(5)]
+    for i, nonce in enumerate(nonces):
+        assert not window.seen("a", nonce, 1_000 + i)
+    assert len(window) == 3
+    assert window.early_evictions == 2
+    assert window.seen("a", nonces[4], 1_010)
+    assert not window.seen("a", nonces[0], 1_010)  # evicted early: the operator was told
+
+
+def test_expired_pairs_leave_without_counting():
+    window = e2e.ReplayWindow(capacity=2, horizon_ms=100)
+    for i in range(10):
+        assert not window.seen("a", bytes([i]) * 16, i * 100)
+    assert window.early_evictions == 0
+    assert len(window) == 1
+
+
+text = st.text(max_size=40)
+header = st.tuples(st.text(min_size=1, max_size=10), st.text(max_size=20))
+fields = st.fixed_dictionaries(
+    {
+        "src": text,
+        "dst": text,
+        "app": text,
+        "method": text,
+        "path": text,
+        "query": text,
+        "headers": st.lists(header, max_size=5).map(tuple),
+        "body": st.binary(max_size=200),
+        "nonce": st.binary(min_size=16, max_size=16),
+    }
+)
+
+
+@given(fields, fields)
+def test_two_requests_share_a_mac_only_if_they_encode_the_same(one, two):
+    # The encoding is injective on what it covers: equal encodings, equal covered fields.
+    same = e2e.encode_request(**one) == e2e.encode_request(**two)
+    assert (e2e.request_mac(KEY, **one) == e2e.request_mac(KEY, **two)) == same
+
+    def covered(f):
+        kept = tuple(h for h in f["headers"] if h[0].lower() != "x-xio-via")
+        return {**f, "headers": kept}
+
+    assert same == (covered(one) == covered(two))
+
+
+@given(fields)
+def test_any_request_verifies_with_its_own_mac(one):
+    e2e.verify_request(KEY, **one, mac=e2e.request_mac(KEY, **one))
+
+
+@given(
+    st.binary(min_size=16, max_size=16),
+    st.integers(100, 999),
+    st.lists(header, max_size=5).map(tuple),
+    st.binary(max_size=200),
+)
+def test_any_response_verifies_and_its_mac_never_passes_as_a_request_mac(nonce, status, hs, body):
+    mac = e2e.response_mac(KEY, nonce, status, hs, body)
+    e2e.verify_response(KEY, nonce, status, hs, body, mac=mac)
+    with pytest.raises(RemoteProtocolError, match="bad_e2e_mac"):
+        e2e.verify_request(KEY, **{**REQUEST, "nonce": nonce, "body": body}, mac=mac)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: e2e.request_mac(b"short", **REQUEST),
+        lambda: e2e.request_mac(KEY, **{**REQUEST, "nonce": b"\x00" * 15}),
+        lambda: e2e.response_mac(KEY, NONCE, 1000, (), b""),
+        lambda: e2e.ed25519_public_to_x25519(b"\x00" * 31),
+        lambda: e2e.ed25519_seed_to_x25519("not bytes"),
+        lambda: e2e.ReplayWindow(0, 1000),
+        lambda: e2e.PairwiseKeys(ALICE, capacity=0),
+    ],
+)
+def test_local_misuse_is_a_local_protocol_error(call):
+    with pytest.raises(LocalProtocolError):
+        call()
+
+
+if __name__ == "__main__":
+    print(format_vectors(), end="")
