@@ -78,6 +78,9 @@ def node_arguments(
     parser.add_argument("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert")
     parser.add_argument("--advertise", action="append", default=[], metavar="URL",
                         help="URL to announce for this node (repeatable)")  # fmt: skip
+    parser.add_argument("--admin-token", metavar="FILE", help="file holding a bearer token "
+                        "(mode 600): /_xio/ then answers only requests with Authorization: "
+                        "Bearer <token>, loopback included (default: loopback clients only)")  # fmt: skip
     parser.add_argument("--link-timeout", type=_seconds, default=DEFAULTS.link_timeout,
                         metavar="SECONDS", help="a silent link is dead after this long "
                         f"(default {_show('seconds', DEFAULTS.link_timeout)})")  # fmt: skip
@@ -207,7 +210,7 @@ def config_from(args: argparse.Namespace, *, state_dir: Path | None, mdns: bool)
         request_timeout=args.request_timeout, max_body=args.max_body,
         tls_cert=args.tls_cert, tls_key=args.tls_key, advertise=args.advertise,
         mdns_interfaces=args.mdns_interface, advertise_addresses=args.advertise_address,
-        **limits,
+        admin_token_file=args.admin_token, **limits,
     )  # fmt: skip
 
 

@@ -8,7 +8,9 @@ of the HTTP front default to ``xio.server.HTTPLimits``' own, so they too are wri
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,8 +19,9 @@ from ..errors import ConfigError
 from ..peering.identity import is_node_id
 from ..peering.records import DEFAULT_LIFETIME_MS
 from ..server import DEFAULT_MAX_BODY, HTTPLimits
+from .access import TOKEN_RULE
 
-__all__ = ["WS_PATH", "NodeConfig", "parse_peer"]
+__all__ = ["WS_PATH", "NodeConfig", "parse_peer", "read_admin_token"]
 
 
 _HTTP_DEFAULTS = HTTPLimits()
@@ -44,6 +47,8 @@ class NodeConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     advertise: list[str] = field(default_factory=list)
+    # /_xio/ answers loopback only, or (with this file) bearers of its token (xio.node.access).
+    admin_token_file: str | Path | None = None
     # Budgets and limits: every one is ours to set, none a peer's (docs/PROTOCOL.md, 12).
     max_inbound_links: int = 128  # well below the 256 links a record may list
     handshake_rate: float = 10.0  # new links per second per source address (burst: twice)
@@ -64,6 +69,36 @@ class NodeConfig:
     max_connections: int = _HTTP_DEFAULTS.max_connections
     max_connections_per_client: int = _HTTP_DEFAULTS.max_connections_per_client
     max_header_bytes: int = _HTTP_DEFAULTS.max_header_bytes
+
+
+def read_admin_token(path: str | Path) -> str:
+    """Return the admin token held in ``path``, its surrounding whitespace stripped.
+
+    Refused, as ssh refuses a private key, unless the file is the owner's alone: a token that
+    other users of the host can read protects nothing from them.
+    """
+    option = f"--admin-token {path}"
+    try:
+        with open(path, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            raw = handle.read(4097)
+    except OSError as exc:
+        raise ConfigError(f"{option}: {exc.strerror}") from exc
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{option}: not a regular file")
+    if mode & 0o077:
+        raise ConfigError(f"{option}: open to group or others (mode {stat.S_IMODE(mode):04o});"
+                          f" make it the owner's alone: chmod 600 {path}")  # fmt: skip
+    if len(raw) > 4096:
+        raise ConfigError(f"{option}: over 4096 bytes; a token is one line")
+    token = raw.strip().decode("ascii", "replace")
+    if not token:
+        raise ConfigError(f"{option}: the file is empty (write a token in it, e.g. "
+                          "openssl rand -hex 32)")  # fmt: skip
+    if not TOKEN_RULE.fullmatch(token):
+        raise ConfigError(f"{option}: a token is letters, digits and -._~+/ (then '=' only), "
+                          "on one line")  # fmt: skip
+    return token
 
 
 def parse_peer(spec: str) -> tuple[str, str | None]:
