@@ -1,9 +1,11 @@
 """Who may read /_xio/ (xio/node/access.py): loopback by default, else the --admin-token bearer.
 
-The rule is tested three ways: the pure decision over addresses no test can connect from
+The rule is tested four ways: the pure decision over addresses no test can connect from
 (10.0.0.5, ::ffff:127.0.0.1...); a node's router answering a request whose TCP peer is such
-an address (its WSGI environ, as the HTTP server fills it in); and real xio-node processes
-reached over loopback, with and without --admin-token, linked to each other.
+an address (its WSGI environ, as the HTTP server fills it in); real xio-node processes
+reached over loopback, with and without --admin-token, linked to each other; and, where
+network namespaces can be made (root, iproute2), a node asked from another host of a
+throwaway LAN (tests/netns.py), over a real non-loopback address.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -26,6 +29,7 @@ from xio.server import WSGIApp
 from xio.testing import TestClient
 
 from .conftest import NODE, ROOT, wait_until
+from .netns import Lan, netns_unavailable
 
 TOKEN = "s3cret-Token_0123456789abcdef"
 
@@ -218,6 +222,50 @@ def test_with_admin_token_loopback_needs_it_too_and_peers_still_link(start_node,
     b_admin = xio.client(b.url, timeout=10, headers={"Authorization": f"Bearer {TOKEN}"})
     assert [peer["id"] for peer in b_admin.get("/_xio/peers").content] == [status.content["id"]]
     assert b_admin.get("/_xio/node").content["refused"] == {"admin_unauthorized": 1}
+
+
+def curl_from(host, url: str, *headers: str) -> tuple[int, dict]:
+    """GET ``url`` from inside namespace ``host``: ``(status, JSON body)``."""
+    args = [item for header in headers for item in ("-H", header)]
+    done = host.run("curl", "-s", "--max-time", "5", "-w", "\n%{http_code}", *args, url,
+                    timeout=15)  # fmt: skip
+    body, _, status = done.stdout.rpartition("\n")
+    assert done.returncode == 0, done.stderr
+    return int(status), json.loads(body)
+
+
+@pytest.mark.skipif(netns_unavailable() is not None, reason=str(netns_unavailable()))
+def test_a_client_on_another_host_is_refused_and_a_peer_there_still_links(spawn, tmp_path):
+    with Lan() as lan:
+        server, other = lan.add_host(), lan.add_host()
+        node = [sys.executable, "-m", "xio.nodemain", "--host", "0.0.0.0", "--port", "7700",
+                "--no-mdns"]  # fmt: skip
+        spawn(server.command(*node, "--name", "s", "--demo"), "s")
+        url = f"http://{server.address}:7700"
+        status, body = curl_from(other, f"{url}/_xio/peers")
+        assert (status, body["status"]) == (403, 403) and other.address in body["description"]
+        assert curl_from(other, f"{url}/demo/")[0] == 200  # the app stays public
+        spawn(other.command(*node, "--name", "o", "--state-dir", str(tmp_path / "o"),
+                            "--peers", url), "o")  # fmt: skip
+        wait_until(lambda: curl_from(other, "http://127.0.0.1:7700/demo/")[0] == 200,
+                   what="o to route /demo/ to s over a link from another host")  # fmt: skip
+        status, local = curl_from(server, "http://127.0.0.1:7700/_xio/node")
+        assert status == 200 and local["refused"] == {"admin_forbidden": 1}
+        assert local["links"] == 1
+
+
+@pytest.mark.skipif(netns_unavailable() is not None, reason=str(netns_unavailable()))
+def test_with_a_token_a_client_on_another_host_is_admitted_by_it(spawn, tmp_path):
+    path = str(token_file(tmp_path))
+    with Lan() as lan:
+        server, other = lan.add_host(), lan.add_host()
+        spawn(server.command(sys.executable, "-m", "xio.nodemain", "--host", "0.0.0.0",
+                             "--port", "7700", "--no-mdns", "--name", "s", "--demo",
+                             "--admin-token", path), "s")  # fmt: skip
+        url = f"http://{server.address}:7700/_xio/node"
+        assert curl_from(other, url)[0] == 401
+        status, body = curl_from(other, url, f"Authorization: Bearer {TOKEN}")
+        assert status == 200 and body["refused"] == {"admin_unauthorized": 1}
 
 
 # -- req.client for direct HTTP (issue 10, point 6) -------------------------------------------
