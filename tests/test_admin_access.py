@@ -130,6 +130,16 @@ def test_xio_node_will_not_start_with_a_bad_token_file(tmp_path, problem):
     assert "listening" not in done.stderr
 
 
+def test_app_main_will_not_start_with_a_token_file_open_to_others(tmp_path, python):
+    path = token_file(tmp_path, TOKEN, 0o644)
+    done = subprocess.run(
+        [python, str(ROOT / "examples/hello/app.py"), "--port", "0", "--admin-token", str(path)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert f"--admin-token {path}: open to group or others" in done.stderr
+
+
 # -- a node's router, asked from an address no test can connect from --------------------------
 
 
