@@ -41,6 +41,7 @@ PURE_CORE = (
     "xio.peering.mdns_names",
     "xio.peering.cipher",
     "xio.peering.e2e",
+    "xio.node.access",
 )
 
 # Top-level modules the pure core may not reach: I/O libraries, file IO and clocks.

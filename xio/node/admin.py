@@ -2,6 +2,10 @@
 
 Every page is a snapshot the node (``AdminNode``) makes of itself: the node composes what
 its parts report, so this module knows the pages' paths and nothing of the parts.
+
+Who may read them is decided before the tree is reached (the router, by the rule of
+``xio.node.access``): loopback clients only, or bearers of the admin token. Only the pages in
+``PUBLIC_PAGES`` answer anyone; a page is public because it is listed there, never by default.
 """
 
 from __future__ import annotations
@@ -10,6 +14,11 @@ from typing import Protocol
 
 from ..peering.routing import RoutingTable
 from ..resource import Resource
+
+#: The pages under /_xio/ that answer every client: "ws", the link endpoint peers dial from
+#: anywhere (its upgrade is served by the HTTP server itself; a plain GET is a 426). A page
+#: added here must show nothing of peers, links or routes.
+PUBLIC_PAGES = frozenset({"ws"})
 
 
 class AdminNode(Protocol):

@@ -84,6 +84,9 @@ def node_arguments(
     parser.add_argument("--pin-app", action="append", default=[], type=_pin,
                         metavar="APP=ID[,ID...]", help="send APP's requests only to these nodes "
                         "(repeatable; other hosts of APP are ignored, and shown as such)")  # fmt: skip
+    parser.add_argument("--admin-token", metavar="FILE", help="file holding a bearer token "
+                        "(mode 600): /_xio/ then answers only requests with Authorization: "
+                        "Bearer <token>, loopback included (default: loopback clients only)")  # fmt: skip
     parser.add_argument("--link-timeout", type=_seconds, default=DEFAULTS.link_timeout,
                         metavar="SECONDS", help="a silent link is dead after this long "
                         f"(default {_show('seconds', DEFAULTS.link_timeout)})")  # fmt: skip
@@ -225,7 +228,7 @@ def config_from(args: argparse.Namespace, *, state_dir: Path | None, mdns: bool)
         tls_cert=args.tls_cert, tls_key=args.tls_key, peer_ca=args.peer_ca,
         advertise=args.advertise,
         mdns_interfaces=args.mdns_interface, advertise_addresses=args.advertise_address,
-        pin_apps=_pins(args.pin_app), **limits,
+        pin_apps=_pins(args.pin_app), admin_token_file=args.admin_token, **limits,
     )  # fmt: skip
 
 

@@ -8,7 +8,9 @@ of the HTTP front default to ``xio.server.HTTPLimits``' own, so they too are wri
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +20,9 @@ from ..peering.identity import is_node_id
 from ..peering.names import is_app_name
 from ..peering.records import DEFAULT_LIFETIME_MS
 from ..server import DEFAULT_MAX_BODY, HTTPLimits
+from .access import TOKEN_RULE
 
-__all__ = ["WS_PATH", "NodeConfig", "parse_peer"]
+__all__ = ["WS_PATH", "NodeConfig", "parse_peer", "parse_pin", "read_admin_token"]
 
 
 _HTTP_DEFAULTS = HTTPLimits()
@@ -48,6 +51,8 @@ class NodeConfig:
     advertise: list[str] = field(default_factory=list)
     # --pin-app APP=ID,ID: only those nodes are ever sent the app's requests (this one too).
     pin_apps: dict[str, frozenset[str]] = field(default_factory=dict)
+    # /_xio/ answers loopback only, or (with this file) bearers of its token (xio.node.access).
+    admin_token_file: str | Path | None = None
     # Budgets and limits: every one is ours to set, none a peer's (docs/PROTOCOL.md, 12).
     max_inbound_links: int = 128  # well below the 256 links a record may list
     handshake_rate: float = 10.0  # new links per second per source address (burst: twice)
@@ -83,6 +88,36 @@ def parse_pin(spec: str) -> tuple[str, frozenset[str]]:
         if not is_node_id(node):
             raise ConfigError(f"--pin-app {spec!r}: {node!r} is not a node id (xio-node id)")
     return app, nodes
+
+
+def read_admin_token(path: str | Path) -> str:
+    """Return the admin token held in ``path``, its surrounding whitespace stripped.
+
+    Refused, as ssh refuses a private key, unless the file is the owner's alone: a token that
+    other users of the host can read protects nothing from them.
+    """
+    option = f"--admin-token {path}"
+    try:
+        with open(path, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            raw = handle.read(4097)
+    except OSError as exc:
+        raise ConfigError(f"{option}: {exc.strerror}") from exc
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{option}: not a regular file")
+    if mode & 0o077:
+        raise ConfigError(f"{option}: open to group or others (mode {stat.S_IMODE(mode):04o});"
+                          f" make it the owner's alone: chmod 600 {path}")  # fmt: skip
+    if len(raw) > 4096:
+        raise ConfigError(f"{option}: over 4096 bytes; a token is one line")
+    token = raw.strip().decode("ascii", "replace")
+    if not token:
+        raise ConfigError(f"{option}: the file is empty (write a token in it, e.g. "
+                          "openssl rand -hex 32)")  # fmt: skip
+    if not TOKEN_RULE.fullmatch(token):
+        raise ConfigError(f"{option}: a token is letters, digits and -._~+/ (then '=' only), "
+                          "on one line")  # fmt: skip
+    return token
 
 
 def parse_peer(spec: str) -> tuple[str, str | None]:

@@ -56,7 +56,7 @@ from ..statedir import StateLock
 from ..threads import HUB_WATCH, answer_on_threads
 from ..version import __version__
 from .apphosts import AppHosts
-from .config import WS_PATH, NodeConfig, parse_peer
+from .config import WS_PATH, NodeConfig, parse_peer, read_admin_token
 from .discovery import DiscoveryDialing
 from .exchange import SUMMARY_CAP, RecordExchange
 from .frames import response_to_frame
@@ -81,6 +81,9 @@ class Node:
         main_app: Resource | None = None,
     ) -> None:
         self.config = config
+        # First: a token file that cannot be used stops the start before anything is taken.
+        admin_token = (read_admin_token(config.admin_token_file)
+                       if config.admin_token_file is not None else None)  # fmt: skip
         self.apps: dict[str, Resource] = dict(apps or {})
         self.main_app = main_app
         self.state_lock: StateLock | None = None
@@ -110,7 +113,7 @@ class Node:
         self._greenlets: list = []
         self.server: Server | None = None
         self.mdns = None
-        self.router = Router(self)
+        self.router = Router(self, admin_token=admin_token)
 
     def _build_mesh_parts(self, config: NodeConfig) -> None:
         """Make the link table, the record store, routing, origination and forwarding."""

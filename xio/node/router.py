@@ -1,7 +1,8 @@
 """The node's HTTP front: which part of the mesh answers a path.
 
     /                        the mesh's apps and where they run (or the main app, if any)
-    /_xio/...                this node's admin resources
+    /_xio/...                this node's admin resources: loopback clients only, or every
+                             client with the admin token (xio.node.access); /_xio/ws: anyone
     /~<node>/<app>/<path>    app ``<app>`` on that node only (node id or unique name)
     /<app>/<path>            app ``<app>``'s ``www/<path>``: here if hosted here, else on
                              the nearest node that hosts it (ties spread at random)
@@ -48,7 +49,8 @@ from ..request import Headers, Request, Response
 from ..resource import Resource
 from ..responses import error_response, header_fields
 from ..server import RAW_FIELDS, RAW_TARGET
-from .admin import AdminNode, admin_resource
+from .access import admin_refusal
+from .admin import PUBLIC_PAGES, AdminNode, admin_resource
 from .config import NodeConfig
 from .headers import end_to_end, first_bad_header
 
@@ -92,9 +94,10 @@ class RouterNode(AdminNode, Protocol):
 class Router:
     """Answer HTTP requests for one node."""
 
-    def __init__(self, node: RouterNode) -> None:
+    def __init__(self, node: RouterNode, *, admin_token: str | None = None) -> None:
         self.node = node
         self.admin = admin_resource(node)
+        self._admin_token = admin_token  # None: /_xio/ answers loopback clients only
 
     def handle(self, req: Request) -> Response:
         """Answer ``req``; never raise."""
@@ -128,6 +131,8 @@ class Router:
             if rest == "ws":  # only a WebSocket upgrade is served there, by the server itself
                 raise HTTPError(426, f"{path} takes a WebSocket upgrade: send Upgrade: websocket",
                                 headers={"Upgrade": "websocket"})  # fmt: skip
+            if rest.partition("/")[0] not in PUBLIC_PAGES:
+                self._check_admin_access(req)
             req.url_path = rest
             return self.admin.handle(req)
         node = self.node
@@ -160,6 +165,17 @@ class Router:
         if not is_app_name(first):
             raise BadRequest(f"malformed mesh path {path!r}: {first!r} cannot be an app name")
         raise NotFound(f"no app {first!r} in the mesh")
+
+    def _check_admin_access(self, req: Request) -> None:
+        """Refuse, counted, a client that may not read the admin pages (xio.node.access)."""
+        address = req.client.address  # the TCP peer: never a header the client wrote
+        refusal = admin_refusal(address, req.header("Authorization"), self._admin_token)
+        if refusal is not None:
+            self.node.refused[refusal.reason] += 1
+            # debug: a scanner must not fill the log; the counter is what an operator reads.
+            log.debug("refused %s %s from %s: %s", req.method, req.url_path, address,
+                      refusal.reason)  # fmt: skip
+            raise HTTPError(refusal.status, refusal.description, headers=refusal.headers)
 
     def _local(self, app, req: Request, deadline: float) -> Response:
         """Answer ``req`` with an app hosted here, under the rules of a forwarded answer."""

@@ -118,6 +118,8 @@ REFUSALS = (
     Reason("store_full", "a record refused: the store is full"),
     Reason("http_<status>", "the HTTP front refused a request with that status (http_413)"),
     Reason("http_connections", "a connection over the HTTP front's caps, refused with 503"),
+    Reason("admin_forbidden", "/_xio/ asked from off loopback with no --admin-token set (403)"),
+    Reason("admin_unauthorized", "/_xio/ asked without the --admin-token bearer token (401)"),
 )
 #: Forwarding counts that are refusals by a budget or cap (shown under "refused" too).
 FORWARDING_REFUSALS = ("in_flight_budget", "body_budget", "queue_full", "overloaded")
