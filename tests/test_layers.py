@@ -39,6 +39,7 @@ PURE_CORE = (
     "xio.peering.reasons",
     "xio.peering.link_events",
     "xio.peering.mdns_names",
+    "xio.peering.membership",
 )
 
 # Top-level modules the pure core may not reach: I/O libraries, file IO and clocks.
