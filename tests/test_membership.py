@@ -200,6 +200,12 @@ def test_a_non_canonical_body_or_packing_is_refused():
     assert reason(m.unpack_certificate, good + b"\x00") == "bad_certificate"
 
 
+def test_a_body_of_nearly_2048_bytes_round_trips():
+    signed = issue(name="n" * 255, apps=[f"{i:02}" + "a" * 48 for i in range(32)])
+    assert 2000 < len(signed.body) <= 2048
+    assert m.judge_certificate(m.pack(signed), KEY, NOW) == signed.certificate
+
+
 def test_the_issuer_refuses_what_a_receiver_would():
     with pytest.raises(LocalProtocolError):
         issue(apps=["*", "shop"])

@@ -261,7 +261,7 @@ def _unpack(data: Any, limit: int, reason: str) -> Any:
 
 def _split_packed(data: Any, limit: int, reason: str) -> tuple[bytes, bytes]:
     """Return ``(body, signature)`` of a packed ``[body, signature]``, checked canonical."""
-    items = _unpack(data, limit + _PACK_OVERHEAD, reason)
+    items = _unpack(data, limit + SIGNATURE_LENGTH + _PACK_OVERHEAD, reason)
     if type(items) is not list or len(items) != 2 or not all(type(i) is bytes for i in items):
         raise RemoteProtocolError(reason, "not an array [body: bin, signature: bin]")
     body, signature = items
