@@ -9,7 +9,8 @@ xio-node mesh show FILE [--mesh-pub FILE]
                                     print a certificate or revocation, and check its signature
 
 The formats are xio.peering.membership's (PROTOCOL.md section 8.6); this module is the files
-and the clock around them. Every problem is one line ``xio-node mesh: ...`` and exit status 2.
+and the clock around them. Every problem is one line ``xio-node mesh: ...`` and exit status 2;
+``show --mesh-pub`` exits 1 when the file is well formed but its verdict is not valid.
 """
 
 from __future__ import annotations
