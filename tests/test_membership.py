@@ -283,3 +283,21 @@ def test_mutated_valid_ones_only_raise_the_protocol_error_or_stay_identical(base
         # Any change of packed bytes breaks the form, the canonical rule or the signature.
         with pytest.raises(RemoteProtocolError):
             call(data, KEY, NOW)
+
+
+MSGPACK_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=40)
+    | st.binary(max_size=40) | st.floats(),
+    lambda inner: st.lists(inner, max_size=10),
+    max_leaves=30,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(MSGPACK_VALUES, max_size=11))
+def test_arbitrary_bodies_under_a_valid_signature_only_raise_the_protocol_error(items):
+    try:
+        data = resign_body(items)
+    except (OverflowError, TypeError, ValueError):  # not even packable
+        return
+    judge_everything(data)
