@@ -42,6 +42,7 @@ PURE_CORE = (
     "xio.peering.cipher",
     "xio.peering.e2e",
     "xio.node.access",
+    "xio.peering.membership",
 )
 
 # Top-level modules the pure core may not reach: I/O libraries, file IO and clocks.

@@ -29,6 +29,17 @@ from xio.peering.codec import (
 )
 from xio.peering.handshake import Handshake, HandshakeState, transcript
 from xio.peering.identity import Identity, node_id_of, verify
+from xio.peering.membership import (
+    CERT_DOMAIN,
+    REVOKE_DOMAIN,
+    armor,
+    issue_certificate,
+    issue_revocation,
+    judge_certificate,
+    judge_revocation,
+    pack,
+    read_armor,
+)
 from xio.peering.records import RECORD_DOMAIN, Record, parse_record
 
 PROTOCOL = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
@@ -40,6 +51,11 @@ NONCE_A = b"\x11" * 32
 NONCE_B = b"\x22" * 32
 ISSUED_MS = 1_700_000_000_000
 CAPS = ("summary",)
+SEED_AUTHORITY = bytes(range(0x40, 0x60))
+YEAR_MS = 365 * 86_400_000
+ARMOR = re.compile(
+    r"-----BEGIN XIO MESH CERTIFICATE-----\n.*?-----END XIO MESH CERTIFICATE-----\n", re.DOTALL
+)
 
 
 def compute_vectors() -> dict[str, str]:
@@ -115,7 +131,42 @@ def compute_vectors() -> dict[str, str]:
         want_frame=encode(Want((bob.node_id,))),
     )
     vectors.update(signature_vectors(SEED_A, alice))
+    vectors.update(membership_vectors(alice, bob))
     return {k: v.hex() if isinstance(v, bytes) else str(v) for k, v in vectors.items()}
+
+
+def membership_certificate(alice: Identity):
+    """The authority's certificate of A (section 8.6), its key included."""
+    return issue_certificate(
+        Identity.from_seed(SEED_AUTHORITY),
+        alice.node_id,
+        public_key=alice.public_key,
+        name="alpha",
+        apps=["inventory", "shop"],
+        issued_ms=ISSUED_MS,
+        expires_ms=ISSUED_MS + YEAR_MS,
+        serial=1,
+    )
+
+
+def membership_vectors(alice: Identity, bob: Identity) -> dict[str, object]:
+    """Section 8.6: a certificate of A and a revocation of B by the authority."""
+    authority = Identity.from_seed(SEED_AUTHORITY)
+    cert = membership_certificate(alice)
+    revocation = issue_revocation(authority, bob.node_id, issued_ms=ISSUED_MS)
+    return {
+        "authority_seed": SEED_AUTHORITY,
+        "authority_public_key": authority.public_key,
+        "authority_id": authority.node_id,
+        "cert_body": cert.body,
+        "cert_signed_bytes": CERT_DOMAIN + cert.body,
+        "cert_signature": cert.signature,
+        "cert_packed": pack(cert),
+        "revocation_body": revocation.body,
+        "revocation_signed_bytes": REVOKE_DOMAIN + revocation.body,
+        "revocation_signature": revocation.signature,
+        "revocation_packed": pack(revocation),
+    }
 
 
 #: Ed25519's group order and field prime (RFC 8032).
@@ -187,7 +238,7 @@ def test_document_vectors_match_the_code():
 def test_vectors_are_self_consistent():
     """Check the vectors the way an independent implementation would use them."""
     v = {
-        k: bytes.fromhex(x) if not k.startswith("node_id") else x
+        k: bytes.fromhex(x) if not (k.startswith("node_id") or k == "authority_id") else x
         for k, x in documented_vectors().items()
     }
     for side in "ab":  # the node id rule, written out independently of identity.py
@@ -218,6 +269,33 @@ def test_vectors_are_self_consistent():
         v["node_id_b"],
         NONCE_B,
     ]
+
+
+def test_membership_vectors_verify_and_the_armor_is_the_documented_one():
+    v = {k: x for k, x in documented_vectors().items()}
+    key = bytes.fromhex(v["authority_public_key"])
+    assert node_id_of(key) == v["authority_id"]
+    cert_body, cert_signature = bytes.fromhex(v["cert_body"]), bytes.fromhex(v["cert_signature"])
+    assert bytes.fromhex(v["cert_signed_bytes"]) == b"xio-cert-v1\x00" + cert_body
+    assert verify(key, cert_signature, b"xio-cert-v1\x00" + cert_body)
+    assert msgpack.unpackb(bytes.fromhex(v["cert_packed"])) == [cert_body, cert_signature]
+    assert msgpack.unpackb(cert_body) == [1, v["authority_id"], v["node_id_a"],
+        bytes.fromhex(v["public_key_a"]), "alpha", ["inventory", "shop"], ISSUED_MS,
+        ISSUED_MS + YEAR_MS, 1]  # fmt: skip
+    cert = judge_certificate(bytes.fromhex(v["cert_packed"]), key, ISSUED_MS)
+    assert cert.node_id == v["node_id_a"]
+    revocation_body = bytes.fromhex(v["revocation_body"])
+    assert msgpack.unpackb(revocation_body) == [1, v["authority_id"], v["node_id_b"], ISSUED_MS]
+    assert verify(
+        key, bytes.fromhex(v["revocation_signature"]), b"xio-revoke-v1\x00" + revocation_body
+    )
+    assert (
+        judge_revocation(bytes.fromhex(v["revocation_packed"]), key, ISSUED_MS).node_id
+        == (v["node_id_b"])
+    )
+    documented_armor = ARMOR.search(PROTOCOL.read_text())[0]
+    assert documented_armor == armor(membership_certificate(Identity.from_seed(SEED_A)))
+    assert pack(read_armor(documented_armor)) == bytes.fromhex(v["cert_packed"])
 
 
 def test_signature_vectors_are_refused_but_the_valid_one():
@@ -255,3 +333,4 @@ if __name__ == "__main__":
     print("```text xio-test-vectors")
     print(format_block(compute_vectors()), end="")
     print("```")
+    print(armor(membership_certificate(Identity.from_seed(SEED_A))), end="")

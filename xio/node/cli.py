@@ -3,6 +3,7 @@
 xio-node [options]         run a node (see --help)
 xio-node --demo            a node on 127.0.0.1:7700 hosting a demo app, no discovery
 xio-node id                print this machine's node id (from --state-dir)
+xio-node mesh ...          the mesh authority: admit and revoke nodes (mesh_cli.py)
 xio-node doctor            check why nodes on this LAN do (not) find each other (mDNS)
 
 Every value is checked as it is parsed (ports, durations, sizes, peers, TLS and CA files), so a
@@ -13,6 +14,7 @@ directory held by another node, or a file in it that cannot be used, is exit sta
 from __future__ import annotations
 
 import argparse
+import base64
 import logging
 import os
 import re
@@ -33,6 +35,8 @@ DEFAULTS = NodeConfig(name="")
 SUBCOMMANDS = """subcommands:
   xio-node id [--name N | --state-dir DIR] [--create]
                         print the node id kept in the state directory
+  xio-node mesh init|admit|revoke|show
+                        the mesh authority: admit and revoke nodes (xio-node mesh --help)
   xio-node doctor       check why nodes on this LAN do (not) find each other (mDNS)"""
 
 
@@ -359,6 +363,10 @@ def main(argv: list[str] | None = None, demo: Callable[[str], Resource] | None =
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["id"]:
         return _print_id(argv[1:])
+    if argv[:1] == ["mesh"]:
+        from .mesh_cli import main as mesh
+
+        return mesh(argv[1:])
     if argv[:1] == ["doctor"]:
         from .doctor import main as doctor
 
@@ -413,6 +421,8 @@ def _print_id(argv: list[str]) -> int:
     parser.add_argument("--state-dir", type=Path, help="where the node key is kept")
     parser.add_argument("--create", action="store_true",
                         help="create a new identity there if it has none")  # fmt: skip
+    parser.add_argument("--public-key", action="store_true",
+                        help="print ID:BASE64KEY, as xio-node mesh admit --node takes it")  # fmt: skip
     args = parser.parse_args(argv)
     from ..peering import keyfile
     from ..peering.keyfile import KEY_FILE
@@ -430,7 +440,8 @@ def _print_id(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"xio-node id: {exc}", file=sys.stderr)
         return 1
-    print(identity.node_id)
+    key = ":" + base64.b64encode(identity.public_key).decode() if args.public_key else ""
+    print(identity.node_id + key)
     return 0
 
 

@@ -16,6 +16,7 @@ one is listed once, with a one-line meaning, in the group of counters it is repo
 * ``FORWARDING``: what became of requests crossing links (``forwarding``); the ones in
   ``FORWARDING_REFUSALS`` show under ``refused`` too.
 * ``LINK_CLOSES``: why a link closed besides a frame rejection (``closed_links``).
+* ``MEMBERSHIP``: verdicts on certificates and revocations of a closed mesh (``membership``).
 
 The modules that count (codec, handshake, records, store, session, links, forwarding, the
 node) take their tuples from here; ``tests/test_reasons.py`` checks that every reason is
@@ -167,6 +168,21 @@ LINK_CLOSES = (
     Reason("local_close", "closed by this node without a reason given"),
 )
 
+# -- membership of a closed mesh: under "membership" -----------------------------------------
+
+MEMBERSHIP = (
+    Reason("no_certificate", "a node in a closed mesh presented no certificate"),
+    Reason("bad_certificate", "a certificate that is malformed or whose signature fails"),
+    Reason("wrong_authority", "a certificate or revocation of another mesh authority"),
+    Reason("wrong_node", "a certificate that admits another node than the one presenting it"),
+    Reason("expired", "a certificate past its expires_ms"),
+    Reason("not_yet_valid", "a certificate or revocation issued over 60 s ahead of our clock"),
+    Reason("revoked", "a certificate of a node revoked since it was issued"),
+    Reason("app_not_allowed", "a claim on an app the node's certificate does not list"),
+    Reason("bad_revocation", "a revocation that is malformed or whose signature fails"),
+)
+MEMBERSHIP_REASONS = _names(MEMBERSHIP)
+
 #: Every group by the ``/_xio/node`` key its counters are reported under.
 GROUPS: dict[str, tuple[Reason, ...]] = {
     "rejected": FRAME_REJECTIONS,
@@ -174,6 +190,7 @@ GROUPS: dict[str, tuple[Reason, ...]] = {
     "refused": REFUSALS,
     "forwarding": FORWARDING,
     "closed_links": LINK_CLOSES,
+    "membership": MEMBERSHIP,
 }
 
 DECODE_REASONS = _names(DECODE)
