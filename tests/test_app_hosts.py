@@ -97,6 +97,10 @@ def test_pin_app_sends_every_request_to_the_pinned_node(in_process_mesh):
     excluded = {host["node"] for host in hosts if host.get("excluded")}
     assert excluded == {entry.id, claimant.id}
     assert [host["node"] for host in hosts if not host.get("excluded")] == [owner.id]
+    for pinned_out in (claimant, entry):  # naming a left-out node does not get around the pin
+        refused = call(entry, "GET", f"/~{pinned_out.id}/shop/")
+        assert refused.status == 404 and "pinned to other nodes" in refused.content["description"]
+    assert call(entry, "GET", f"/~{owner.id}/shop/").content == {"served_by": "owner"}
 
 
 def test_a_malformed_pin_is_refused_at_start():

@@ -200,7 +200,7 @@ class Router:
         if not token or not app or not is_app_name(app):
             raise BadRequest("malformed mesh path: expected /~<node id or name>/<app>/<path>")
         node = self.node
-        if token in (node.id, node.name) and app in node.apps:
+        if token in (node.id, node.name) and app in node.apps and node.table.serves(app, node.id):
             req.url_path = below
             return self._local(node.apps[app], req, deadline)
         matches = node.table.find_nodes(token)
@@ -209,6 +209,8 @@ class Router:
         if len(matches) > 1:
             raise Conflict(f"{len(matches)} nodes are named {token!r}: use a node id")
         target = matches[0]
+        if not node.table.serves(app, target):
+            raise NotFound(f"app {app!r} is pinned to other nodes here (--pin-app)")
         if target == node.id:
             raise NotFound(f"no app {app!r} on node {node.name}")
         if not any(host == target for _, host in node.table.hosts_of(app)):

@@ -406,7 +406,6 @@ def _compute(
 ) -> Generator[None, None, RoutingTable]:
     paths = yield from _shortest_paths(own_id, own_links, confirmed_of, step)
     apps: dict[str, list[tuple[int, str]]] = {}
-    excluded: dict[str, list[tuple[int, str]]] = {}
     for app in own_apps:
         apps.setdefault(app, []).append((0, own_id))
     # A name maps to its node's id, or to a list when several nodes share it: one list per
@@ -438,6 +437,24 @@ def _compute(
         if done == step:
             done = 0
             yield
+    excluded = _apply_pins(apps, pins)
+    sorted_items = 0
+    for group in (apps, nodes_by_name):
+        for items in group.values():
+            if type(items) is list and len(items) > 1:
+                items.sort()
+                sorted_items += len(items)
+                if sorted_items >= step * 4:  # sorting costs more per item than a link check
+                    sorted_items = 0
+                    yield
+    return RoutingTable(paths, apps, own_name, names_of, nodes_by_name, excluded)
+
+
+def _apply_pins(
+    apps: dict[str, list[tuple[int, str]]], pins: dict[str, frozenset[str]]
+) -> dict[str, list[tuple[int, str]]]:
+    """Take the hosts a pin leaves out of ``apps`` (in place) and return them, by app."""
+    excluded = {}
     for app, allowed in pins.items():  # few apps are pinned: filtering after is cheaper
         hosts = apps.get(app)
         if hosts is not None:
@@ -449,16 +466,7 @@ def _compute(
                 apps[app] = kept
             else:
                 del apps[app]
-    sorted_items = 0
-    for group in (apps, nodes_by_name):
-        for items in group.values():
-            if type(items) is list and len(items) > 1:
-                items.sort()
-                sorted_items += len(items)
-                if sorted_items >= step * 4:  # sorting costs more per item than a link check
-                    sorted_items = 0
-                    yield
-    return RoutingTable(paths, apps, own_name, names_of, nodes_by_name, excluded)
+    return excluded
 
 
 def _shortest_paths(
