@@ -25,13 +25,15 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from ..errors import ConfigError, LocalProtocolError, RemoteProtocolError
 from ..peering import membership
-from ..peering.identity import PUBLIC_KEY_LENGTH, Identity, is_node_id, node_id_of
+from ..peering.identity import (
+    PUBLIC_KEY_LENGTH,
+    Identity,
+    is_node_id,
+    node_id_of,
+    public_key_from_pem,
+)
 from ..statedir import write_atomic
 
 __all__ = ["MESH_KEY", "MESH_PUB", "load_mesh_pub", "main", "parse_duration"]
@@ -89,21 +91,10 @@ def load_mesh_key(directory: Path) -> Identity:
 def load_mesh_pub(path: Path) -> bytes:
     """Return the raw 32-byte Ed25519 key of a ``mesh.pub`` (PEM SubjectPublicKeyInfo)."""
     try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read mesh public key {path}: {exc.strerror}") from exc
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise ConfigError(f"mesh public key {path} is not a PEM public key") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError(f"mesh public key {path} is not an Ed25519 key")
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def _public_pem(identity: Identity) -> bytes:
-    key = Ed25519PublicKey.from_public_bytes(identity.public_key)
-    return key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return public_key_from_pem(data, where=f"mesh public key {path}")
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -118,7 +109,7 @@ def _init(args: argparse.Namespace) -> int:
         raise ConfigError(f"cannot create {directory}: {exc.strerror}") from exc
     identity = Identity.generate()
     write_atomic(key_path, identity.to_pem(), what="mesh key", mode=0o600)
-    write_atomic(pub_path, _public_pem(identity), what="mesh public key", mode=0o644)
+    write_atomic(pub_path, identity.public_pem(), what="mesh public key", mode=0o644)
     print(f"mesh authority {identity.node_id}")
     print(f"  {key_path}: the private key (mode 0600); keep it offline")
     print(f"  {pub_path}: give it to every node of the mesh")

@@ -63,9 +63,11 @@ from dataclasses import dataclass
 
 import msgpack
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from xio.errors import LocalProtocolError, RemoteProtocolError
 
@@ -104,13 +106,7 @@ _ZERO_SECRET = bytes(32)
 
 def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
     """Return HKDF-SHA256 (RFC 5869) output; an empty salt means 32 zero bytes, as there."""
-    prk = hmac.digest(salt or bytes(32), ikm, "sha256")
-    out, block, i = b"", b"", 0
-    while len(out) < length:
-        i += 1
-        block = hmac.digest(prk, block + info + bytes([i]), "sha256")
-        out += block
-    return out[:length]
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
 
 
 def _role(role: object) -> str:

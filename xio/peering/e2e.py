@@ -40,11 +40,10 @@ import struct
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from xio.errors import LocalProtocolError, RemoteProtocolError
+from xio.peering.cipher import hkdf_sha256
 from xio.peering.identity import PUBLIC_KEY_LENGTH, SEED_LENGTH, _strict_point, node_id_of
 
 __all__ = [
@@ -108,15 +107,6 @@ def ed25519_public_to_x25519(public_key: bytes) -> bytes:
     return u.to_bytes(32, "little")
 
 
-def _seed_of(identity) -> bytes:
-    # The seed never leaves the process: it is turned into an X25519 key at once.
-    return identity._private.private_bytes(
-        serialization.Encoding.Raw,
-        serialization.PrivateFormat.Raw,
-        serialization.NoEncryption(),
-    )
-
-
 def pairwise_key(identity, peer_key: bytes) -> bytes:
     """Return the 32-byte key this node shares with the node of Ed25519 key ``peer_key``.
 
@@ -124,14 +114,14 @@ def pairwise_key(identity, peer_key: bytes) -> bytes:
     HKDF-SHA256(X25519(ours, theirs), salt empty, info = KEY_INFO + smaller id + larger id).
     """
     peer_x = ed25519_public_to_x25519(peer_key)
-    shared = ed25519_seed_to_x25519(_seed_of(identity)).exchange(
+    shared = ed25519_seed_to_x25519(identity.to_seed()).exchange(
         X25519PublicKey.from_public_bytes(peer_x)
     )
     if shared == bytes(32):  # a small-order u slipped through: never a key
         raise LocalProtocolError("the peer's key gives an all-zero X25519 secret")
     ids = sorted((identity.node_id, node_id_of(peer_key)))
     info = KEY_INFO + ids[0].encode("ascii") + ids[1].encode("ascii")
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_LENGTH, salt=b"", info=info).derive(shared)
+    return hkdf_sha256(shared, b"", info, KEY_LENGTH)
 
 
 class PairwiseKeys:

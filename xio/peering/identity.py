@@ -38,6 +38,7 @@ __all__ = [
     "Identity",
     "is_node_id",
     "node_id_of",
+    "public_key_from_pem",
     "verify",
 ]
 
@@ -107,6 +108,17 @@ def verify(public_key: bytes, signature: bytes, data: bytes) -> bool:
     return True
 
 
+def public_key_from_pem(data: bytes, where: str = "public key") -> bytes:
+    """Return the raw 32 bytes of a PEM SubjectPublicKeyInfo Ed25519 key (``Identity.public_pem``)."""
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(f"{where} is not a PEM public key") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(f"{where} is not an Ed25519 key")
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
 class Identity:
     """An Ed25519 private key and the node id it proves."""
 
@@ -156,6 +168,20 @@ class Identity:
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
+        )
+
+    def to_seed(self) -> bytes:
+        """Return the 32-byte private seed (for key conversion in memory, never to send)."""
+        return self._private.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+
+    def public_pem(self) -> bytes:
+        """Return the public key as a PEM SubjectPublicKeyInfo file's bytes."""
+        return self._private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
     def sign(self, data: bytes) -> bytes:
