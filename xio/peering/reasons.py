@@ -194,7 +194,7 @@ GROUPS: dict[str, tuple[Reason, ...]] = {
 }
 
 DECODE_REASONS = _names(DECODE)
-HANDSHAKE_REASONS = _names(HANDSHAKE)
+HANDSHAKE_REASONS = _names(HANDSHAKE) + ("bad_key_exchange",)  # the handshake derives keys
 STORE_REASONS = _names(RECORD_VERDICTS)[:-1]  # the verdicts, without "evicted"
 WEBSOCKET_REASONS = _names(WEBSOCKET) + ("frame_too_large",)
 CIPHER_REASONS = _names(CIPHER)
