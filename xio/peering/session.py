@@ -357,7 +357,9 @@ class LinkSession:
                 "frame_too_large", f"{kind} frame of {frame_size} bytes > {cap}", True
             )
         budget = self.body_budget
-        if budget is None or budget.take(size):
+        if budget is None:
+            return True
+        if budget.take(size):
             self._reserved += size
             return True
         self._opener.skip(size)  # read past unopened: it still counts
