@@ -70,7 +70,10 @@ WEBSOCKET = (
     Reason("protocol_error", "a WebSocket frame against RFC 6455 (close 1002, no bye)"),
 )
 CIPHER = (
-    Reason("bad_key_exchange", "the peer's ephemeral X25519 key gave an all-zero secret"),
+    Reason(
+        "bad_key_exchange",
+        "the peer's hello has no ephemeral X25519 key, or one giving an all-zero secret",
+    ),
     Reason("bad_frame_mac", "an encrypted frame failed its tag: tampered, replayed or reordered"),
 )
 FRAME_REJECTIONS = (*DECODE, *HANDSHAKE, *LINK_RULES, *WEBSOCKET, *CIPHER)
