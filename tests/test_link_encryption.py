@@ -63,6 +63,26 @@ def test_hello_and_auth_go_in_the_clear_and_everything_after_is_sealed():
     assert [len(m) for m in wire] == [len(frame) + 16 for frame in opened[2:]]
 
 
+def test_our_auth_leaves_before_a_ping_queued_behind_it():
+    # The peer's hello and auth arrive before our writer took our auth; then a ping is queued.
+    # Urgent frames overtake queued ones, but never our auth: the ping is sealed after it.
+    pair = Pair()
+    pair.a.start(pair.now)
+    pair.b.start(pair.now)
+    [hello_a], [hello_b] = pair.pull("a"), pair.pull("b")
+    pair.b.receive(hello_a, pair.now)
+    [auth_b] = pair.pull("b")
+    pair.a.receive(hello_b, pair.now)  # a's auth waits
+    assert of(Established, pair.a.receive(auth_b, pair.now))
+    pair.tick("a", 0.5, bytes_in=1)
+    pair.sent("a")
+    wire = pair.pull("a")
+    assert [msgpack.unpackb(frame)["t"] for frame in pair.sent("a")] == ["auth", "ping"]
+    for message in wire:
+        pair.b.receive(message, pair.now)
+    assert pair.b.established and pair.b.rejected == {}
+
+
 def test_every_direction_opens_what_the_other_sealed(pair):
     request_id = pair.a.open_request("caller", pair.now + 30)
     pair.a.send(request(request_id))
