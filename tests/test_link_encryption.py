@@ -15,15 +15,19 @@ import threading
 import msgpack
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from hypothesis import given
+from hypothesis import strategies as st
 
 import xio
 from xio.budget import Budget
 from xio.peering import codec
+from xio.peering.cipher import REKEY_MESSAGES, ReceiveCipher
 from xio.peering.codec import Auth, Bye, Ping, RecordFrame, ResponseFrame
 from xio.peering.session import Closed, Established, LinkState, MessageArrived, Rejected
 
 from .conftest import ROOT, wait_until
-from .hostile import HostilePeer, Key, _parse_frame, encode
+from .fuzzing import fuzz
+from .hostile import Direction, HostilePeer, Key, _parse_frame, encode
 from .test_link_session import Pair, of, request
 
 INVENTORY = str(ROOT / "tests/apps/inventory")
@@ -170,6 +174,28 @@ def test_a_message_read_past_unkept_still_counts():
     pair.pump()
     assert pair.b.established and pair.b.rejected == {}
     assert [e.frame.status for e in pair.take("a") if hasattr(e, "token")] == [503]
+
+
+@fuzz(200)
+@given(st.lists(st.binary(max_size=200), min_size=1, max_size=4))
+def test_fuzz_bytes_after_the_handshake_only_ever_close_with_bad_frame_mac(messages):
+    pair = Pair().start()
+    for message in messages:
+        events = pair.b.receive(message, pair.now)
+        if events:  # no forgery of ours opens: the first one closes the link
+            assert [e.reason for e in of(Rejected, events)] == ["bad_frame_mac"]
+            break
+    assert pair.b.state is LinkState.CLOSED and pair.b.rejected == {"bad_frame_mac": 1}
+
+
+def test_the_hostile_peers_reading_of_rekeying_agrees_with_the_node():
+    # tests/hostile.py implements 6.1 from the document: past REKEY_MESSAGES both change keys.
+    key = os.urandom(32)
+    theirs, ours = Direction(key), ReceiveCipher(key)
+    for number in range(REKEY_MESSAGES + 3):
+        frame = codec.encode(Ping(number % 100))
+        assert ours.open(theirs.seal(frame)) == frame
+    assert ours.rekeys == 1 and ours.counter == theirs.counter == 3
 
 
 # -- real nodes ------------------------------------------------------------------------------
