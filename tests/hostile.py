@@ -5,7 +5,8 @@ Theory of operation
 Nothing here comes from ``xio.peering``: this is a second, independent reading of the protocol
 document, so a test that drives a node with it also checks that the document is enough to
 talk to a node. It uses plain blocking sockets and threads (no gevent), msgpack and
-cryptography's Ed25519, and nothing else outside the standard library.
+cryptography's Ed25519, X25519, HKDF and ChaCha20-Poly1305, and nothing else outside the
+standard library.
 
 ``HostilePeer(port)`` opens a TCP connection to ``127.0.0.1:port`` (optionally from a chosen
 source address such as ``127.0.0.7``, so that one test can look like many hosts), does the
@@ -13,11 +14,18 @@ RFC 6455 client upgrade to ``/_xio/ws`` and then speaks frames (section 3): ever
 binary message is one msgpack map whose ``"t"`` names its type. From there a test chooses
 how the peer behaves:
 
-* ``handshake()`` authenticates with a fresh or given ``Key`` (section 6), optionally
-  announcing the hello fields a newer node understands (``caps``, ``timeout``);
+* ``handshake()`` authenticates with a fresh or given ``Key`` (section 6, version 2: an X25519
+  ``eph`` in the hello, both in the signed transcript), optionally announcing the hello fields
+  a newer node understands (``caps``, ``timeout``) or any others (``extra``, merged into the
+  hello map last, so it may also replace ``v`` or ``eph``). From our ``auth`` on, everything
+  ``send*`` writes is sealed (section 6.1) and every message read after the node's ``auth``
+  is opened, so a test writes and reads plain frames; ``send_tampered`` seals a frame and
+  flips one bit of the sealed message, ``handshake_messages`` keeps the exact hello and auth
+  sent, for a test that replays them on another connection (``send_message(raw=True)``);
 * ``send(kind, **fields)``, ``send_map(map)``, ``send_message(bytes)`` and ``send_raw(bytes)``
   write a frame, any msgpack map, any binary message (``padded_ping(size)``: a legal ping
-  padded with an ignored key), or raw bytes (only a frame header that declares 17 MiB, say);
+  padded with an ignored key), or raw bytes on the socket (only a frame header that declares
+  17 MiB, say: never sealed);
 * ``record_frame(key, seq, ...)`` builds and signs records (section 8) for the peer itself and
   for any number of fake identities;
 * ``start_reader()`` runs a thread that reads every frame, answers pings with pongs (so the
@@ -49,6 +57,10 @@ Where PROTOCOL.md left me guessing (kept here because each is a question for the
    clamps ``X-Xio-Timeout`` to 3600 s.
 9. Sections 7 and 12 bound in-flight requests per link and direction only: nothing bounds
    them per node, nor the request bodies a node holds at once.
+10. Section 6.1: "every binary WebSocket message after a side's own auth is sealed", but a
+   node that refuses our auth has sent its own already: its bye then comes sealed, under keys
+   we can only derive if our hello was our own. I open it when I can and otherwise report
+   the connection's end.
 """
 
 from __future__ import annotations
@@ -64,11 +76,20 @@ from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 
 import msgpack
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-LINK_DOMAIN = b"xio-link-v1\x00"
+VERSION = 2
+LINK_DOMAIN = b"xio-link-v2\x00"
+KEYS_INFO = b"xio-link-keys-v2"
+REKEY_INFO = b"xio-link-rekey-v2"
+REKEY_MESSAGES = 65_536
+REKEY_BYTES = 2**30
 RECORD_DOMAIN = b"xio-record-v1\x00"
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, 1.3
 MAX_LIFETIME_MS = 3_600_000
@@ -90,6 +111,41 @@ class Refused(PeerError):
 
 class Closed(PeerError):
     """The connection ended (``bye`` reason, close frame or end of stream)."""
+
+
+class Direction:
+    """One direction of a sealed link (section 6.1): a key, a counter, the rekey bounds."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key, self.counter, self.size = key, 0, 0
+
+    def _nonce(self) -> bytes:
+        return bytes(4) + self.counter.to_bytes(8, "little")
+
+    def _count(self, size: int) -> None:
+        self.counter += 1
+        self.size += size
+        if self.counter >= REKEY_MESSAGES or self.size >= REKEY_BYTES:
+            self.key = hkdf(self.key, b"", REKEY_INFO, 32)
+            self.counter = self.size = 0
+
+    def seal(self, frame: bytes) -> bytes:
+        message = ChaCha20Poly1305(self.key).encrypt(self._nonce(), frame, b"")
+        self._count(len(frame))
+        return message
+
+    def open(self, message: bytes) -> bytes:
+        try:
+            frame = ChaCha20Poly1305(self.key).decrypt(self._nonce(), message, b"")
+        except (InvalidTag, ValueError) as exc:
+            raise PeerError("a message from the node failed its tag") from exc
+        self._count(len(frame))
+        return frame
+
+
+def hkdf(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+    """Return HKDF-SHA256 output (RFC 5869)."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
 
 
 def node_id_of(public_key: bytes) -> str:
@@ -234,6 +290,9 @@ class HostilePeer:
         self.closed = threading.Event()
         self._buffer = bytearray()
         self._send_lock = threading.Lock()
+        self.sealer: Direction | None = None  # from our auth on
+        self.opener: Direction | None = None  # from the node's auth on
+        self.handshake_messages: list[bytes] = []  # the hello and auth we sent
         self._threads: list[threading.Thread] = []
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -300,7 +359,8 @@ class HostilePeer:
             elif opcode != _PONG:
                 parts.append(payload)
                 if fin:
-                    return b"".join(parts)
+                    message = b"".join(parts)
+                    return self.opener.open(message) if self.opener else message
 
     def receive(self) -> dict:
         """Return the next frame as a dict (bin as bytes, str as str)."""
@@ -314,10 +374,25 @@ class HostilePeer:
         """Write ``data`` on the socket as it is (a bare header, half a frame...)."""
         self._write(data)
 
-    def send_message(self, payload: bytes) -> None:
-        """Send ``payload`` as one masked binary WebSocket message."""
-        mask_key = os.urandom(4)
-        self._write(ws_header(len(payload), mask_key) + _mask(mask_key, payload))
+    def send_message(self, payload: bytes, *, raw: bool = False, flip_bit: int | None = None):
+        """Send ``payload`` as one masked binary WebSocket message, sealed after our auth.
+
+        ``raw``: send it as it is, never sealed; ``flip_bit``: flip that bit of the sealed
+        message (counted from the first byte's lowest bit), as a tampering relay would.
+        """
+        with self._send_lock:  # sealing and writing in one order: the counter is the order
+            if self.sealer is not None and not raw:
+                payload = self.sealer.seal(payload)
+            if flip_bit is not None:
+                tampered = bytearray(payload)
+                tampered[flip_bit // 8] ^= 1 << (flip_bit % 8)
+                payload = bytes(tampered)
+            mask_key = os.urandom(4)
+            self.sock.sendall(ws_header(len(payload), mask_key) + _mask(mask_key, payload))
+
+    def send_tampered(self, kind: str, *, flip_bit: int = 0, **fields) -> None:
+        """Seal a frame of type ``kind`` and send it with one bit of the sealed bytes flipped."""
+        self.send_message(encode(kind, **fields), flip_bit=flip_bit)
 
     def send(self, kind: str, **fields) -> None:
         """Send a frame of type ``kind`` with ``fields``."""
@@ -335,10 +410,12 @@ class HostilePeer:
         expect: str | None = None,
         caps: Iterable[str] | None = None,
         timeout_ms: int | None = None,
+        extra: dict | None = None,
     ) -> dict:
         """Authenticate as the initiator (section 6); return the node's hello."""
         nonce = os.urandom(32)
-        hello = {"t": "hello", "v": 1, "id": self.key.node_id, "key": self.key.public,
+        ephemeral = X25519PrivateKey.generate()
+        hello = {"t": "hello", "v": VERSION, "id": self.key.node_id, "key": self.key.public,
                  "nonce": nonce, "name": self.name, "role": "initiator"}  # fmt: skip
         if expect is not None:
             hello["expect"] = expect
@@ -346,16 +423,22 @@ class HostilePeer:
             hello["caps"] = list(caps)
         if timeout_ms is not None:
             hello["timeout"] = timeout_ms
-        self.send_map(hello)
+        hello["eph"] = ephemeral.public_key().public_bytes_raw()
+        hello.update(extra or {})
+        self._send_handshake(pack(hello))
         theirs = self._expect("hello")
         if theirs.get("role") != "responder" or node_id_of(theirs["key"]) != theirs["id"]:
             raise PeerError(f"the node's hello does not hold up: {theirs}")
+        ends = [self.key.node_id, nonce, hello["eph"], theirs["id"], theirs["nonce"],
+                theirs["eph"]]  # fmt: skip
+        shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(theirs["eph"]))
+        keys = hkdf(shared, hashlib.sha256(LINK_DOMAIN + pack(ends)).digest(), KEYS_INFO, 64)
 
         def transcript(role: str) -> bytes:
-            return LINK_DOMAIN + pack([role, self.key.node_id, nonce, theirs["id"],
-                                       theirs["nonce"]])  # fmt: skip
+            return LINK_DOMAIN + pack([role, *ends])
 
-        self.send("auth", sig=self.key.sign(transcript("initiator")))
+        self._send_handshake(encode("auth", sig=self.key.sign(transcript("initiator"))))
+        self.sealer = Direction(keys[:32])  # every message after our auth is sealed
         auth = self._expect("auth")
         try:
             Ed25519PublicKey.from_public_bytes(theirs["key"]).verify(
@@ -363,8 +446,13 @@ class HostilePeer:
             )
         except InvalidSignature as exc:
             raise PeerError("the node's auth does not verify") from exc
+        self.opener = Direction(keys[32:])  # every message after the node's auth is sealed
         self.peer_id = theirs["id"]
         return theirs
+
+    def _send_handshake(self, frame: bytes) -> None:
+        self.handshake_messages.append(frame)
+        self.send_message(frame)
 
     def _expect(self, kind: str) -> dict:
         frame = self.receive()

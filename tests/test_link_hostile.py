@@ -37,20 +37,27 @@ def judged(process) -> dict:
 
 
 class EvilPeer:
-    """A peer under the test's control, speaking raw frames to a node."""
+    """A peer under the test's control, speaking raw frames to a node.
+
+    After an honest ``handshake`` what it sends is sealed, as protocol version 2 requires, so
+    that a frame's own faults are what the node judges; before it, frames go in the clear.
+    """
 
     def __init__(self, url: str, identity: Identity | None = None, name: str = "evil") -> None:
         self.identity = identity or Identity.generate()
         self.transport = connect(url, timeout=5, max_message=codec.MAX_FRAME)
-        self.received: list = []
+        self.received: list[bytes] = []  # messages as they came (the handshake decodes them)
+        self.sealer = None  # the handshake's send cipher, once our auth is sent
         self.closed = gevent.event.Event()
-        self.transport.on_message = lambda data: self.received.append(codec.decode(data))
+        self.transport.on_message = self.received.append
         self.transport.on_close = lambda reason: self.closed.set()
         self.transport.start()
         self.name = name
 
     def send(self, data: bytes) -> None:
         """Send ``data`` now: the test's own waits (time.sleep) do not let the hub run."""
+        if self.sealer is not None:
+            data = self.sealer.seal(data)
         self.transport.send(data)
         self.transport.flush()
 
@@ -63,8 +70,9 @@ class EvilPeer:
             while not shake.established:
                 while not self.received:
                     gevent.sleep(0.01)
-                for answer in shake.receive(self.received.pop(0)):
+                for answer in shake.receive(codec.decode(self.received.pop(0))):
                     self.send(codec.encode(answer))
+                    self.sealer = shake.ciphers.send  # what follows our auth is sealed
         return shake
 
     def wait_closed(self, seconds: float = 5) -> bool:
@@ -103,8 +111,9 @@ def test_hello_whose_id_is_not_its_key_is_refused(node):
     evil = EvilPeer(ws_url(node))
     liar = Identity.generate()
     hello = Hello(
-        1, Identity.generate().node_id, liar.public_key, os.urandom(32), "liar", "initiator"
-    )
+        2, Identity.generate().node_id, liar.public_key, os.urandom(32), "liar", "initiator",
+        eph=os.urandom(32),
+    )  # fmt: skip
     evil.send(codec.encode(hello))
     assert evil.wait_closed()
     wait_until(lambda: rejected(node).get("id_mismatch") == 1, what="id_mismatch counted")

@@ -1,4 +1,9 @@
-"""The sans-IO link session as in-memory pairs with a fake clock: no sockets, no sleeps."""
+"""The sans-IO link session as in-memory pairs with a fake clock: no sockets, no sleeps.
+
+Links are encrypted (protocol version 2): ``Pair`` knows the ephemeral keys of both ends, so an
+eavesdropper holding them (``Pair.sent``) reads what an end sent, and ``Pair.seal`` makes a
+frame as an end would send it, advancing that end's counter as sending does.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import pytest
 from xio.budget import Budget
 from xio.errors import QueueFull
 from xio.peering import codec
+from xio.peering.cipher import EphemeralKey, derive_link_keys, transcript_hash
 from xio.peering.codec import Ping, RecordFrame, RequestFrame, ResponseFrame, Summary
 from xio.peering.handshake import Handshake
 from xio.peering.identity import Identity
@@ -28,6 +34,8 @@ from xio.peering.session import (
 
 ALICE, BOB = Identity.generate(), Identity.generate()
 BIG = 1 << 30
+NONCES = {"a": b"\x11" * 32, "b": b"\x22" * 32}
+EPHEMERAL = {"a": bytes(range(1, 33)), "b": bytes(range(33, 65))}  # X25519 private keys
 
 
 class Pair:
@@ -35,12 +43,45 @@ class Pair:
 
     def __init__(self, limits_a=None, limits_b=None, budget_b=None, timeout_b=None) -> None:
         self.now = 100.0
-        shake_a = Handshake(ALICE, "initiator", "alice", caps=("summary",), timeout_ms=2500)
-        shake_b = Handshake(BOB, "responder", "bob", timeout_ms=timeout_b)
+        shake_a = Handshake(ALICE, "initiator", "alice", caps=("summary",), timeout_ms=2500,
+                            nonce=NONCES["a"], ephemeral=EphemeralKey(EPHEMERAL["a"]))  # fmt: skip
+        shake_b = Handshake(BOB, "responder", "bob", timeout_ms=timeout_b, nonce=NONCES["b"],
+                            ephemeral=EphemeralKey(EPHEMERAL["b"]))  # fmt: skip
         self.a = LinkSession(shake_a, limits=limits_a)
         self.b = LinkSession(shake_b, limits=limits_b, body_budget=budget_b)
         self.events = {"a": [], "b": []}
         self.wire = {"a": 0, "b": 0}  # bytes each end has received
+        self.taps = {end: _Tap(end) for end in "ab"}
+
+    def end(self, end: str) -> LinkSession:
+        return self.a if end == "a" else self.b
+
+    def pull(self, end: str, max_bytes: int = BIG) -> list[bytes]:
+        """Take what ``end``'s writer would write now, as it goes on the wire."""
+        messages = self.end(end).pull(max_bytes, self.now)
+        self.taps[end].read(messages)
+        return messages
+
+    def sent(self, end: str) -> list[bytes]:
+        """Return (and forget) the frames ``end`` sent so far, opened by the eavesdropper."""
+        frames, self.taps[end].frames = self.taps[end].frames, []
+        return frames
+
+    def kinds(self, end: str) -> list[str]:
+        """Pull from ``end`` and return the types of the frames it sends, in wire order."""
+        self.pull(end)
+        return [msgpack.unpackb(frame)["t"] for frame in self.sent(end)]
+
+    def seal(self, end: str, frame: bytes) -> bytes:
+        """Seal ``frame`` as ``end`` sends it (its counter moves on, as if it had)."""
+        message = self.end(end).handshake.ciphers.send.seal(frame)
+        self.taps[end].read([message])  # the eavesdropper stays in step
+        return message
+
+    def inject(self, end: str, message) -> list:
+        """Deliver ``message`` to ``end`` as its peer would send it, sealed."""
+        other = "b" if end == "a" else "a"
+        return self.end(end).receive(self.seal(other, codec.encode(message)), self.now)
 
     def start(self) -> Pair:
         self.a.start(self.now)
@@ -58,7 +99,7 @@ class Pair:
             ):  # fmt: skip
                 if not allowed:
                     continue
-                for frame in source.pull(BIG, self.now):
+                for frame in self.pull("a" if source is self.a else "b"):
                     moved = True
                     self.wire[key] += len(frame)
                     self.events[key] += target.receive(frame, self.now)
@@ -71,6 +112,31 @@ class Pair:
         self.now += seconds
         session = self.a if end == "a" else self.b
         return session.tick(self.now, **counters)
+
+
+class _Tap:
+    """An eavesdropper that holds both ephemeral private keys: it reads what one end sends."""
+
+    def __init__(self, end: str) -> None:
+        self.end, self.frames, self.count, self.cipher = end, [], 0, None
+
+    def read(self, messages: list[bytes]) -> None:
+        for message in messages:
+            self.count += 1
+            if self.count <= 2:  # hello and auth go in the clear
+                self.frames.append(message)
+                continue
+            if self.cipher is None:
+                self.cipher = self._keys().receive
+            self.frames.append(self.cipher.open(message))
+
+    def _keys(self):
+        # The receiving end's view of this end's direction, derived from the keys alone.
+        keys = {end: EphemeralKey(EPHEMERAL[end]).public for end in "ab"}
+        salt = transcript_hash(ALICE.node_id, NONCES["a"], keys["a"],
+                               BOB.node_id, NONCES["b"], keys["b"])  # fmt: skip
+        other, role = ("b", "responder") if self.end == "a" else ("a", "initiator")
+        return derive_link_keys(EphemeralKey(EPHEMERAL[other]), keys[self.end], salt, role)
 
 
 def request(request_id=0, dst=None, hops=16, ttl=30_000, body=b"") -> RequestFrame:
@@ -96,7 +162,8 @@ def test_the_handshake_establishes_both_ends_and_shares_caps_and_timeouts(pair):
     assert pair.a.state is pair.b.state is LinkState.ESTABLISHED
     assert pair.b.peer_caps == ("summary",) and pair.a.peer_caps == ()
     assert pair.b.peer_id == ALICE.node_id and pair.a.peer_name == "bob"
-    assert pair.a.max_message == codec.MAX_FRAME
+    assert pair.a.max_message == codec.MAX_FRAME + 16  # the largest frame, sealed
+    assert Pair().a.max_message == codec.MAX_HANDSHAKE_FRAME
 
 
 def test_pings_go_out_at_a_fifth_of_the_shorter_timeout():
@@ -144,22 +211,22 @@ def test_bytes_arriving_keep_a_link_alive_even_inside_one_large_frame(pair):
 
 def test_a_peer_that_sends_but_never_pongs_is_dead(pair):
     pair.tick("a", 0.5, bytes_in=1)  # queues a ping
-    pair.a.pull(BIG, pair.now)  # the writer takes it: it is on the wire
+    pair.pull("a")  # the writer takes it: it is on the wire
     closed = []
     for step in range(2, 9):  # bob's bytes arrive (it sends pings), but no pong comes back
         closed += of(Closed, pair.tick("a", 0.5, bytes_in=step))
-        pair.a.pull(BIG, pair.now)
+        pair.pull("a")
     assert [event.reason for event in closed] == ["keepalive_timeout"]
     assert pair.now - 0.5 > 100.5 + 2.5  # the first unanswered ping had waited a link timeout
 
 
 def test_pongs_measure_the_round_trip(pair):
     pair.tick("a", 0.5, bytes_in=1)
-    frames = pair.a.pull(BIG, pair.now)
+    frames = pair.pull("a")
     pair.now += 0.003
     for frame in frames:
         pair.b.receive(frame, pair.now)
-    for frame in pair.b.pull(BIG, pair.now):
+    for frame in pair.pull("b"):
         pair.a.receive(frame, pair.now)
     assert pair.a.rtt == pytest.approx(0.003)
 
@@ -167,10 +234,10 @@ def test_pongs_measure_the_round_trip(pair):
 def test_pings_and_pongs_never_pile_up(pair):
     for _ in range(50):
         pair.tick("a", 0.01, bytes_in=pair.now)  # ticks while the writer takes nothing
-        pair.b.receive(codec.encode(Ping(7)), pair.now)
-        pair.a.receive(codec.encode(Ping(8)), pair.now)
-    kinds = [msgpack.unpackb(frame)["t"] for frame in pair.a.pull(BIG, pair.now)]
-    assert sorted(kinds) == ["ping", "pong"]
+        pair.inject("b", Ping(7))
+        pair.inject("a", Ping(8))
+    pair.sent("a")
+    assert sorted(pair.kinds("a")) == ["ping", "pong"]
 
 
 # -- the send queue --------------------------------------------------------------------------
@@ -179,9 +246,9 @@ def test_pings_and_pongs_never_pile_up(pair):
 def test_urgent_frames_leave_before_bulk_data(pair):
     pair.a.send(RecordFrame(b"r" * 1000, b"s" * 64))
     pair.tick("a", 0.5, bytes_in=1)  # a ping
-    pair.a.receive(codec.encode(Ping(3)), pair.now)  # a pong to send
-    kinds = [msgpack.unpackb(frame)["t"] for frame in pair.a.pull(BIG, pair.now)]
-    assert kinds == ["ping", "pong", "record"]
+    pair.inject("a", Ping(3))  # a pong to send
+    pair.sent("a")
+    assert pair.kinds("a") == ["ping", "pong", "record"]
 
 
 def test_requests_and_answers_leave_before_queued_records(pair):
@@ -189,8 +256,8 @@ def test_requests_and_answers_leave_before_queued_records(pair):
         pair.a.send(RecordFrame(b"r" * 1000, b"s" * 64))
     request_id = pair.a.open_request("t", pair.now + 30)
     pair.a.send(request(request_id))
-    kinds = [msgpack.unpackb(frame)["t"] for frame in pair.a.pull(BIG, pair.now)]
-    assert kinds == ["req", "record", "record", "record"]
+    pair.sent("a")
+    assert pair.kinds("a") == ["req", "record", "record", "record"]
 
 
 def test_a_flood_of_records_leaves_room_for_requests():
@@ -215,7 +282,7 @@ def test_a_full_queue_refuses_frames_and_counts_its_bytes():
 
 def test_a_link_whose_socket_takes_nothing_is_closed_after_the_write_timeout(pair):
     pair.a.send(RecordFrame(b"r" * 100, b"s" * 64))
-    pair.a.pull(BIG, pair.now)  # the writer holds it, and is stuck writing
+    pair.pull("a")  # the writer holds it, and is stuck writing
     for step in range(1, 16):  # bob's pings arrive; nothing of ours leaves
         events = pair.tick("a", 0.5, bytes_in=step, bytes_out=0, writing=True)
         pair.pump(to_b=False)
@@ -253,9 +320,12 @@ def test_sources_are_asked_only_when_the_queue_is_empty(pair):
     record = RecordFrame(b"r" * 10, b"s" * 64)
     pair.a.send(record)
     pair.a.add_source(source)
-    assert pair.a.pull(50, pair.now) == [codec.encode(record)] and asked == []  # queue first
-    assert pair.a.pull(1000, pair.now) == [b"x" * 10] * 2  # then the source, until it is dry
-    assert pair.a.pull(1000, pair.now) == [] and not pair.a.has_output
+    pair.sent("a")
+    pair.pull("a", 50)
+    assert pair.sent("a") == [codec.encode(record)] and asked == []  # queue first
+    pair.pull("a", 1000)
+    assert pair.sent("a") == [b"x" * 10] * 2  # then the source, until it is dry
+    assert pair.pull("a", 1000) == [] and not pair.a.has_output
 
 
 # -- requests --------------------------------------------------------------------------------
@@ -289,8 +359,8 @@ def test_request_ids_are_unique_among_those_in_flight(pair):
 
 
 def test_a_reused_request_id_is_refused_and_counted_but_the_link_stays(pair):
-    pair.b.receive(codec.encode(request(5)), pair.now)
-    events = pair.b.receive(codec.encode(request(5)), pair.now)
+    pair.inject("b", request(5))
+    events = pair.inject("b", request(5))
     assert [(e.reason, e.fatal) for e in of(Rejected, events)] == [("duplicate_request_id", False)]
     assert pair.b.established and pair.b.rejected["duplicate_request_id"] == 1
 
@@ -343,8 +413,8 @@ def test_cancel_reaches_the_answering_side_with_its_token(pair):
 
 
 def test_late_responses_and_cancels_are_ignored_and_counted(pair):
-    pair.a.receive(codec.encode(ResponseFrame(77, 200)), pair.now)
-    pair.a.receive(codec.encode(codec.Cancel(77)), pair.now)
+    pair.inject("a", ResponseFrame(77, 200))
+    pair.inject("a", codec.Cancel(77))
     assert pair.a.counts["late_response"] == pair.a.counts["late_cancel"] == 1
     assert pair.a.established
 
@@ -399,31 +469,31 @@ def test_a_bye_during_the_handshake_is_not_answered():
 
 
 def test_unknown_or_handshake_frames_after_the_handshake_close_the_link(pair):
-    events = pair.a.receive(codec.encode(Handshake(BOB, "responder").start()[0]), pair.now)
+    events = pair.inject("a", Handshake(BOB, "responder").start()[0])
     assert of(Rejected, events)[0].reason == "unexpected_frame" and of(Closed, events)
 
 
 def test_records_summaries_and_wants_are_the_nodes_business(pair):
     summary = Summary(((ALICE.node_id, 3),))
-    assert pair.b.receive(codec.encode(summary), pair.now) == [MessageArrived(summary)]
+    assert pair.inject("b", summary) == [MessageArrived(summary)]
 
 
 # -- large frames ----------------------------------------------------------------------------
 
 
-def prefix_of(message) -> bytes:
-    return codec.encode(message)[:64]
+def sealed_by_a(pair: Pair, message) -> bytes:
+    return pair.seal("a", message if isinstance(message, bytes) else codec.encode(message))
 
 
 def test_a_large_frame_of_a_small_type_is_refused_before_it_is_read(pair):
-    events = pair.b.admit(16 * 1024 * 1024, prefix_of(Ping(1)))
+    events = pair.b.admit(16 * 1024 * 1024, sealed_by_a(pair, Ping(1))[:64])
     assert of(Rejected, events)[0].reason == "frame_too_large" and of(Closed, events)
 
 
 def test_large_frames_take_from_the_body_budget_until_they_are_read():
     budget = Budget("body_bytes", 3_000_000)
     pair = Pair(budget_b=budget).start()
-    frame = codec.encode(request(1, body=b"x" * 2_000_000))
+    frame = sealed_by_a(pair, request(1, body=b"x" * 2_000_000))
     assert pair.b.admit(len(frame), frame[:64]) is True
     assert budget.used == len(frame)
     assert of(RequestArrived, pair.b.receive(frame, pair.now))
@@ -434,7 +504,7 @@ def test_a_request_over_the_body_budget_is_dropped_unread_and_answered_503():
     budget = Budget("body_bytes", 1_000_000)
     pair = Pair(budget_b=budget).start()
     request_id = pair.a.open_request("caller", pair.now + 30)
-    frame = codec.encode(request(request_id, body=b"x" * 2_000_000))
+    frame = sealed_by_a(pair, request(request_id, body=b"x" * 2_000_000))
     assert pair.b.admit(len(frame), frame[:64]) is False
     assert pair.b.discarded() == []
     pair.pump()
@@ -447,7 +517,7 @@ def test_a_response_over_the_body_budget_fails_our_own_request_with_502():
     budget = Budget("body_bytes", 1_000_000)
     pair = Pair(budget_b=budget).start()
     request_id = pair.b.open_request("waiter", pair.now + 30)
-    frame = codec.encode(ResponseFrame(request_id, 200, (), b"x" * 2_000_000))
+    frame = sealed_by_a(pair, ResponseFrame(request_id, 200, (), b"x" * 2_000_000))
     assert pair.b.admit(len(frame), frame[:64]) is False
     [lost] = of(ResponseArrived, pair.b.discarded())
     assert (lost.token, lost.frame.status) == ("waiter", 502)
@@ -455,14 +525,15 @@ def test_a_response_over_the_body_budget_fails_our_own_request_with_502():
 
 def test_an_unanswerable_large_frame_over_budget_closes_the_link():
     pair = Pair(budget_b=Budget("body_bytes", 10)).start()
-    assert pair.b.admit(100_000, b"\x81\xa1x") is False  # no "t" where xio puts it: no type
+    prefix = sealed_by_a(pair, b"\x81\xa1x" + bytes(100))[:3]  # no "t" where xio puts it
+    assert pair.b.admit(100_000, prefix) is False
     assert of(Closed, pair.b.discarded())[0].reason == "body_budget"
 
 
 def test_a_closed_link_gives_back_what_a_half_read_frame_took():
     budget = Budget("body_bytes", 10_000_000)
     pair = Pair(budget_b=budget).start()
-    frame = codec.encode(request(1, body=b"x" * 2_000_000))
+    frame = sealed_by_a(pair, request(1, body=b"x" * 2_000_000))
     pair.b.admit(len(frame), frame[:64])
     pair.b.transport_closed("connection_lost")
     assert budget.used == 0

@@ -100,7 +100,7 @@ def test_announced_addresses_are_the_chosen_ones_or_the_override():
 def test_txt_round_trip_with_bytes_as_zeroconf_gives_them():
     announcement = Announcement(NODE_A, "kitchen", tls=True)
     txt = encode_txt(announcement)
-    assert txt == {"id": NODE_A, "v": "1", "ws": "/_xio/ws", "name": "kitchen", "tls": "1"}
+    assert txt == {"id": NODE_A, "v": "2", "ws": "/_xio/ws", "name": "kitchen", "tls": "1"}
     as_received = {k.encode(): v.encode() for k, v in txt.items()}
     assert decode_txt(as_received) == announcement
     assert decode_txt(encode_txt(Announcement(NODE_B, "x"))) == Announcement(NODE_B, "x")
@@ -109,12 +109,12 @@ def test_txt_round_trip_with_bytes_as_zeroconf_gives_them():
 @pytest.mark.parametrize(
     ("txt", "reason"),
     [
-        ({b"v": b"1"}, "bad_txt"),
+        ({b"v": b"2"}, "bad_txt"),
         ({b"id": NODE_A.encode()}, "bad_version"),
-        ({b"id": NODE_A.encode(), b"v": b"2"}, "bad_version"),
-        ({b"id": b"short", b"v": b"1"}, "bad_txt"),
-        ({b"id": NODE_A.encode(), b"v": b"1", b"ws": b"nopath"}, "bad_txt"),
-        ({b"id": None, b"v": b"1"}, "bad_txt"),
+        ({b"id": NODE_A.encode(), b"v": b"1"}, "bad_version"),
+        ({b"id": b"short", b"v": b"2"}, "bad_txt"),
+        ({b"id": NODE_A.encode(), b"v": b"2", b"ws": b"nopath"}, "bad_txt"),
+        ({b"id": None, b"v": b"2"}, "bad_txt"),
     ],
 )
 def test_garbage_txt_is_a_remote_protocol_error(txt, reason):

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from xio.errors import ConfigError, LocalProtocolError, RemoteProtocolError
 from xio.peering import keyfile
+from xio.peering.cipher import EphemeralKey
 from xio.peering.codec import Auth, Bye, Hello, Ping, decode, encode
 from xio.peering.handshake import (
     HANDSHAKE_REASONS,
@@ -17,6 +18,7 @@ from xio.peering.handshake import (
     HandshakeState,
     Role,
     transcript,
+    transcript_v2,
 )
 from xio.peering.identity import Identity, is_node_id, node_id_of, verify
 from xio.peering.keyfile import KEY_FILE
@@ -27,6 +29,7 @@ from .fuzzing import fuzz
 ALICE = Identity.from_seed(bytes(range(32)))
 BOB = Identity.from_seed(bytes(range(32, 64)))
 MALLORY = Identity.from_seed(bytes(range(64, 96)))
+ALICE_EPH = EphemeralKey(bytes(range(1, 33)))  # its public half goes in the hellos below
 
 # -- identity ----------------------------------------------------------------------------------
 
@@ -146,17 +149,46 @@ def test_pinning_the_right_peer_works_on_both_sides():
     assert initiator.established and responder.established
 
 
-def test_auth_signs_the_documented_transcript():
+def test_auth_signs_the_documented_v2_transcript_with_both_ephemeral_keys():
     initiator, responder = pair()
     initiator.start()
     hello = responder.start()[0]
     (auth,) = initiator.receive(wire(hello))
-    signed = transcript("initiator", ALICE.node_id, b"\x11" * 32, BOB.node_id, b"\x22" * 32)
-    assert signed.startswith(b"xio-link-v1\x00")
-    assert verify(ALICE.public_key, auth.signature, signed)
-    assert transcript(Role.INITIATOR, ALICE.node_id, b"", BOB.node_id, b"") == transcript(
-        "initiator", ALICE.node_id, b"", BOB.node_id, b""
+    i_eph, r_eph = initiator.eph, hello.eph
+    assert len(i_eph) == len(r_eph) == 32 and i_eph != r_eph
+    signed = transcript_v2(
+        "initiator", ALICE.node_id, b"\x11" * 32, i_eph, BOB.node_id, b"\x22" * 32, r_eph
     )
+    assert signed.startswith(b"xio-link-v2\x00")
+    assert verify(ALICE.public_key, auth.signature, signed)
+    v1 = transcript("initiator", ALICE.node_id, b"\x11" * 32, BOB.node_id, b"\x22" * 32)
+    assert not verify(ALICE.public_key, auth.signature, v1)  # version 1 is not signed any more
+
+
+def test_a_hello_carries_a_fresh_ephemeral_key_per_link():
+    first, second = Handshake(ALICE, "initiator"), Handshake(ALICE, "initiator")
+    (hello_1,), (hello_2,) = first.start(), second.start()
+    assert hello_1.version == 2
+    assert len(hello_1.eph) == 32 and hello_1.eph != hello_2.eph
+
+
+def test_both_ends_derive_matching_ciphers():
+    initiator, responder = pair()
+    run_pair(initiator, responder)
+    for sender, receiver in ((initiator, responder), (responder, initiator)):
+        sealed = sender.ciphers.send.seal(b"frame")
+        assert b"frame" not in sealed
+        assert receiver.ciphers.receive.open(sealed) == b"frame"
+    # Forward secrecy: the ephemeral private keys are gone once the keys are derived.
+    with pytest.raises(LocalProtocolError):
+        initiator.ephemeral.exchange(responder.eph)
+
+
+def test_ciphers_are_known_once_our_auth_is_made():
+    handshake = started()
+    assert handshake.ciphers is None
+    handshake.receive(hello_of())
+    assert handshake.ciphers is not None and not handshake.established
 
 
 def started(identity=BOB, role="responder", **kwargs) -> Handshake:
@@ -167,12 +199,13 @@ def started(identity=BOB, role="responder", **kwargs) -> Handshake:
 
 def hello_of(identity=ALICE, **changes) -> Hello:
     fields = dict(
-        version=1,
+        version=2,
         node_id=identity.node_id,
         public_key=identity.public_key,
         nonce=b"\x11" * 32,
         name="x",
         role="initiator",
+        eph=ALICE_EPH.public,
     )
     return Hello(**{**fields, **changes})
 
@@ -188,12 +221,17 @@ def refused(handshake: Handshake, message) -> str:
 @pytest.mark.parametrize(
     ("handshake_kwargs", "hello", "reason"),
     [
-        ({}, hello_of(version=2), "bad_version"),
+        ({}, hello_of(version=1), "bad_version"),  # v1 links were plaintext: refused
+        ({}, hello_of(version=1, eph=None), "bad_version"),
+        ({}, hello_of(version=3), "bad_version"),
         ({}, hello_of(role="responder"), "role_conflict"),
         ({}, hello_of(node_id=MALLORY.node_id), "id_mismatch"),
         ({}, hello_of(BOB), "self_link"),
         ({"expected_peer_id": MALLORY.node_id}, hello_of(), "pinned_id_mismatch"),
         ({}, hello_of(expect=MALLORY.node_id), "pinned_id_mismatch"),
+        ({}, hello_of(eph=None), "bad_key_exchange"),
+        ({}, hello_of(eph=bytes(32)), "bad_key_exchange"),  # small order: all-zero secret
+        ({}, hello_of(eph=(1).to_bytes(32, "little")), "bad_key_exchange"),
     ],
 )
 def test_bad_hellos(handshake_kwargs, hello, reason):
@@ -215,14 +253,15 @@ def test_reflected_auth_is_refused():
 
 
 def test_auth_replayed_on_another_link_is_refused():
+    # Mallory recorded Alice's hello and auth on an earlier link and replays both on a new one.
     initiator, responder = pair()
-    run_pair(initiator, responder)
-    stolen = Auth(
-        ALICE.sign(transcript("initiator", ALICE.node_id, b"\x11" * 32, BOB.node_id, b"\x22" * 32))
-    )
-    fresh = started()  # a new nonce for Bob
-    fresh.receive(hello_of())
-    assert refused(fresh, stolen) == "bad_signature"
+    (hello,), (bobs_hello,) = initiator.start(), responder.start()
+    (stolen,) = initiator.receive(wire(bobs_hello))
+    responder.receive(wire(hello))
+    assert responder.receive(wire(stolen)) == []  # genuine on its own link
+    fresh = started()  # a new nonce and ephemeral key for Bob
+    fresh.receive(wire(hello))
+    assert refused(fresh, wire(stolen)) == "bad_signature"
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,12 @@ import re
 from pathlib import Path
 
 import msgpack
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from xio.peering.cipher import EphemeralKey
 from xio.peering.codec import (
     Bye,
     Cancel,
@@ -27,7 +32,7 @@ from xio.peering.codec import (
     decode,
     encode,
 )
-from xio.peering.handshake import Handshake, HandshakeState, transcript
+from xio.peering.handshake import Handshake, HandshakeState, transcript_v2
 from xio.peering.identity import Identity, node_id_of, verify
 from xio.peering.membership import (
     CERT_DOMAIN,
@@ -49,6 +54,8 @@ SEED_A = bytes(range(0x00, 0x20))
 SEED_B = bytes(range(0x20, 0x40))
 NONCE_A = b"\x11" * 32
 NONCE_B = b"\x22" * 32
+EPH_A = bytes(range(0x01, 0x21))  # X25519 private keys, as in section 6.1
+EPH_B = bytes(range(0x21, 0x41))
 ISSUED_MS = 1_700_000_000_000
 CAPS = ("summary",)
 SEED_AUTHORITY = bytes(range(0x40, 0x60))
@@ -70,22 +77,29 @@ def compute_vectors() -> dict[str, str]:
         "node_id_b": bob.node_id,
     }
     # Handshake: Alice dials Bob.
-    initiator = Handshake(alice, "initiator", "alpha", nonce=NONCE_A, caps=CAPS, timeout_ms=2500)
-    responder = Handshake(bob, "responder", "beta", nonce=NONCE_B, caps=CAPS, timeout_ms=2500)
+    initiator = Handshake(alice, "initiator", "alpha", nonce=NONCE_A, caps=CAPS, timeout_ms=2500,
+                          ephemeral=EphemeralKey(EPH_A))  # fmt: skip
+    responder = Handshake(bob, "responder", "beta", nonce=NONCE_B, caps=CAPS, timeout_ms=2500,
+                          ephemeral=EphemeralKey(EPH_B))  # fmt: skip
     (hello_a,), (hello_b,) = initiator.start(), responder.start()
     (auth_a,) = initiator.receive(decode(encode(hello_b)))
     (auth_b,) = responder.receive(decode(encode(hello_a)))
     assert responder.receive(decode(encode(auth_a))) == []
     assert initiator.receive(decode(encode(auth_b))) == []
     assert initiator.state is responder.state is HandshakeState.ESTABLISHED
-    ids = (alice.node_id, NONCE_A, bob.node_id, NONCE_B)
+    ids = (alice.node_id, NONCE_A, hello_a.eph, bob.node_id, NONCE_B, hello_b.eph)
     vectors.update(
+        eph_private_a=EPH_A,
+        eph_private_b=EPH_B,
         hello_initiator_frame=encode(hello_a),
         hello_responder_frame=encode(hello_b),
-        transcript_initiator=transcript("initiator", *ids),
+        transcript_initiator=transcript_v2("initiator", *ids),
         auth_initiator_frame=encode(auth_a),
-        transcript_responder=transcript("responder", *ids),
+        transcript_responder=transcript_v2("responder", *ids),
         auth_responder_frame=encode(auth_b),
+        # The first message each side sends after its auth: the ping below, sealed (6.1).
+        sealed_ping_initiator=initiator.ciphers.send.seal(encode(Ping(5))),
+        sealed_ping_responder=responder.ciphers.send.seal(encode(Ping(5))),
     )
     # Alice's record.
     signed = Record.build(
@@ -262,13 +276,40 @@ def test_vectors_are_self_consistent():
         "b": v["record_body"],
         "s": v["record_signature"],
     }
+    hello_a, hello_b = (
+        msgpack.unpackb(v[f"hello_{end}_frame"]) for end in ("initiator", "responder")
+    )
+    assert hello_a["v"] == hello_b["v"] == 2
+    assert v["transcript_initiator"][:12] == b"xio-link-v2\x00"
     assert msgpack.unpackb(v["transcript_initiator"][12:]) == [
         "initiator",
         v["node_id_a"],
         NONCE_A,
+        hello_a["eph"],
         v["node_id_b"],
         NONCE_B,
+        hello_b["eph"],
     ]
+
+
+def test_the_sealed_pings_open_with_keys_derived_as_section_6_1_says():
+    """Derive the link keys from the documented inputs with cryptography alone."""
+    v = documented_vectors()
+    hello_a = msgpack.unpackb(bytes.fromhex(v["hello_initiator_frame"]))
+    hello_b = msgpack.unpackb(bytes.fromhex(v["hello_responder_frame"]))
+    private_a = X25519PrivateKey.from_private_bytes(bytes.fromhex(v["eph_private_a"]))
+    assert private_a.public_key().public_bytes_raw() == hello_a["eph"]
+    shared = private_a.exchange(X25519PublicKey.from_public_bytes(hello_b["eph"]))
+    fields = [hello_a["id"], hello_a["nonce"], hello_a["eph"],
+              hello_b["id"], hello_b["nonce"], hello_b["eph"]]  # fmt: skip
+    salt = hashlib.sha256(b"xio-link-v2\x00" + msgpack.packb(fields, use_bin_type=True)).digest()
+    okm = HKDF(hashes.SHA256(), 64, salt, b"xio-link-keys-v2").derive(shared)
+    nonce = bytes(12)  # counter 0
+    ping = bytes.fromhex(v["ping_frame"])
+    for key, name in ((okm[:32], "sealed_ping_initiator"), (okm[32:], "sealed_ping_responder")):
+        sealed = bytes.fromhex(v[name])
+        assert len(sealed) == len(ping) + 16
+        assert ChaCha20Poly1305(key).decrypt(nonce, sealed, None) == ping
 
 
 def test_membership_vectors_verify_and_the_armor_is_the_documented_one():

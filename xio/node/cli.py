@@ -305,7 +305,7 @@ def setup_logging(level: str) -> None:
 #: Said at every start until closed meshes (a mesh authority, certificates) are wired in.
 OPEN_MESH_WARNING = (
     "xio: WARNING: open mesh: any node that reaches this port (or this LAN, with discovery on) "
-    "can link, relay requests and claim any app; links are not encrypted. "
+    "can link, relay requests and claim any app (links are encrypted, but open to anyone). "
     "Keep the port on a trusted network (docs/SECURITY.md)."
 )
 

@@ -1,4 +1,4 @@
-"""Link encryption (protocol version 2, not yet on the wire): key exchange and frame ciphers.
+"""Link encryption (protocol version 2): key exchange and frame ciphers.
 
 Theory of operation
 -------------------
@@ -37,7 +37,7 @@ the plaintext) and changes no state; the message is authenticated by ``open`` on
 read past with ``skip(size)``, which advances the state exactly as ``open`` would. A peeked
 prefix is attacker-controlled until then: use it to refuse, never to act.
 
-Use (for the handshake and session that will carry it)::
+Use (``handshake.Handshake`` and ``session.LinkSession`` do exactly this)::
 
     eph = EphemeralKey()                        # per link; eph.public goes in hello["eph"]
     # ... peer hello received; sign transcript_v2(own_role, ...) in auth, verify the peer's ...

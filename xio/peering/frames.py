@@ -31,6 +31,7 @@ from xio.peering.names import APP_NAME, APP_NAME_RULE, MAX_NAME
 __all__ = [
     "ALL_TYPES",
     "DEFAULT_HOPS",
+    "EPHEMERAL_LENGTH",
     "MAX_HEADERS",
     "MAX_HEADER_BYTES",
     "MAX_STRING",
@@ -54,7 +55,7 @@ __all__ = [
     "Want",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # version 2: links are encrypted (docs/PROTOCOL.md 6.1)
 MAX_STRING = 64 * 1024  # any msgpack str in a frame
 MAX_HEADERS = 256
 #: All names and values of one req's or res's headers together, in UTF-8 bytes: with the path
@@ -66,6 +67,7 @@ MAX_UINT64 = 2**64 - 1
 MAX_HOPS = 255
 DEFAULT_HOPS = 16
 NONCE_LENGTH = 32
+EPHEMERAL_LENGTH = 32  # an X25519 public key
 ROLES = ("initiator", "responder")
 MAX_CAPS = 16  # capabilities announced in a hello
 MAX_CAP = 32  # characters of one capability name
@@ -191,6 +193,9 @@ class Hello:
     caps: tuple[str, ...] | None = None
     #: The sender's link timeout: the peer must send something more often than this.
     timeout_ms: int | None = None
+    #: The sender's X25519 public key for this link. Optional on the wire so that a version 1
+    #: hello still decodes and is refused as ``bad_version``; a version 2 handshake needs it.
+    eph: bytes | None = None
 
     def __post_init__(self) -> None:
         _check_uint("hello", "version", self.version, MAX_UINT32)
@@ -213,6 +218,8 @@ class Hello:
             _check_uint("hello", "timeout_ms", self.timeout_ms, MAX_UINT32)
             if self.timeout_ms == 0:
                 raise _fail("hello", "timeout_ms", "must be at least 1")
+        if self.eph is not None:
+            _check_bytes("hello", "eph", self.eph, EPHEMERAL_LENGTH)
 
 
 @_on_wire(signature="sig")

@@ -4,23 +4,32 @@ Theory of operation
 -------------------
 Both ends send ``hello`` as soon as the WebSocket is open (neither waits for the other). A hello
 carries the protocol version, node id, public key, a fresh 32-byte nonce, a display name, the
-sender's role on this link (``initiator`` opened the WebSocket, ``responder`` accepted it) and,
+sender's role on this link (``initiator`` opened the WebSocket, ``responder`` accepted it), the
+public half of a fresh X25519 key made for this link alone (``eph``, version 2) and,
 optionally, the id the sender expects the other end to have, the optional features it speaks
 (``caps``) and its link timeout (``timeout_ms``), which the link session uses.
 
-On the peer's hello each side checks, in order: version (``bad_version``), that the roles differ
-(``role_conflict``), ``node_id_of(key) == id`` (``id_mismatch``), that the peer is not itself
-(``self_link``), and the pins (``pinned_id_mismatch``: the peer is not the node we expected, or
-the peer expected a node that is not us). Then it signs the transcript
+On the peer's hello each side checks, in order: version (``bad_version``: only version 2, every
+link is encrypted), that the roles differ (``role_conflict``), ``node_id_of(key) == id``
+(``id_mismatch``), that the peer is not itself (``self_link``), the pins
+(``pinned_id_mismatch``: the peer is not the node we expected, or the peer expected a node that
+is not us). It derives the link keys from both ephemeral keys and the transcript
+(``cipher.derive_link_keys``; no ``eph``, or one of small order, is ``bad_key_exchange``), then
+signs the version 2 transcript
 
-    b"xio-link-v1\\x00" + msgpack([signer_role, initiator_id, initiator_nonce,
-                                   responder_id, responder_nonce])
+    b"xio-link-v2\\x00" + msgpack([signer_role, initiator_id, initiator_nonce, initiator_eph,
+                                   responder_id, responder_nonce, responder_eph])
 
-and sends it in ``auth``. Both nonces make the signature fresh for this link only; the signer's
-role inside the signed bytes stops a peer from reflecting our own signature back at us. When the
-peer's auth verifies against the key of its hello (``bad_signature`` otherwise) the link is
-ESTABLISHED. Any other frame before that is ``unexpected_frame``; a ``bye`` is reported as
-``peer_bye`` with the peer's reason.
+and sends it in ``auth``. Both nonces make the signature fresh for this link only, so an auth
+recorded on another link never verifies here (``bad_signature``); the signer's role inside the
+signed bytes stops a peer from reflecting our own signature back at us; both ephemeral keys in
+it stop a relay from swapping one. When the peer's auth verifies against the key of its hello
+(``bad_signature`` otherwise) the link is ESTABLISHED. Any other frame before that is
+``unexpected_frame``; a ``bye`` is reported as ``peer_bye`` with the peer's reason.
+
+``ciphers`` (``cipher.LinkCiphers``) is set once our auth is made: the session seals what it
+sends after our auth with ``ciphers.send`` and opens what the peer sends after *its* auth (so
+only once ESTABLISHED) with ``ciphers.receive``. Hello and auth are never sealed.
 
 States::
 
@@ -40,6 +49,13 @@ import secrets
 import msgpack
 
 from xio.errors import LocalProtocolError, RemoteProtocolError
+from xio.peering.cipher import (
+    EphemeralKey,
+    LinkCiphers,
+    derive_link_keys,
+    transcript_hash,
+    transcript_v2,
+)
 from xio.peering.codec import NONCE_LENGTH, PROTOCOL_VERSION, Auth, Bye, Hello, Message
 from xio.peering.identity import Identity, is_node_id, node_id_of, verify
 from xio.peering.reasons import HANDSHAKE_REASONS
@@ -52,6 +68,7 @@ __all__ = [
     "HandshakeState",
     "Role",
     "transcript",
+    "transcript_v2",
 ]
 
 LINK_DOMAIN = b"xio-link-v1\x00"
@@ -82,7 +99,7 @@ def transcript(
     responder_id: str,
     responder_nonce: bytes,
 ) -> bytes:
-    """Return the bytes the ``signer_role`` end of a link signs in its ``auth``."""
+    """Return the bytes a version 1 ``auth`` signed (no longer accepted; see ``transcript_v2``)."""
     role = signer_role.value if isinstance(signer_role, Role) else signer_role
     fields = [role, initiator_id, initiator_nonce, responder_id, responder_nonce]
     return LINK_DOMAIN + msgpack.packb(fields, use_bin_type=True)
@@ -101,6 +118,7 @@ class Handshake:
         *,
         caps: tuple[str, ...] | None = None,
         timeout_ms: int | None = None,
+        ephemeral: EphemeralKey | None = None,
     ) -> None:
         self.identity = identity
         self.caps = caps
@@ -116,8 +134,12 @@ class Handshake:
         self.nonce = secrets.token_bytes(NONCE_LENGTH) if nonce is None else nonce
         if not isinstance(self.nonce, bytes) or len(self.nonce) != NONCE_LENGTH:
             raise LocalProtocolError(f"a handshake nonce is {NONCE_LENGTH} bytes")
+        # ``ephemeral`` is given by test vectors only: a link always makes a fresh key.
+        self.ephemeral = EphemeralKey() if ephemeral is None else ephemeral
+        self.eph = self.ephemeral.public
         self.state = HandshakeState.IDLE
         self.peer_hello: Hello | None = None
+        self.ciphers: LinkCiphers | None = None  # set with our auth: see the module docstring
 
     def __repr__(self) -> str:
         return f"Handshake({self.role.value}, {self.state.name}, peer={self.peer_id})"
@@ -166,6 +188,7 @@ class Handshake:
             expect=self.expected_peer_id,
             caps=self.caps,
             timeout_ms=self.timeout_ms,
+            eph=self.eph,
         )
         return [hello]
 
@@ -212,7 +235,12 @@ class Handshake:
             raise RemoteProtocolError(
                 "pinned_id_mismatch", f"peer expected {hello.expect}, we are {own_id}"
             )
+        if hello.eph is None:
+            raise RemoteProtocolError("bad_key_exchange", "a version 2 hello needs an eph")
         self.peer_hello = hello
+        initiator, responder = self._ends()
+        salt = transcript_hash(*initiator, *responder)
+        self.ciphers = derive_link_keys(self.ephemeral, hello.eph, salt, self.role)
         self.state = HandshakeState.AWAIT_AUTH
         return [Auth(self.identity.sign(self._transcript(self.role)))]
 
@@ -223,8 +251,12 @@ class Handshake:
         self.state = HandshakeState.ESTABLISHED
         return []
 
+    def _ends(self) -> tuple[tuple[str, bytes, bytes], tuple[str, bytes, bytes]]:
+        """Return ``(id, nonce, eph)`` of the initiator and of the responder."""
+        own = (self.identity.node_id, self.nonce, self.eph)
+        peer = (self.peer_hello.node_id, self.peer_hello.nonce, self.peer_hello.eph)
+        return (own, peer) if self.role is Role.INITIATOR else (peer, own)
+
     def _transcript(self, signer: Role) -> bytes:
-        own = (self.identity.node_id, self.nonce)
-        peer = (self.peer_hello.node_id, self.peer_hello.nonce)
-        initiator, responder = (own, peer) if self.role is Role.INITIATOR else (peer, own)
-        return transcript(signer.value, *initiator, *responder)
+        initiator, responder = self._ends()
+        return transcript_v2(signer.value, *initiator, *responder)

@@ -37,7 +37,6 @@ import gevent
 from gevent.event import Event
 
 from ..errors import ConnectError, ConnectionClosed
-from . import codec
 from .codec import RequestFrame, ResponseFrame
 from .reasons import WEBSOCKET_REASONS
 from .schedule import Backoff
@@ -225,7 +224,7 @@ class Link:
             elif kind is Expired:
                 owner.forwarder.on_expired(self, event.request_id, event.token, event.incoming)
             elif kind is Established:
-                self.transport.max_message = codec.MAX_FRAME
+                self.transport.max_message = self.session.max_message  # a sealed frame
                 owner.link_established(self)
             elif kind is Rejected:
                 owner.count_rejection(event.reason)

@@ -25,7 +25,7 @@ from ..errors import ConfigError, RemoteProtocolError
 from .identity import is_node_id
 
 SERVICE_TYPE = "_xio._tcp.local."
-PROTOCOL_VERSION = "1"
+PROTOCOL_VERSION = "2"  # the link protocol version (frames.PROTOCOL_VERSION)
 DEFAULT_WS_PATH = "/_xio/ws"
 
 IFF_UP = 0x1

@@ -70,7 +70,10 @@ WEBSOCKET = (
     Reason("protocol_error", "a WebSocket frame against RFC 6455 (close 1002, no bye)"),
 )
 CIPHER = (
-    Reason("bad_key_exchange", "the peer's ephemeral X25519 key gave an all-zero secret"),
+    Reason(
+        "bad_key_exchange",
+        "the peer's hello has no ephemeral X25519 key, or one giving an all-zero secret",
+    ),
     Reason("bad_frame_mac", "an encrypted frame failed its tag: tampered, replayed or reordered"),
 )
 FRAME_REJECTIONS = (*DECODE, *HANDSHAKE, *LINK_RULES, *WEBSOCKET, *CIPHER)
@@ -194,7 +197,7 @@ GROUPS: dict[str, tuple[Reason, ...]] = {
 }
 
 DECODE_REASONS = _names(DECODE)
-HANDSHAKE_REASONS = _names(HANDSHAKE)
+HANDSHAKE_REASONS = _names(HANDSHAKE) + ("bad_key_exchange",)  # the handshake derives keys
 STORE_REASONS = _names(RECORD_VERDICTS)[:-1]  # the verdicts, without "evicted"
 WEBSOCKET_REASONS = _names(WEBSOCKET) + ("frame_too_large",)
 CIPHER_REASONS = _names(CIPHER)

@@ -39,6 +39,17 @@ a greenlet or reads a clock, so every decision below is tested with a fake clock
   before it is buffered: its type's size cap is checked, and its bytes are taken from the
   node's body budget; a ``req`` or ``res`` that does not fit is dropped unread and answered
   (503, or 502 to our own waiting request) by ``discarded``.
+* **Encryption** (protocol version 2, docs/PROTOCOL.md 6.1). Our ``hello`` and ``auth`` wait
+  in a queue of their own and always leave first, in the clear. Every other frame is sealed
+  with the handshake's ``ciphers.send`` when the writer takes it (``pull``) or when it becomes
+  a final frame (``final_frames``, the ``bye``): sealing in wire order is what keeps the
+  counter in step, however the urgent, normal and bulk queues reorder frames. Once the peer's
+  ``auth`` verified, every message it sends is opened (``ciphers.receive``) before it is
+  decoded; a failed tag is ``bad_frame_mac`` and closes the link (with a sealed ``bye``: our
+  direction is intact). A large message is admitted from its first bytes decrypted without
+  authentication (``peek``: used to refuse, never to act), and one read past unkept is
+  ``skip``-ped, so the counter still counts it. Sizes on the wire are the frame's plus the
+  16-byte tag (``max_message``, the caps in ``admit``).
 * **Close.** ``close(reason)`` queues a ``bye`` (unless the peer said bye) and reports
   ``Closed`` once, with every request still in flight, so that the adapter can answer them;
   ``transport_closed`` does the same when the connection ends first.
@@ -53,6 +64,7 @@ from collections.abc import Callable
 from xio.budget import Budget
 from xio.errors import LocalProtocolError, QueueFull, RemoteProtocolError
 from xio.peering import codec
+from xio.peering.cipher import TAG_LENGTH, ReceiveCipher, SendCipher
 from xio.peering.codec import (
     FRAME_CAPS,
     Bye,
@@ -104,6 +116,8 @@ EXPIRY_GRACE = 1.0
 PINGS_PER_TIMEOUT = 5
 #: At most this much of what is queued is still sent when a link closes (before its bye).
 FINAL_FLUSH = 64 * 1024
+#: The largest message of an established link: the largest frame, sealed.
+MAX_MESSAGE = codec.MAX_FRAME + TAG_LENGTH
 
 
 class LinkState(enum.Enum):
@@ -146,6 +160,9 @@ class LinkSession:
         self.started_at: float | None = None
         self.established_at: float | None = None
         self._next_id = 0
+        self._handshake_out: deque[tuple[float, bytes]] = deque()  # hello, auth: in the clear
+        self._sealer: SendCipher | None = None  # from our auth on: seals all we send
+        self._opener: ReceiveCipher | None = None  # from the peer's auth on: opens all it sends
         self._urgent: deque[bytes | object] = deque()  # frames, or a ping or pong slot
         self._normal: deque[tuple[float, bytes]] = deque()  # (queued at, frame): req, res
         self._normal_bytes = 0
@@ -189,7 +206,7 @@ class LinkSession:
     def max_message(self) -> int:
         """Return the largest message the transport should accept now."""
         if self.state is LinkState.ESTABLISHED:
-            return codec.MAX_FRAME
+            return MAX_MESSAGE
         return codec.MAX_HANDSHAKE_FRAME
 
     @property
@@ -207,7 +224,7 @@ class LinkSession:
         """Queue our hello; the link's clocks start at ``now``."""
         self._now = self.started_at = self._last_life = self._last_progress = now
         for message in self.handshake.start():
-            self._queue_normal(codec.encode(message))
+            self._queue_handshake(codec.encode(message))
 
     def receive(self, data: bytes, now: float) -> list[Event]:
         """Take one message from the peer; return what the adapter must act on."""
@@ -219,16 +236,18 @@ class LinkSession:
             return []
         try:
             if self.state is LinkState.ESTABLISHED:
-                return self._receive_established(codec.decode(data))
+                return self._receive_established(codec.decode(self._opener.open(data)))
             return self._receive_handshake(codec.decode(data, codec.MAX_HANDSHAKE_FRAME), now)
         except RemoteProtocolError as exc:
             return self._reject(exc.reason, str(exc), fatal=True)
 
     def _receive_handshake(self, message, now: float) -> list[Event]:
-        for answer in self.handshake.receive(message):
-            self._queue_normal(codec.encode(answer))
+        for answer in self.handshake.receive(message):  # our auth: what follows it is sealed
+            self._queue_handshake(codec.encode(answer))
+            self._sealer = self.handshake.ciphers.send
         if not self.handshake.established:
             return []
+        self._opener = self.handshake.ciphers.receive
         self.state = LinkState.ESTABLISHED
         self.established_at = now
         return [Established()]
@@ -326,14 +345,24 @@ class LinkSession:
         """
         if self.state is not LinkState.ESTABLISHED:
             return True  # the transport's max_message is the handshake cap already
-        kind, request_id = codec.peek_type_and_id(prefix)
+        frame_size = size - TAG_LENGTH
+        if frame_size < 0:
+            return self._reject("bad_frame_mac", "a message shorter than its tag", True)
+        # Unauthenticated until the whole message is opened: good enough to refuse it by.
+        plain = self._opener.peek(prefix[:frame_size])
+        kind, request_id = codec.peek_type_and_id(plain)
         cap = FRAME_CAPS.get(kind) if kind is not None else None
-        if cap is not None and size > cap:
-            return self._reject("frame_too_large", f"{kind} frame of {size} bytes > {cap}", True)
+        if cap is not None and frame_size > cap:
+            return self._reject(
+                "frame_too_large", f"{kind} frame of {frame_size} bytes > {cap}", True
+            )
         budget = self.body_budget
-        if budget is None or budget.take(size):
+        if budget is None:
+            return True
+        if budget.take(size):
             self._reserved += size
             return True
+        self._opener.skip(size)  # read past unopened: it still counts
         self._discarding = (kind, request_id)
         return False
 
@@ -417,6 +446,11 @@ class LinkSession:
         if self.state is LinkState.ESTABLISHED:
             self._sources.append(source)
 
+    def _queue_handshake(self, frame: bytes) -> None:
+        if not self.queued_frames:
+            self._last_progress = max(self._last_progress, self._now)
+        self._handshake_out.append((self._now, frame))
+
     def _queue_normal(self, frame: bytes) -> None:
         if self._normal_bytes >= self.limits.queue_bytes:
             raise QueueFull(f"{self._normal_bytes} bytes of requests wait for {self.peer_name}")
@@ -440,7 +474,9 @@ class LinkSession:
     @property
     def has_output(self) -> bool:
         """Tell whether ``pull`` would return frames."""
-        return bool(self._urgent or self._normal or self._bulk or self._sources)
+        return bool(
+            self._handshake_out or self._urgent or self._normal or self._bulk or self._sources
+        )
 
     @property
     def queued_bytes(self) -> int:
@@ -448,16 +484,20 @@ class LinkSession:
 
     @property
     def queued_frames(self) -> int:
-        return len(self._normal) + len(self._bulk) + len(self._urgent)
+        return len(self._handshake_out) + len(self._normal) + len(self._bulk) + len(self._urgent)
 
     def oldest_unsent(self, now: float) -> float:
         """Return how long the oldest queued frame has waited (0 when none waits)."""
-        heads = [queue[0][0] for queue in (self._normal, self._bulk) if queue]
+        queues = (self._handshake_out, self._normal, self._bulk)
+        heads = [queue[0][0] for queue in queues if queue]
         return now - min(heads) if heads else 0.0
 
     def pull(self, max_bytes: int, now: float) -> list[bytes]:
-        """Return the next frames to write: urgent first, then about ``max_bytes`` more."""
+        """Return the next messages to write: hello and auth, urgent frames, then about
+        ``max_bytes`` more; all but hello and auth sealed, in this order."""
         self._now = now
+        clear = [frame for _, frame in self._handshake_out]
+        self._handshake_out.clear()
         frames: list[bytes] = []
         urgent = self._urgent
         while urgent:
@@ -488,7 +528,16 @@ class LinkSession:
                 continue
             frames += produced
             size += sum(map(len, produced))
-        return frames
+        if frames:
+            frames = self._seal(frames)
+        return clear + frames if clear else frames
+
+    def _seal(self, frames: list[bytes]) -> list[bytes]:
+        sealer = self._sealer
+        if sealer is None:  # nothing but hello and auth is ever queued before our auth
+            raise LocalProtocolError("a frame to send before our auth")
+        seal = sealer.seal
+        return [seal(frame) for frame in frames]
 
     # -- time ------------------------------------------------------------------------------
 
@@ -553,6 +602,7 @@ class LinkSession:
 
         What was queued, up to ``FINAL_FLUSH`` bytes (a hello not yet sent, answers to
         requests), then the ``bye``; nothing if the link closed because it cannot drain.
+        After our auth they are sealed, as if the writer had taken them.
         """
         return self._final
 
@@ -563,13 +613,15 @@ class LinkSession:
         self.state = LinkState.CLOSED
         self.close_reason = reason
         if tell_peer:
+            clear = [frame for _, frame in self._handshake_out]
             flushed, size = [], 0
             for _, frame in (*self._normal, *self._bulk):
                 size += len(frame)
                 if size > FINAL_FLUSH:
                     break
                 flushed.append(frame)
-            self._final = [*flushed, codec.encode(Bye(reason[:200]))]
+            flushed.append(codec.encode(Bye(reason[:200])))
+            self._final = clear + (self._seal(flushed) if self._sealer else flushed)
         if self._reserved:
             self.body_budget.give(self._reserved)
             self._reserved = 0
@@ -577,6 +629,7 @@ class LinkSession:
         incoming = tuple((rid, entry.token) for rid, entry in self.incoming.items())
         self.outgoing.clear()
         self.incoming.clear()
+        self._handshake_out.clear()
         self._urgent.clear()
         self._normal.clear()
         self._normal_bytes = 0
