@@ -40,6 +40,9 @@ __all__ = [
     "REQUIRED",
     "ROLES",
     "TYPES",
+    "MAX_CERT",
+    "MAX_REVOCATION",
+    "Revoke",
     "Auth",
     "Bye",
     "Cancel",
@@ -70,6 +73,8 @@ ROLES = ("initiator", "responder")
 MAX_CAPS = 16  # capabilities announced in a hello
 MAX_CAP = 32  # characters of one capability name
 MAX_SUMMARY_ENTRIES = 1024  # (origin, seq) pairs in one summary frame, origins in one want
+MAX_CERT = 2200  # a packed certificate: membership.MAX_CERT_BODY + signature + headers
+MAX_REVOCATION = 400  # a packed revocation: membership.MAX_REVOCATION_BODY + signature + headers
 
 #: The default of a field that must be on the wire.
 REQUIRED = object()
@@ -191,6 +196,8 @@ class Hello:
     caps: tuple[str, ...] | None = None
     #: The sender's link timeout: the peer must send something more often than this.
     timeout_ms: int | None = None
+    #: The sender's packed membership certificate (a closed mesh, PROTOCOL.md 8.6).
+    cert: bytes | None = None
 
     def __post_init__(self) -> None:
         _check_uint("hello", "version", self.version, MAX_UINT32)
@@ -213,6 +220,10 @@ class Hello:
             _check_uint("hello", "timeout_ms", self.timeout_ms, MAX_UINT32)
             if self.timeout_ms == 0:
                 raise _fail("hello", "timeout_ms", "must be at least 1")
+        if self.cert is not None:
+            _check_bytes("hello", "cert", self.cert)
+            if len(self.cert) > MAX_CERT:
+                raise _fail("hello", "cert", f"must be at most {MAX_CERT} bytes")
 
 
 @_on_wire(signature="sig")
@@ -416,12 +427,28 @@ class Want:
         object.__setattr__(self, "origins", tuple(origins))
 
 
+@_on_wire(revocation="r")
+@dataclass(frozen=True, slots=True)
+class Revoke:
+    """Carry one packed revocation of a closed mesh (sent to peers with the "revoke" cap)."""
+
+    TYPE: ClassVar[str] = "revoke"
+    revocation: bytes
+
+    def __post_init__(self) -> None:
+        # Its content is judged by membership.judge_revocation, which counts it.
+        _check_bytes("revoke", "revocation", self.revocation)
+        if len(self.revocation) > MAX_REVOCATION:
+            raise _fail("revoke", "revocation", f"must be at most {MAX_REVOCATION} bytes")
+
+
 Message = (
     Hello | Auth | RecordFrame | RequestFrame | ResponseFrame | Cancel | Ping | Pong | Bye
-    | Summary | Want
+    | Summary | Want | Revoke
 )  # fmt: skip
 
 ALL_TYPES = (
     Hello, Auth, RecordFrame, RequestFrame, ResponseFrame, Cancel, Ping, Pong, Bye, Summary, Want,
+    Revoke,
 )  # fmt: skip
 TYPES: dict[str, type] = {cls.TYPE: cls for cls in ALL_TYPES}

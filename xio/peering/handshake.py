@@ -11,7 +11,9 @@ optionally, the id the sender expects the other end to have, the optional featur
 On the peer's hello each side checks, in order: version (``bad_version``), that the roles differ
 (``role_conflict``), ``node_id_of(key) == id`` (``id_mismatch``), that the peer is not itself
 (``self_link``), and the pins (``pinned_id_mismatch``: the peer is not the node we expected, or
-the peer expected a node that is not us). Then it signs the transcript
+the peer expected a node that is not us). Then the caller's ``peer_check``, if given, judges
+the hello (a closed mesh judges the ``cert`` it carries) and raises RemoteProtocolError(reason)
+to refuse the peer. Then it signs the transcript
 
     b"xio-link-v1\\x00" + msgpack([signer_role, initiator_id, initiator_nonce,
                                    responder_id, responder_nonce])
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import enum
 import secrets
+from collections.abc import Callable
 
 import msgpack
 
@@ -101,10 +104,14 @@ class Handshake:
         *,
         caps: tuple[str, ...] | None = None,
         timeout_ms: int | None = None,
+        cert: bytes | None = None,
+        peer_check: Callable[[Hello], None] | None = None,
     ) -> None:
         self.identity = identity
         self.caps = caps
         self.timeout_ms = timeout_ms
+        self.cert = cert  # our packed membership certificate, sent in our hello
+        self.peer_check = peer_check  # raises RemoteProtocolError(reason) to refuse the peer
         try:
             self.role = Role(role)
         except ValueError:
@@ -166,6 +173,7 @@ class Handshake:
             expect=self.expected_peer_id,
             caps=self.caps,
             timeout_ms=self.timeout_ms,
+            cert=self.cert,
         )
         return [hello]
 
@@ -212,6 +220,8 @@ class Handshake:
             raise RemoteProtocolError(
                 "pinned_id_mismatch", f"peer expected {hello.expect}, we are {own_id}"
             )
+        if self.peer_check is not None:
+            self.peer_check(hello)
         self.peer_hello = hello
         self.state = HandshakeState.AWAIT_AUTH
         return [Auth(self.identity.sign(self._transcript(self.role)))]

@@ -62,6 +62,7 @@ from xio.peering.codec import (
     RecordFrame,
     RequestFrame,
     ResponseFrame,
+    Revoke,
     Summary,
     Want,
 )
@@ -259,7 +260,7 @@ class LinkSession:
             return []
         if kind is Bye:
             return self._closed(f"peer_bye: {message.reason}", tell_peer=False)
-        if kind in (RecordFrame, Summary, Want):
+        if kind in (RecordFrame, Summary, Want, Revoke):
             return [MessageArrived(message)]
         return self._reject("unexpected_frame", f"{kind.TYPE} after the handshake", fatal=True)
 
