@@ -132,15 +132,19 @@ def record_body(
     version: str = "0",
     issued_ms: int | None = None,
     lifetime_ms: int = MAX_LIFETIME_MS,
+    ext: Mapping[str, object] | None = None,
 ) -> tuple[bytes, bytes]:
-    """Return ``(body, signature)`` of a record of ``key`` (section 8.1, 8.3)."""
+    """Return ``(body, signature)`` of a record of ``key`` (section 8.1, 8.3).
+
+    ``ext``: the record's extensions map, e.g. ``{"cert": packed}`` (section 8.6).
+    """
     issued = int(time.time() * 1000) if issued_ms is None else issued_ms
     links = links if isinstance(links, Mapping) else dict.fromkeys(links, 1)
     apps = apps if isinstance(apps, Mapping) else dict.fromkeys(apps, "")
     body = pack([
         1, key.node_id, key.public, seq, issued, issued + lifetime_ms, name, version,
         list(urls), [[peer, links[peer]] for peer in sorted(links)],
-        [[app, apps[app]] for app in sorted(apps)], {},
+        [[app, apps[app]] for app in sorted(apps)], dict(sorted((ext or {}).items())),
     ])  # fmt: skip
     return body, key.sign(RECORD_DOMAIN + body)
 
@@ -335,8 +339,12 @@ class HostilePeer:
         expect: str | None = None,
         caps: Iterable[str] | None = None,
         timeout_ms: int | None = None,
+        extra: dict | None = None,
     ) -> dict:
-        """Authenticate as the initiator (section 6); return the node's hello."""
+        """Authenticate as the initiator (section 6); return the node's hello.
+
+        ``extra`` is merged into the hello map (e.g. ``{"cert": packed}``, section 8.6).
+        """
         nonce = os.urandom(32)
         hello = {"t": "hello", "v": 1, "id": self.key.node_id, "key": self.key.public,
                  "nonce": nonce, "name": self.name, "role": "initiator"}  # fmt: skip
@@ -346,6 +354,8 @@ class HostilePeer:
             hello["caps"] = list(caps)
         if timeout_ms is not None:
             hello["timeout"] = timeout_ms
+        if extra:
+            hello.update(extra)
         self.send_map(hello)
         theirs = self._expect("hello")
         if theirs.get("role") != "responder" or node_id_of(theirs["key"]) != theirs["id"]:
