@@ -82,3 +82,15 @@ def test_a_certificate_of_another_node_stops_the_start(tmp_path):
     node = Node(NodeConfig(name="x", host="127.0.0.1", port=0, mdns=False,
                            state_dir=tmp_path / "elsewhere"))  # fmt: skip
     node.state_lock.release()
+
+
+def test_revocations_outlive_a_restart(in_process_mesh, tmp_path):
+    options = admitted(tmp_path, "a")
+    a = in_process_mesh.start("a", **options)
+    gone = Identity.generate().node_id
+    revocation = membership.issue_revocation(AUTHORITY, gone, issued_ms=int(time.time() * 1000))
+    assert call(a, "POST", "/_xio/mesh", data=membership.armor(revocation)).status == 200
+    a.stop()
+    again = in_process_mesh.start("a", **options)
+    assert again.closed.policy.is_revoked(gone)
+    assert again.status()["mesh"]["revocations"] == 1

@@ -19,6 +19,8 @@ and the counts around them:
   link, the revoked node's links are closed and its record dropped (routes follow); a new link
   is sent every revocation held. A forged one is counted and dropped, the link kept: honest
   members flood only what they verified, so this is the sender's fault, not worth a partition.
+  With a state directory the revocations held are written to ``<state_dir>/revocations``
+  (armored, one after another) and read again at start: a restart forgets none.
 * **A renewed certificate** for this node (``publish``) replaces ours; the record is
   re-originated at once and new links present it.
 """
@@ -32,11 +34,19 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..errors import ConfigError, ConnectionClosed, HTTPError, QueueFull, RemoteProtocolError
+from ..errors import (
+    ConfigError,
+    ConnectionClosed,
+    HTTPError,
+    QueueFull,
+    RemoteProtocolError,
+    StateError,
+)
 from ..peering import codec, membership
 from ..peering.admission import CERT_EXT, MeshPolicy, certificate_of
 from ..peering.codec import Hello, Revoke
 from ..peering.membership import Certificate, SignedCertificate, SignedRevocation
+from ..statedir import read_text, write_atomic
 
 __all__ = ["REVOKE_CAP", "ClosedMesh", "load_certificate"]
 
@@ -44,6 +54,8 @@ log = logging.getLogger("xio.node")
 
 #: The capability a node announces in its hello when it understands ``revoke`` frames.
 REVOKE_CAP = "revoke"
+REVOCATIONS_FILE = "revocations"
+_END_REVOCATION = f"-----END {membership.REVOCATION_LABEL}-----"
 
 
 def _now_ms() -> int:
@@ -74,16 +86,29 @@ def load_certificate(path: str | Path) -> SignedCertificate:
 class ClosedMesh:
     """This node's membership of a closed mesh; see the module docstring."""
 
-    def __init__(self, policy: MeshPolicy, own: SignedCertificate, node_id: str) -> None:
+    def __init__(
+        self,
+        policy: MeshPolicy,
+        own: SignedCertificate,
+        node_id: str,
+        state_dir: str | Path | None = None,
+    ) -> None:
         self.policy = policy
         self.node_id = node_id
+        self._file = Path(state_dir) / REVOCATIONS_FILE if state_dir is not None else None
         self.counts: Counter[str] = Counter()  # refusals of peers and revocations, by reason
         self._own = own
         self._own_packed = membership.pack(own)
         self._left_out: set[str] = set()  # hosted apps our certificate does not allow (logged)
 
     @classmethod
-    def load(cls, mesh_pub: str | Path, cert: str | Path | None, node_id: str) -> ClosedMesh:
+    def load(
+        cls,
+        mesh_pub: str | Path,
+        cert: str | Path | None,
+        node_id: str,
+        state_dir: str | Path | None = None,
+    ) -> ClosedMesh:
         """Read the authority key and our certificate; refuse one that does not admit us."""
         from .mesh_cli import load_mesh_pub
 
@@ -103,7 +128,30 @@ class ClosedMesh:
                 "expired": f"it expired at {_when(own.expires_ms)}: ask for a new one",
             }.get(exc.reason, str(exc))
             raise ConfigError(f"--cert {cert}: {exc.reason}: {why}") from exc
-        return cls(policy, signed, node_id)
+        closed = cls(policy, signed, node_id, state_dir)
+        closed._read_revocations()
+        return closed
+
+    def _read_revocations(self) -> None:
+        text = read_text(self._file, what="revocations file") if self._file else None
+        for block in (text or "").split(_END_REVOCATION)[:-1]:
+            try:
+                signed = membership.read_armor(block + _END_REVOCATION)
+                if isinstance(signed, SignedRevocation):
+                    self.policy.accept_revocation(signed, _now_ms())
+            except RemoteProtocolError as exc:  # a file edited by hand: say so, go on
+                log.warning("%s: a revocation skipped: %s", self._file, exc)
+
+    def _write_revocations(self) -> None:
+        if self._file is None:
+            return
+        blocks = [membership.armor(membership.unpack_revocation(packed))
+                  for packed in self.policy.revocations()]  # fmt: skip
+        try:
+            write_atomic(self._file, "".join(blocks).encode(), what="revocations file",
+                         mode=0o644)  # fmt: skip
+        except StateError as exc:  # held in memory and applied all the same
+            log.warning("%s; the revocation is applied anyway", exc)
 
     # -- what this node presents ---------------------------------------------------------
 
@@ -178,11 +226,15 @@ class ClosedMesh:
         """
         try:
             signed = membership.unpack_revocation(data)
-            return signed if self.policy.accept_revocation(signed, _now_ms()) else None
+            news = self.policy.accept_revocation(signed, _now_ms())
         except RemoteProtocolError as exc:
             self.counts[exc.reason] += 1
             log.info("dropped a revocation: %s", exc)
             return None
+        if news is None:
+            return None
+        self._write_revocations()
+        return signed
 
     def flood(self, signed: SignedRevocation, links: Iterable, skip=None) -> int:
         """Send ``signed`` on every link of ``links`` but ``skip`` that speaks ``revoke``."""
@@ -228,6 +280,7 @@ class ClosedMesh:
             raise HTTPError(422, f"revocation refused: {exc.reason}: {exc}") from exc
         answer = {"applied": "revocation", "node": node, "news": news is not None}
         if news is not None:
+            self._write_revocations()
             answer.update(revoke(signed))
         return answer
 

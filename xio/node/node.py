@@ -99,7 +99,8 @@ class Node:
         self.closed: ClosedMesh | None = None  # open mode
         if config.mesh_pub is not None:
             try:  # a certificate that does not admit this node stops the start (exit 2)
-                self.closed = ClosedMesh.load(config.mesh_pub, config.cert, self.id)
+                self.closed = ClosedMesh.load(config.mesh_pub, config.cert, self.id,
+                                             config.state_dir)  # fmt: skip
             except Exception:
                 if self.state_lock is not None:
                     self.state_lock.release()
