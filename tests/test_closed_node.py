@@ -94,3 +94,18 @@ def test_revocations_outlive_a_restart(in_process_mesh, tmp_path):
     again = in_process_mesh.start("a", **options)
     assert again.closed.policy.is_revoked(gone)
     assert again.status()["mesh"]["revocations"] == 1
+
+
+def test_a_link_ends_when_the_peers_certificate_expires(in_process_mesh, tmp_path):
+    a = in_process_mesh.start("a", **admitted(tmp_path, "a"))
+    options = admitted(tmp_path, "b")
+    identity = keyfile.load_or_create(tmp_path / "b")
+    now = int(time.time() * 1000)
+    short = membership.issue_certificate(AUTHORITY, identity.node_id, name="b",
+                                         issued_ms=now, expires_ms=now + 3000, serial=2)  # fmt: skip
+    options["cert"].write_text(membership.armor(short))
+    b = in_process_mesh.start("b", peers=[a], **options)
+    wait_for(lambda: b.id in a.links or a.status()["membership"], "a and b to link")
+    wait_for(lambda: a.status()["membership"].get("expired"), "a to see b's certificate expire")
+    wait_for(lambda: b.id not in a.links, "a to close b's link")
+    assert a.status()["closed_links"].get("expired", 0) >= 1

@@ -200,6 +200,16 @@ class ClosedMesh:
             log.info("refused a link from %s (%r): %s", hello.node_id, hello.name, exc)
             raise
 
+    def lapsed(self, hello: Hello) -> str | None:
+        """Return why an established peer is no longer a member (counted), or None."""
+        try:
+            self.policy.judge_peer(hello.cert, hello.node_id, _now_ms())
+        except RemoteProtocolError as exc:
+            self.counts[exc.reason] += 1
+            log.warning("closing the link to %s (%r): %s", hello.node_id, hello.name, exc)
+            return exc.reason
+        return None
+
     def check_record(self, record, now_ms: int) -> None:
         """The record store's policy: refuse the records of non-members and unlisted apps."""
         self.policy.check_record(record, now_ms)

@@ -37,7 +37,7 @@ from gevent.event import Event
 
 from ..budget import Budget
 from ..constants import PUBLIC
-from ..errors import HTTPError, RemoteProtocolError
+from ..errors import ConnectionClosed, HTTPError, QueueFull
 from ..peering import codec, keyfile
 from ..peering.codec import RequestFrame, ResponseFrame, Revoke
 from ..peering.dial import connect, peer_tls_context
@@ -406,8 +406,11 @@ class Node:
         """Adopt a newly authenticated link, collapsing a duplicate to the same peer."""
         if self.link_table.adopt(link):
             if self.closed is not None and REVOKE_CAP in link.session.peer_caps:
-                for frame in self.closed.revocation_frames():  # every one we hold, first
-                    link.send_encoded(frame)
+                try:
+                    for frame in self.closed.revocation_frames():  # every one we hold, first
+                        link.send_encoded(frame)
+                except (QueueFull, ConnectionClosed):
+                    pass  # it is closing, or far behind: its next link is sent them again
             self.exchange.link_up(link)
             self._links_changed()
 
@@ -507,12 +510,9 @@ class Node:
         # A certificate that expires, or is revoked, while its link is up ends that link.
         for link in list(self.links.values()):
             hello = link.session.handshake.peer_hello
-            if hello is None:
-                continue
-            try:
-                self.closed.check_peer(hello)
-            except RemoteProtocolError as exc:
-                link.close(exc.reason)
+            reason = self.closed.lapsed(hello) if hello is not None else None
+            if reason is not None:
+                link.close(reason)
 
     # -- answering ----------------------------------------------------------------------
 
