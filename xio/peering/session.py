@@ -18,7 +18,7 @@ a greenlet or reads a clock, so every decision below is tested with a fake clock
   that long: a peer that sends but never reads is caught too.
 * **Send queue.** Frames wait in three classes, taken in this order: *urgent* (ping, pong,
   cancel, bye: small, at most one ping and one pong waiting), *normal* (req, res) and *bulk*
-  (record, summary, want: a flood crossing the link does not delay its requests). Lazy
+  (record, summary, want, revoke: a flood crossing the link does not delay its requests). Lazy
   *sources* (the initial exchange of records) are asked for frames only when the queues are
   empty, so a store of 40 MiB is never held as frames. A normal or bulk frame is refused with
   ``QueueFull`` once ``queue_bytes`` of its class wait. If frames wait and the socket takes nothing
