@@ -14,12 +14,13 @@ binary message is one msgpack map whose ``"t"`` names its type. From there a tes
 how the peer behaves:
 
 * ``handshake()`` authenticates with a fresh or given ``Key`` (section 6), optionally
-  announcing the hello fields a newer node understands (``caps``, ``timeout``);
+  announcing the hello fields a newer node understands (``caps``, ``timeout``), and any other
+  (``extra``: a closed mesh's ``cert``, section 8.6.1);
 * ``send(kind, **fields)``, ``send_map(map)``, ``send_message(bytes)`` and ``send_raw(bytes)``
   write a frame, any msgpack map, any binary message (``padded_ping(size)``: a legal ping
   padded with an ignored key), or raw bytes (only a frame header that declares 17 MiB, say);
 * ``record_frame(key, seq, ...)`` builds and signs records (section 8) for the peer itself and
-  for any number of fake identities;
+  for any number of fake identities, with an ``ext`` map if asked (a certificate, 8.6.2);
 * ``start_reader()`` runs a thread that reads every frame, answers pings with pongs (so the
   peer stays alive), keeps the frames it got and counts the bytes; without it the peer never
   reads, and ``keep_pinging()`` lets it look alive anyway (the "stops reading" attack);
