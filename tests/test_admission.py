@@ -181,3 +181,14 @@ def test_frames_of_closed_mode_have_bounded_sizes():
     too_big = msgpack.packb({"t": "revoke", "r": b"x" * 600})
     assert reason_of(codec.decode, too_big) == "frame_too_large"
     assert reason_of(codec.decode, msgpack.packb({"t": "revoke", "r": b"x" * 401})) == "bad_field"
+
+
+def test_the_store_drops_a_record_whose_certificate_lapses(policy):
+    store = RecordStore(NODE.node_id, policy=policy.check_record)
+    short = {"cert": packed(PEER, issued=NOW - 1000, expires=NOW + 1000)}
+    member = record(PEER, ext=short)
+    assert store.offer(member.body, member.signature, NOW, source=PEER.node_id).accepted
+    assert store.recheck(NOW + 500) == []
+    assert store.recheck(NOW + 1000) == [PEER.node_id]
+    assert PEER.node_id not in store and store.membership == {"expired": 1}
+    assert RecordStore(NODE.node_id).recheck(NOW) == []  # open mode: no policy, nothing to do

@@ -502,6 +502,8 @@ class Node:
                     self.topology.remove(origin)  # bumps its version: routes follow
                 if self.closed is not None:
                     self._cut_lapsed_peers()
+                    for origin in self.store.recheck(int(time.time() * 1000)):
+                        self.topology.remove(origin)  # its certificate lapsed
             except Exception as exc:
                 log.exception("expiring records failed")
                 self.loop_failed("expire", exc)

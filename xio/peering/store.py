@@ -25,7 +25,8 @@ A store may be given a ``policy`` (a closed mesh: ``admission.MeshPolicy.check_r
 callable that raises RemoteProtocolError(reason) for a record this node must not hold, whoever
 relayed it. It runs once a record is known to be news (not a duplicate, not stale, within
 quota), before any eviction and before the record's signature; its refusals are counted apart,
-in ``membership``, and the verdict says so. ``forget`` drops the record of a node cut off.
+in ``membership``, and the verdict says so. ``forget`` drops the record of a node cut off;
+``recheck`` drops the records the policy refuses now (a certificate that expired since).
 
 ``set_context`` tells the store its live neighbours and what the routing table reaches; before
 it is first called no origin counts as unreachable. ``summary`` and ``wanted`` let a new link
@@ -526,6 +527,25 @@ class RecordStore:
             return False
         self._drop(node_id)
         return True
+
+    def recheck(self, now_ms: int) -> list[str]:
+        """Drop every held record the policy refuses at ``now_ms``; return their origins.
+
+        A certificate expires on its own clock, not its record's: without this a record
+        accepted a minute before its origin's certificate expired would be routed to until
+        the record itself expires. Counted under ``membership`` by reason.
+        """
+        if self.policy is None:
+            return []
+        dropped = []
+        for origin, signed in list(self._records.items()):
+            try:
+                self.policy(signed.record, now_ms)
+            except RemoteProtocolError as exc:
+                self._drop(origin)
+                self.membership[exc.reason] += 1
+                dropped.append(origin)
+        return dropped
 
     def get(self, node_id: str) -> Record | None:
         """Return the stored record of ``node_id`` (this node's own included)."""
