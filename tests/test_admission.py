@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import msgpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from xio.errors import LocalProtocolError, RemoteProtocolError
 from xio.peering import codec, membership
-from xio.peering.admission import MeshPolicy, certificate_of
+from xio.peering.admission import MEMBERSHIP_REASONS, MeshPolicy, certificate_of
 from xio.peering.codec import Hello, Revoke
 from xio.peering.handshake import Handshake, HandshakeState
 from xio.peering.identity import Identity
 from xio.peering.records import Record
 from xio.peering.store import RecordStore
+
+from .fuzzing import fuzz
 
 NOW = 1_800_000_000_000
 HOUR = 3_600_000
@@ -192,3 +196,21 @@ def test_the_store_drops_a_record_whose_certificate_lapses(policy):
     assert store.recheck(NOW + 1000) == [PEER.node_id]
     assert PEER.node_id not in store and store.membership == {"expired": 1}
     assert RecordStore(NODE.node_id).recheck(NOW) == []  # open mode: no policy, nothing to do
+
+
+@fuzz(300)
+@given(
+    data=st.binary(max_size=3000)
+    | st.builds(lambda x: membership.pack(cert_of(PEER))[:x], st.integers(0, 200))
+)
+def test_garbage_certificates_and_revocations_are_remote_errors_only(data):
+    policy = MeshPolicy(AUTHORITY.public_key)
+    for call in (
+        lambda: policy.judge_peer(data, PEER.node_id, NOW),
+        lambda: policy.accept_revocation(data, NOW),
+        lambda: policy.check_record(record(PEER, ext={"cert": data}).record, NOW),
+    ):
+        try:
+            call()
+        except RemoteProtocolError as exc:
+            assert exc.reason in MEMBERSHIP_REASONS
