@@ -17,17 +17,18 @@ how the peer behaves:
 * ``handshake()`` authenticates with a fresh or given ``Key`` (section 6, version 2: an X25519
   ``eph`` in the hello, both in the signed transcript), optionally announcing the hello fields
   a newer node understands (``caps``, ``timeout``) or any others (``extra``, merged into the
-  hello map last, so it may also replace ``v`` or ``eph``). From our ``auth`` on, everything
-  ``send*`` writes is sealed (section 6.1) and every message read after the node's ``auth``
-  is opened, so a test writes and reads plain frames; ``send_tampered`` seals a frame and
-  flips one bit of the sealed message, ``handshake_messages`` keeps the exact hello and auth
-  sent, for a test that replays them on another connection (``send_message(raw=True)``);
+  hello map last: a closed mesh's ``cert``, section 8.6.1; it may also replace ``v`` or
+  ``eph``). From our ``auth`` on, everything ``send*`` writes is sealed (section 6.1) and
+  every message read after the node's ``auth`` is opened, so a test writes and reads plain
+  frames; ``send_tampered`` seals a frame and flips one bit of the sealed message,
+  ``handshake_messages`` keeps the exact hello and auth sent, for a test that replays them on
+  another connection (``send_message(raw=True)``);
 * ``send(kind, **fields)``, ``send_map(map)``, ``send_message(bytes)`` and ``send_raw(bytes)``
   write a frame, any msgpack map, any binary message (``padded_ping(size)``: a legal ping
   padded with an ignored key), or raw bytes on the socket (only a frame header that declares
   17 MiB, say: never sealed);
 * ``record_frame(key, seq, ...)`` builds and signs records (section 8) for the peer itself and
-  for any number of fake identities;
+  for any number of fake identities, with an ``ext`` map if asked (a certificate, 8.6.2);
 * ``start_reader()`` runs a thread that reads every frame, answers pings with pongs (so the
   peer stays alive), keeps the frames it got and counts the bytes; without it the peer never
   reads, and ``keep_pinging()`` lets it look alive anyway (the "stops reading" attack);
@@ -188,15 +189,19 @@ def record_body(
     version: str = "0",
     issued_ms: int | None = None,
     lifetime_ms: int = MAX_LIFETIME_MS,
+    ext: Mapping[str, object] | None = None,
 ) -> tuple[bytes, bytes]:
-    """Return ``(body, signature)`` of a record of ``key`` (section 8.1, 8.3)."""
+    """Return ``(body, signature)`` of a record of ``key`` (section 8.1, 8.3).
+
+    ``ext``: the record's extensions map, e.g. ``{"cert": packed}`` (section 8.6).
+    """
     issued = int(time.time() * 1000) if issued_ms is None else issued_ms
     links = links if isinstance(links, Mapping) else dict.fromkeys(links, 1)
     apps = apps if isinstance(apps, Mapping) else dict.fromkeys(apps, "")
     body = pack([
         1, key.node_id, key.public, seq, issued, issued + lifetime_ms, name, version,
         list(urls), [[peer, links[peer]] for peer in sorted(links)],
-        [[app, apps[app]] for app in sorted(apps)], {},
+        [[app, apps[app]] for app in sorted(apps)], dict(sorted((ext or {}).items())),
     ])  # fmt: skip
     return body, key.sign(RECORD_DOMAIN + body)
 
@@ -412,7 +417,10 @@ class HostilePeer:
         timeout_ms: int | None = None,
         extra: dict | None = None,
     ) -> dict:
-        """Authenticate as the initiator (section 6); return the node's hello."""
+        """Authenticate as the initiator (section 6); return the node's hello.
+
+        ``extra`` is merged into the hello map (e.g. ``{"cert": packed}``, section 8.6).
+        """
         nonce = os.urandom(32)
         ephemeral = X25519PrivateKey.generate()
         hello = {"t": "hello", "v": VERSION, "id": self.key.node_id, "key": self.key.public,

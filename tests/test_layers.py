@@ -43,6 +43,8 @@ PURE_CORE = (
     "xio.peering.e2e",
     "xio.node.access",
     "xio.peering.membership",
+    "xio.peering.admission",
+    "xio.peering.store",
 )
 
 # Top-level modules the pure core may not reach: I/O libraries, file IO and clocks.

@@ -117,3 +117,16 @@ def test_show_refuses_a_file_that_is_not_armor(tmp_path):
     junk.write_text("hello\n")
     done = mesh("mesh", "show", str(junk), check=2)
     assert done.stderr.startswith("xio-node mesh: ") and "bad_certificate" in done.stderr
+
+
+def test_publish_says_why_it_could_not_and_exits_1(authority, tmp_path):
+    from .mesh import unused_port
+
+    out = tmp_path / "node.rev"
+    mesh("mesh", "revoke", "--dir", str(authority), "--node", NODE.node_id, "--out", str(out))
+    nobody = mesh("mesh", "publish", str(out), "--via", f"http://127.0.0.1:{unused_port()}",
+                  check=1)  # fmt: skip
+    assert nobody.stderr.startswith("xio-node mesh: cannot publish to http://127.0.0.1:")
+    missing = mesh("mesh", "publish", str(tmp_path / "none"), "--via", "http://127.0.0.1:1",
+                   check=1)  # fmt: skip
+    assert "cannot read" in missing.stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ..errors import BadRequest
 from ..peering.routing import RoutingTable
 from ..resource import Resource
 
@@ -29,6 +30,7 @@ class AdminNode(Protocol):
     def status(self) -> dict: ...
     def peer_status(self) -> list[dict]: ...
     def route_status(self) -> list[dict]: ...
+    def mesh_publish(self, text: str) -> dict: ...
 
 
 def admin_resource(node: AdminNode) -> Resource:
@@ -71,5 +73,14 @@ def admin_resource(node: AdminNode) -> Resource:
                 entry(app, cost, host, excluded="not in --pin-app") for cost, host in hosts
             )
         return apps
+
+    @admin.bind("mesh", methods=["POST"])
+    def mesh(req):
+        """Apply an armored revocation (flooded on) or a renewed certificate of this node."""
+        try:
+            text = req.body.decode("ascii")
+        except UnicodeDecodeError:
+            raise BadRequest("the body is not an ASCII armored certificate or revocation") from None
+        return node.mesh_publish(text)
 
     return admin

@@ -91,6 +91,11 @@ def node_arguments(
     parser.add_argument("--admin-token", metavar="FILE", help="file holding a bearer token "
                         "(mode 600): /_xio/ then answers only requests with Authorization: "
                         "Bearer <token>, loopback included (default: loopback clients only)")  # fmt: skip
+    parser.add_argument("--mesh-pub", metavar="FILE", help="the mesh authority's public key "
+                        "(mesh.pub): closed mode, only nodes it admitted may link, and only "
+                        "to the apps their certificates list (default: open mode)")  # fmt: skip
+    parser.add_argument("--cert", metavar="FILE", help="this node's certificate, signed by "
+                        "--mesh-pub's authority (xio-node mesh admit)")  # fmt: skip
     parser.add_argument("--link-timeout", type=_seconds, default=DEFAULTS.link_timeout,
                         metavar="SECONDS", help="a silent link is dead after this long "
                         f"(default {_show('seconds', DEFAULTS.link_timeout)})")  # fmt: skip
@@ -220,6 +225,8 @@ def config_from(args: argparse.Namespace, *, state_dir: Path | None, mdns: bool)
         raise ConfigError("--tls-cert and --tls-key go together")
     if args.tls_cert:
         check_tls_files(args.tls_cert, args.tls_key)
+    if bool(args.mesh_pub) != bool(args.cert):
+        raise ConfigError("--mesh-pub and --cert go together (closed mode)")
     if args.peer_ca:
         from ..peering.dial import peer_tls_context
 
@@ -232,7 +239,8 @@ def config_from(args: argparse.Namespace, *, state_dir: Path | None, mdns: bool)
         tls_cert=args.tls_cert, tls_key=args.tls_key, peer_ca=args.peer_ca,
         advertise=args.advertise,
         mdns_interfaces=args.mdns_interface, advertise_addresses=args.advertise_address,
-        pin_apps=_pins(args.pin_app), admin_token_file=args.admin_token, **limits,
+        pin_apps=_pins(args.pin_app), admin_token_file=args.admin_token,
+        mesh_pub=args.mesh_pub, cert=args.cert, **limits,
     )  # fmt: skip
 
 
@@ -302,12 +310,20 @@ def setup_logging(level: str) -> None:
     )
 
 
-#: Said at every start until closed meshes (a mesh authority, certificates) are wired in.
+#: Said at every start in open mode (no --mesh-pub).
 OPEN_MESH_WARNING = (
     "xio: WARNING: open mesh: any node that reaches this port (or this LAN, with discovery on) "
     "can link, relay requests and claim any app (links are encrypted, but open to anyone). "
     "Keep the port on a trusted network (docs/SECURITY.md)."
 )
+
+
+def closed_mesh_line(closed) -> str:
+    """Say, at start, which mesh this node is a member of and what it may host."""
+    cert = closed.certificate
+    apps = "any app" if cert.apps == ("*",) else ", ".join(cert.apps) or "no app (relay only)"
+    return (f"xio: closed mesh of authority {closed.policy.authority}: admitted as "
+            f"{cert.name!r}, may host {apps}")  # fmt: skip
 
 
 def run_node(node, prog: str = "xio-node") -> int:
@@ -327,7 +343,11 @@ def run_node(node, prog: str = "xio-node") -> int:
     # What exists now (code, apps, the first tables) lives as long as the process: keep it out
     # of the collector's full passes, which otherwise cost tens of ms on a big heap.
     gc.freeze()
-    print(OPEN_MESH_WARNING, file=sys.stderr, flush=True)  # before the line tests wait for
+    closed = getattr(node, "closed", None)
+    if closed is None:
+        print(OPEN_MESH_WARNING, file=sys.stderr, flush=True)  # before the line tests wait for
+    else:
+        print(closed_mesh_line(closed), file=sys.stderr, flush=True)
     print(f"xio: {listening(node)}", file=sys.stderr, flush=True)
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, node.stop)

@@ -136,6 +136,8 @@ class RecordExchange:
                 self.topology.remove(origin)
         elif verdict.next_own_seq is not None:
             self._own_seq_seen(verdict.next_own_seq)
+        elif verdict.membership:
+            pass  # a closed mesh's refusal: counted by the store under "membership"
         elif verdict.reason in _REFUSALS:
             self.refused[verdict.reason] += 1
         elif verdict.reason not in _NORMAL:

@@ -7,10 +7,14 @@ xio-node mesh revoke --dir DIR --node ID --out FILE
                                     sign a revocation of every certificate of ID issued so far
 xio-node mesh show FILE [--mesh-pub FILE]
                                     print a certificate or revocation, and check its signature
+xio-node mesh publish FILE --via http://HOST:PORT [--admin-token FILE]
+                                    hand a revocation (or a node's renewed certificate) to a
+                                    running node, which applies it and floods a revocation on
 
 The formats are xio.peering.membership's (PROTOCOL.md section 8.6); this module is the files
 and the clock around them. Every problem is one line ``xio-node mesh: ...`` and exit status 2;
-``show --mesh-pub`` exits 1 when the file is well formed but its verdict is not valid.
+``show --mesh-pub`` exits 1 when the file is well formed but its verdict is not valid;
+``publish`` exits 0 when the node took the file and 1 otherwise (its answer is printed).
 """
 
 from __future__ import annotations
@@ -218,6 +222,37 @@ def _check_signature(signed, authority_key: bytes) -> int:
     return 0
 
 
+def _publish(args: argparse.Namespace) -> int:
+    from ..client import client as http_client
+    from ..errors import TransportError
+    from .config import read_admin_token
+
+    try:
+        text = Path(args.file).read_bytes()
+        headers = {"Content-Type": "text/plain"}
+        if args.admin_token:
+            headers["Authorization"] = f"Bearer {read_admin_token(args.admin_token)}"
+    except OSError as exc:
+        print(f"{PROG}: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        client = http_client(args.via.rstrip("/"), timeout=args.timeout)
+        response = client.request("POST", "/_xio/mesh", text, headers=headers)
+    except (ValueError, TransportError) as exc:
+        print(f"{PROG}: cannot publish to {args.via}: {exc}", file=sys.stderr)
+        return 1
+    content = response.content
+    if isinstance(content, dict):
+        shown = ", ".join(f"{key}: {value}" for key, value in content.items())
+    else:
+        shown = response.text.strip()
+    print(f"{response.status} {shown}")
+    return 0 if 200 <= response.status < 300 else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="The mesh authority: admit and revoke nodes.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -241,13 +276,21 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="print a certificate or revocation")
     show.add_argument("file", metavar="FILE")
     show.add_argument("--mesh-pub", metavar="FILE", help="check it was signed by this authority")
+    publish = commands.add_parser("publish", help="hand a revocation or certificate to a node")
+    publish.add_argument("file", metavar="FILE")
+    publish.add_argument("--via", required=True, metavar="http://HOST:PORT",
+                         help="the node's HTTP address (its /_xio/mesh is admin-protected)")  # fmt: skip
+    publish.add_argument("--admin-token", metavar="FILE",
+                         help="file holding the node's --admin-token (mode 600)")  # fmt: skip
+    publish.add_argument("--timeout", type=float, default=10.0, help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str]) -> int:
     """Run ``xio-node mesh``; return the exit status."""
     args = _parser().parse_args(argv)
-    command = {"init": _init, "admit": _admit, "revoke": _revoke, "show": _show}[args.command]
+    command = {"init": _init, "admit": _admit, "revoke": _revoke, "show": _show,
+               "publish": _publish}[args.command]  # fmt: skip
     try:
         return command(args)
     except ConfigError as exc:  # StateError included: a file that cannot be written

@@ -20,6 +20,8 @@ what ties them together: its identity, its apps, and the budgets every part draw
   snapshots, so no page reaches into a part.
 - Every long-lived loop (origination, expiry, routing, dialling) catches, counts and goes on;
   ``loops`` under ``/_xio/node`` shows what failed.
+- In closed mode (``--mesh-pub``, ``--cert``) a ``ClosedMesh`` (closed.py) judges every peer's
+  hello and every record, and takes the revocations; without it the node is in open mode.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ from gevent.event import Event
 
 from ..budget import Budget
 from ..constants import PUBLIC
-from ..errors import HTTPError
+from ..errors import ConnectionClosed, HTTPError, QueueFull
 from ..peering import codec, keyfile
-from ..peering.codec import RequestFrame, ResponseFrame
+from ..peering.codec import RequestFrame, ResponseFrame, Revoke
 from ..peering.dial import connect, peer_tls_context
 from ..peering.forwarding import VIA, Forwarder, error_frame, extend_via, via_of
 from ..peering.handshake import Handshake
@@ -56,6 +58,7 @@ from ..statedir import StateLock
 from ..threads import HUB_WATCH, answer_on_threads
 from ..version import __version__
 from .apphosts import AppHosts
+from .closed import REVOKE_CAP, ClosedMesh
 from .config import WS_PATH, NodeConfig, parse_peer, read_admin_token
 from .discovery import DiscoveryDialing
 from .exchange import SUMMARY_CAP, RecordExchange
@@ -93,6 +96,15 @@ class Node:
         else:
             self.identity = Identity.generate()
         self.id = self.identity.node_id
+        self.closed: ClosedMesh | None = None  # open mode
+        if config.mesh_pub is not None:
+            try:  # a certificate that does not admit this node stops the start (exit 2)
+                self.closed = ClosedMesh.load(config.mesh_pub, config.cert, self.id,
+                                             config.state_dir)  # fmt: skip
+            except Exception:
+                if self.state_lock is not None:
+                    self.state_lock.release()
+                raise
         self.name = config.name
         self.started_at = time.time()
         self.rejected: Counter[str] = Counter()  # a peer's fault, by reason
@@ -124,7 +136,7 @@ class Node:
         self.store = RecordStore(self.id, limits=StoreLimits(
             max_records=config.store_max_records, max_bytes=config.store_max_bytes,
             max_record_size=config.record_max_size, origin_quota=config.origin_quota,
-        ))  # fmt: skip
+        ), policy=self.closed.check_record if self.closed else None)  # fmt: skip
         self.topology = Topology()  # its version counts link changes too (the link table's)
         self.link_table = LinkTable(self.topology.version, self.refused,
                                     max_inbound=config.max_inbound_links,
@@ -269,6 +281,8 @@ class Node:
             "records_judged": {k: v for k, v in sorted(self.store.counters.items()) if v},
             "forwarding": dict(sorted(forwarding.items())),
             "closed_links": dict(sorted(self.link_table.closed_reasons.items())),
+            "membership": self.membership_counts(),
+            "mesh": self.closed.describe() if self.closed is not None else None,
             "loops": self.loops, "budgets": self.budgets(), "routing": self.routes.stats(),
             "link_queues": [link.queue_status(now) for link in self.link_table],
             "originated": {"records": self.originator.originated,
@@ -276,6 +290,29 @@ class Node:
             "dialling": [dialer.status() for dialer in dialers],
             "mdns": self.mdns.describe() if self.mdns is not None else None,
         }  # fmt: skip
+
+    def membership_counts(self) -> dict[str, int]:
+        """Return what closed mode refused (peers, records, revocations), by reason."""
+        counts = Counter(self.store.membership)
+        if self.closed is not None:
+            counts.update(self.closed.counts)
+        return dict(sorted(counts.items()))
+
+    def is_member(self, node_id: str) -> tuple[bool, str | None]:
+        """Tell whether ``node_id`` holds a valid certificate now, and its name in it.
+
+        In open mode no node is a member: ``(False, None)``.
+        """
+        if self.closed is None:
+            return False, None
+        return self.closed.member(node_id, self.store.get(node_id))
+
+    def mesh_publish(self, text: str) -> dict:
+        """Apply an armored revocation or renewed certificate (``POST /_xio/mesh``)."""
+        if self.closed is None:
+            raise HTTPError(422, "this node is in open mode (started without --mesh-pub and "
+                            "--cert): it takes no certificate or revocation")  # fmt: skip
+        return self.closed.publish(text, revoke=self._apply_revocation, renew=self.originate)
 
     def peer_status(self) -> list[dict]:
         """Return a snapshot of every link, established or being set up."""
@@ -351,9 +388,13 @@ class Node:
         self._new_link(transport, "responder", None, None)
 
     def _new_link(self, transport, role: str, expected: str | None, url: str | None) -> Link:
+        closed = self.closed
         handshake = Handshake(
-            self.identity, role, self.name, expected_peer_id=expected, caps=(SUMMARY_CAP,),
+            self.identity, role, self.name, expected_peer_id=expected,
+            caps=(SUMMARY_CAP, REVOKE_CAP) if closed else (SUMMARY_CAP,),
             timeout_ms=int(self.config.link_timeout * 1000),
+            cert=closed.hello_cert if closed else None,
+            peer_check=closed.check_peer if closed else None,
         )  # fmt: skip
         session = LinkSession(handshake, limits=self.link_limits, body_budget=self.body_bytes)
         link = Link(transport, session, self, url=url)
@@ -364,6 +405,12 @@ class Node:
     def link_established(self, link: Link) -> None:
         """Adopt a newly authenticated link, collapsing a duplicate to the same peer."""
         if self.link_table.adopt(link):
+            if self.closed is not None and REVOKE_CAP in link.session.peer_caps:
+                try:
+                    for frame in self.closed.revocation_frames():  # every one we hold, first
+                        link.send_encoded(frame)
+                except (QueueFull, ConnectionClosed):
+                    pass  # it is closing, or far behind: its next link is sent them again
             self.exchange.link_up(link)
             self._links_changed()
 
@@ -374,8 +421,30 @@ class Node:
             self._links_changed()
 
     def link_message(self, link: Link, message) -> None:
-        """Take a record, summary or want from an established link."""
+        """Take a record, summary, want or revocation from an established link."""
+        if type(message) is Revoke:
+            if self.closed is not None:  # else ignored: we never announced the capability
+                signed = self.closed.receive(message.revocation)
+                if signed is not None:
+                    self._apply_revocation(signed, source=link)
+            return
         self.exchange.receive(link, message)
+
+    def _apply_revocation(self, signed, source: Link | None = None) -> dict:
+        """Cut a revoked node off: close its links, drop its record, flood the revocation."""
+        node = signed.revocation.node_id
+        cut = [link for link in self.link_table.all if link.peer_id == node]
+        for link in cut:
+            link.close("revoked")
+        dropped = self.store.forget(node)
+        if dropped:
+            self.topology.remove(node)  # bumps its version: routes follow
+        flooded = self.closed.flood(signed, list(self.links.values()), skip=source)
+        log.warning("node %s is revoked: %d link(s) closed, record %s, flooded on %d link(s)",
+                    node, len(cut), "dropped" if dropped else "not held", flooded)  # fmt: skip
+        if node == self.id:
+            log.error("this node's own certificates are revoked: members will refuse it")
+        return {"closed_links": len(cut), "dropped_record": dropped, "flooded": flooded}
 
     def count_rejection(self, reason: str) -> None:
         """Count one rejected frame or record by reason (shown under /_xio/node)."""
@@ -413,7 +482,10 @@ class Node:
     def _record_content(self) -> RecordContent:
         apps = {name: _summary(app) for name, app in self.apps.items()}
         links = {peer: 1 for peer in self.links}
-        return RecordContent(self.name, __version__, self.advertised_urls(), links, apps)
+        if self.closed is None:
+            return RecordContent(self.name, __version__, self.advertised_urls(), links, apps)
+        return RecordContent(self.name, __version__, self.advertised_urls(), links,
+                             self.closed.advertised_apps(apps), self.closed.record_ext())  # fmt: skip
 
     def originate(self) -> None:
         """Sign a fresh record of this node and flood it to every link, now."""
@@ -428,9 +500,21 @@ class Node:
             try:
                 for origin in self.store.expire(int(time.time() * 1000)):
                     self.topology.remove(origin)  # bumps its version: routes follow
+                if self.closed is not None:
+                    self._cut_lapsed_peers()
+                    for origin in self.store.recheck(int(time.time() * 1000)):
+                        self.topology.remove(origin)  # its certificate lapsed
             except Exception as exc:
                 log.exception("expiring records failed")
                 self.loop_failed("expire", exc)
+
+    def _cut_lapsed_peers(self) -> None:
+        # A certificate that expires, or is revoked, while its link is up ends that link.
+        for link in list(self.links.values()):
+            hello = link.session.handshake.peer_hello
+            reason = self.closed.lapsed(hello) if hello is not None else None
+            if reason is not None:
+                link.close(reason)
 
     # -- answering ----------------------------------------------------------------------
 

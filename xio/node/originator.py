@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gevent
@@ -52,6 +52,7 @@ class RecordContent:
     urls: list[str]
     links: dict[str, int]
     apps: dict[str, str]  # app name -> summary
+    ext: dict[str, object] = field(default_factory=dict)  # a closed mesh: {"cert": packed}
 
 
 class Originator:
@@ -150,7 +151,7 @@ class Originator:
             try:
                 signed = Record.build(
                     self.identity, seq, now_ms, int(self.lifetime * 1000), content.name,
-                    content.version, content.urls, some_links, some_apps,
+                    content.version, content.urls, some_links, some_apps, content.ext,
                 )  # fmt: skip
             except LocalProtocolError as exc:
                 last_error = exc

@@ -57,6 +57,7 @@ from xio.peering.frames import (
     RecordFrame,
     RequestFrame,
     ResponseFrame,
+    Revoke,
     Summary,
     Want,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "RecordFrame",
     "RequestFrame",
     "ResponseFrame",
+    "Revoke",
     "Summary",
     "Want",
     "decode",
@@ -112,6 +114,7 @@ FRAME_CAPS: dict[str, int] = {
     "record": 64 * 1024 + 256,  # records.MAX_RECORD_SIZE plus the envelope
     "summary": SMALL_FRAME,
     "want": SMALL_FRAME,
+    "revoke": 512,  # one packed revocation (frames.MAX_REVOCATION) plus the envelope
     "req": MAX_FRAME,
     "res": MAX_FRAME,
 }

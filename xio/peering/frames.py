@@ -41,6 +41,9 @@ __all__ = [
     "REQUIRED",
     "ROLES",
     "TYPES",
+    "MAX_CERT",
+    "MAX_REVOCATION",
+    "Revoke",
     "Auth",
     "Bye",
     "Cancel",
@@ -72,6 +75,8 @@ ROLES = ("initiator", "responder")
 MAX_CAPS = 16  # capabilities announced in a hello
 MAX_CAP = 32  # characters of one capability name
 MAX_SUMMARY_ENTRIES = 1024  # (origin, seq) pairs in one summary frame, origins in one want
+MAX_CERT = 2200  # a packed certificate: membership.MAX_CERT_BODY + signature + headers
+MAX_REVOCATION = 400  # a packed revocation: membership.MAX_REVOCATION_BODY + signature + headers
 
 #: The default of a field that must be on the wire.
 REQUIRED = object()
@@ -196,6 +201,8 @@ class Hello:
     #: The sender's X25519 public key for this link. Optional on the wire so that a version 1
     #: hello still decodes and is refused as ``bad_version``; a version 2 handshake needs it.
     eph: bytes | None = None
+    #: The sender's packed membership certificate (a closed mesh, PROTOCOL.md 8.6).
+    cert: bytes | None = None
 
     def __post_init__(self) -> None:
         _check_uint("hello", "version", self.version, MAX_UINT32)
@@ -220,6 +227,10 @@ class Hello:
                 raise _fail("hello", "timeout_ms", "must be at least 1")
         if self.eph is not None:
             _check_bytes("hello", "eph", self.eph, EPHEMERAL_LENGTH)
+        if self.cert is not None:
+            _check_bytes("hello", "cert", self.cert)
+            if len(self.cert) > MAX_CERT:
+                raise _fail("hello", "cert", f"must be at most {MAX_CERT} bytes")
 
 
 @_on_wire(signature="sig")
@@ -423,12 +434,28 @@ class Want:
         object.__setattr__(self, "origins", tuple(origins))
 
 
+@_on_wire(revocation="r")
+@dataclass(frozen=True, slots=True)
+class Revoke:
+    """Carry one packed revocation of a closed mesh (sent to peers with the "revoke" cap)."""
+
+    TYPE: ClassVar[str] = "revoke"
+    revocation: bytes
+
+    def __post_init__(self) -> None:
+        # Its content is judged by membership.judge_revocation, which counts it.
+        _check_bytes("revoke", "revocation", self.revocation)
+        if len(self.revocation) > MAX_REVOCATION:
+            raise _fail("revoke", "revocation", f"must be at most {MAX_REVOCATION} bytes")
+
+
 Message = (
     Hello | Auth | RecordFrame | RequestFrame | ResponseFrame | Cancel | Ping | Pong | Bye
-    | Summary | Want
+    | Summary | Want | Revoke
 )  # fmt: skip
 
 ALL_TYPES = (
     Hello, Auth, RecordFrame, RequestFrame, ResponseFrame, Cancel, Ping, Pong, Bye, Summary, Want,
+    Revoke,
 )  # fmt: skip
 TYPES: dict[str, type] = {cls.TYPE: cls for cls in ALL_TYPES}

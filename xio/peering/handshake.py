@@ -13,9 +13,11 @@ On the peer's hello each side checks, in order: version (``bad_version``: only v
 link is encrypted), that the roles differ (``role_conflict``), ``node_id_of(key) == id``
 (``id_mismatch``), that the peer is not itself (``self_link``), the pins
 (``pinned_id_mismatch``: the peer is not the node we expected, or the peer expected a node that
-is not us). It derives the link keys from both ephemeral keys and the transcript
-(``cipher.derive_link_keys``; no ``eph``, or one of small order, is ``bad_key_exchange``), then
-signs the version 2 transcript
+is not us), that it brought an ``eph`` (``bad_key_exchange``). Then the caller's ``peer_check``,
+if given, judges the hello (a closed mesh judges the ``cert`` it carries) and raises
+RemoteProtocolError(reason) to refuse the peer. It derives the link keys from both ephemeral
+keys and the transcript (``cipher.derive_link_keys``; an ``eph`` of small order is
+``bad_key_exchange``), then signs the version 2 transcript
 
     b"xio-link-v2\\x00" + msgpack([signer_role, initiator_id, initiator_nonce, initiator_eph,
                                    responder_id, responder_nonce, responder_eph])
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import enum
 import secrets
+from collections.abc import Callable
 
 import msgpack
 
@@ -119,10 +122,14 @@ class Handshake:
         caps: tuple[str, ...] | None = None,
         timeout_ms: int | None = None,
         ephemeral: EphemeralKey | None = None,
+        cert: bytes | None = None,
+        peer_check: Callable[[Hello], None] | None = None,
     ) -> None:
         self.identity = identity
         self.caps = caps
         self.timeout_ms = timeout_ms
+        self.cert = cert  # our packed membership certificate, sent in our hello
+        self.peer_check = peer_check  # raises RemoteProtocolError(reason) to refuse the peer
         try:
             self.role = Role(role)
         except ValueError:
@@ -189,6 +196,7 @@ class Handshake:
             caps=self.caps,
             timeout_ms=self.timeout_ms,
             eph=self.eph,
+            cert=self.cert,
         )
         return [hello]
 
@@ -237,6 +245,8 @@ class Handshake:
             )
         if hello.eph is None:
             raise RemoteProtocolError("bad_key_exchange", "a version 2 hello needs an eph")
+        if self.peer_check is not None:
+            self.peer_check(hello)
         self.peer_hello = hello
         initiator, responder = self._ends()
         salt = transcript_hash(*initiator, *responder)

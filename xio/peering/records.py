@@ -99,12 +99,18 @@ class Record:
         urls: Iterable[str],
         links: Mapping[str, int] | Iterable[tuple[str, int]],
         apps: Mapping[str, str] | Iterable[tuple[str, str]],
+        ext: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),
     ) -> SignedRecord:
-        """Originate and sign this node's record; raise LocalProtocolError if it breaks a cap."""
+        """Originate and sign this node's record; raise LocalProtocolError if it breaks a cap.
+
+        ``ext`` holds the extensions (a closed mesh: ``{"cert": packed certificate}``).
+        """
         links = links.items() if isinstance(links, Mapping) else links
         apps = apps.items() if isinstance(apps, Mapping) else apps
+        ext = ext.items() if isinstance(ext, Mapping) else ext
         try:
             links, apps = sorted(tuple(pair) for pair in links), sorted(tuple(p) for p in apps)
+            ext = sorted(tuple(pair) for pair in ext)
         except (TypeError, ValueError) as exc:
             raise LocalProtocolError(f"cannot build record: {exc}") from None
         record = Record(
@@ -118,6 +124,7 @@ class Record:
             urls=tuple(urls),
             links=tuple(links),
             apps=tuple(apps),
+            ext=tuple(ext),
         )
         try:
             _check_record(record)

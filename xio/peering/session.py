@@ -18,7 +18,7 @@ a greenlet or reads a clock, so every decision below is tested with a fake clock
   that long: a peer that sends but never reads is caught too.
 * **Send queue.** Frames wait in three classes, taken in this order: *urgent* (ping, pong,
   cancel, bye: small, at most one ping and one pong waiting), *normal* (req, res) and *bulk*
-  (record, summary, want: a flood crossing the link does not delay its requests). Lazy
+  (record, summary, want, revoke: a flood crossing the link does not delay its requests). Lazy
   *sources* (the initial exchange of records) are asked for frames only when the queues are
   empty, so a store of 40 MiB is never held as frames. A normal or bulk frame is refused with
   ``QueueFull`` once ``queue_bytes`` of its class wait. If frames wait and the socket takes nothing
@@ -74,6 +74,7 @@ from xio.peering.codec import (
     RecordFrame,
     RequestFrame,
     ResponseFrame,
+    Revoke,
     Summary,
     Want,
 )
@@ -278,7 +279,7 @@ class LinkSession:
             return []
         if kind is Bye:
             return self._closed(f"peer_bye: {message.reason}", tell_peer=False)
-        if kind in (RecordFrame, Summary, Want):
+        if kind in (RecordFrame, Summary, Want, Revoke):
             return [MessageArrived(message)]
         return self._reject("unexpected_frame", f"{kind.TYPE} after the handshake", fatal=True)
 

@@ -21,6 +21,13 @@ the nodes that come later. In acceptance order:
   the most. A live neighbour's record is never evicted; failing all that, ``store_full``;
 - the signature is checked last, and evictions happen only once it verified.
 
+A store may be given a ``policy`` (a closed mesh: ``admission.MeshPolicy.check_record``), a
+callable that raises RemoteProtocolError(reason) for a record this node must not hold, whoever
+relayed it. It runs once a record is known to be news (not a duplicate, not stale, within
+quota), before any eviction and before the record's signature; its refusals are counted apart,
+in ``membership``, and the verdict says so. ``forget`` drops the record of a node cut off;
+``recheck`` drops the records the policy refuses now (a certificate that expired since).
+
 ``set_context`` tells the store its live neighbours and what the routing table reaches; before
 it is first called no origin counts as unreachable. ``summary`` and ``wanted`` let a new link
 exchange (origin, seq) lists first and then ask only for the records one side lacks. A verdict
@@ -35,8 +42,8 @@ clock.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Iterable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from heapq import heapify, heappop, heappush
 from itertools import count
@@ -105,6 +112,7 @@ class Verdict:
     next_own_seq: int | None = None
     changed: bool = False
     evicted: tuple[str, ...] = ()
+    membership: bool = False  # refused by the store's policy (counted under "membership")
 
 
 _QUOTA_WINDOW_MS = 60_000  # origin_quota tokens refill over this long
@@ -118,14 +126,21 @@ class RecordStore:
     """Hold the newest valid record of every known node, within ``limits``."""
 
     def __init__(
-        self, own_id: str, *, limits: StoreLimits | None = None, max_records: int | None = None
+        self,
+        own_id: str,
+        *,
+        limits: StoreLimits | None = None,
+        max_records: int | None = None,
+        policy: Callable[[Record, int], object] | None = None,
     ) -> None:
         limits = limits or StoreLimits()
         if max_records is not None:
             limits = replace(limits, max_records=max_records)
         self.own_id = own_id
         self.limits = limits
+        self.policy = policy
         self.counters: dict[str, int] = dict.fromkeys((*STORE_REASONS, "evicted"), 0)
+        self.membership: Counter[str] = Counter()  # the policy's refusals, by reason
         self._records: dict[str, SignedRecord] = {}
         self._source_of: dict[str, str | None] = {}  # origin -> who introduced it
         self._group_size: dict[str | None, int] = {}  # source -> records held, never 0
@@ -200,7 +215,10 @@ class RecordStore:
             verdict = self._judge(record, body, signature, now_ms, source)
         except RemoteProtocolError as exc:
             verdict = Verdict(False, exc.reason)
-        self.counters[verdict.reason] = self.counters.get(verdict.reason, 0) + 1
+        if verdict.membership:
+            self.membership[verdict.reason] += 1
+        else:
+            self.counters[verdict.reason] = self.counters.get(verdict.reason, 0) + 1
         self.counters["evicted"] += len(verdict.evicted)
         return verdict
 
@@ -225,6 +243,11 @@ class RecordStore:
             needs_token = source is not None and origin != source and origin not in self._neighbours
             if needs_token and self._bucket(source, now_ms)[0] < _QUOTA_WINDOW_MS:
                 return Verdict(False, "origin_quota", origin, seq)
+        if self.policy is not None:
+            try:
+                self.policy(record, now_ms)
+            except RemoteProtocolError as exc:
+                return Verdict(False, exc.reason, origin, seq, membership=True)
         evicted = self._make_room(origin, len(body) + SIGNATURE_LENGTH, source)
         if evicted is None:
             return Verdict(False, "store_full", origin, seq)
@@ -494,6 +517,35 @@ class RecordStore:
         while len(self._tombstones) > self.limits.max_records:
             del self._tombstones[next(iter(self._tombstones))]  # the oldest goes first
         return removed
+
+    def forget(self, node_id: str) -> bool:
+        """Drop the record of ``node_id`` (a node cut off); return whether one was held.
+
+        No tombstone: the policy refuses its records from now on, whatever their seq.
+        """
+        if node_id not in self._records:
+            return False
+        self._drop(node_id)
+        return True
+
+    def recheck(self, now_ms: int) -> list[str]:
+        """Drop every held record the policy refuses at ``now_ms``; return their origins.
+
+        A certificate expires on its own clock, not its record's: without this a record
+        accepted a minute before its origin's certificate expired would be routed to until
+        the record itself expires. Counted under ``membership`` by reason.
+        """
+        if self.policy is None:
+            return []
+        dropped = []
+        for origin, signed in list(self._records.items()):
+            try:
+                self.policy(signed.record, now_ms)
+            except RemoteProtocolError as exc:
+                self._drop(origin)
+                self.membership[exc.reason] += 1
+                dropped.append(origin)
+        return dropped
 
     def get(self, node_id: str) -> Record | None:
         """Return the stored record of ``node_id`` (this node's own included)."""

@@ -1,0 +1,298 @@
+"""Closed mode (issue 10): real xio-node processes admitted by a mesh authority.
+
+Every node here is started as an operator starts it: ``xio-node mesh init`` makes the
+authority, ``xio-node id --public-key`` and ``xio-node mesh admit`` its certificates, and the
+node runs with ``--mesh-pub`` and ``--cert``. What is checked is what an operator or a user
+notices: links that come up or are refused (``/_xio/peers``, the ``membership`` counters of
+``/_xio/node``), the apps the mesh offers (``/_xio/apps``) and requests answered 200. Where a
+peer must misbehave it is the scripted one of tests/hostile.py, given a certificate of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from xio.node.mesh_cli import load_mesh_key
+from xio.peering import membership
+
+from .conftest import NODE, ROOT, wait_until
+from .hostile import Closed, HostilePeer, Key, encode, pack, record_frame
+from .test_attacks import HonestTraffic, get, hosts_of, link_to, node_id, node_info, port_of, ws
+
+INVENTORY = str(ROOT / "tests/apps/inventory")
+SLOW = str(ROOT / "tests/apps/slow")
+#: Long enough that nothing here can be the work of a record refresh (every 200 s).
+LIFETIME = ("--record-lifetime", "600")
+
+
+def run(*args: str, check: int | None = 0) -> subprocess.CompletedProcess:
+    """Run ``xio-node ARGS`` (a subcommand, or a node that must not start) to its end."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([*NODE, *args], capture_output=True, text=True, env=env, timeout=60)
+    if check is not None:
+        assert done.returncode == check, done.stdout + done.stderr
+    return done
+
+
+class Authority:
+    """A mesh authority made by ``xio-node mesh init`` in a folder of the test."""
+
+    def __init__(self, folder) -> None:
+        self.dir = folder
+        run("mesh", "init", "--dir", str(folder))
+        self.pub = folder / "mesh.pub"
+        self.identity = load_mesh_key(folder)  # for what the commands do not make (expired)
+
+    def admit(self, state_dir, out, *, name: str, apps: str = "*") -> str:
+        """Admit the node of ``state_dir`` (made if need be); return its id."""
+        node = run("id", "--state-dir", str(state_dir), "--create", "--public-key")
+        run("mesh", "admit", "--dir", str(self.dir), "--node", node.stdout.strip(), "--name",
+            name, "--apps", apps, "--expires", "30d", "--out", str(out))  # fmt: skip
+        return node.stdout.split(":")[0]
+
+    def revoke(self, node: str, out) -> None:
+        run("mesh", "revoke", "--dir", str(self.dir), "--node", node, "--out", str(out))
+
+    def packed_cert(self, node: str, *, apps=("*",), issued_ms=None, lifetime_ms=86_400_000):
+        """Return a packed certificate of ``node`` (for the scripted peer's hello)."""
+        issued = int(time.time() * 1000) if issued_ms is None else issued_ms
+        signed = membership.issue_certificate(
+            self.identity, node, name="scripted", apps=apps, issued_ms=issued,
+            expires_ms=issued + lifetime_ms, serial=1,
+        )  # fmt: skip
+        return membership.pack(signed)
+
+
+@pytest.fixture
+def authority(tmp_path):
+    return Authority(tmp_path / "authority")
+
+
+@pytest.fixture
+def member(start_node, authority, tmp_path):
+    """Start an admitted node: ``member(name, *args, apps="*")``."""
+
+    def start(name: str, *args: str, apps: str = "*", mesh=None):
+        mesh = mesh or authority
+        cert = tmp_path / f"{name}.cert"
+        mesh.admit(tmp_path / "state" / name, cert, name=name, apps=apps)
+        return start_node(name, "--mesh-pub", str(mesh.pub), "--cert", str(cert), *LIFETIME,
+                          *args)  # fmt: skip
+
+    return start
+
+
+def membership_of(process) -> dict:
+    return node_info(process)["membership"]
+
+
+def established(process) -> list[str]:
+    """Return the ids of the peers ``process`` has an established link to."""
+    return [link["id"] for link in get(process, "/_xio/peers") if link["state"] == "established"]
+
+
+_PEERS: list[HostilePeer] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_peers():
+    yield
+    while _PEERS:
+        _PEERS.pop().close()
+
+
+def scripted(process, key: Key, cert: bytes | None) -> HostilePeer:
+    """Return a scripted peer of ``process`` that presents ``cert`` in its hello."""
+    peer = HostilePeer(port_of(process), key=key)
+    _PEERS.append(peer)
+    peer.handshake(caps=["summary"], extra={"cert": cert} if cert is not None else None)
+    return peer.start_reader()
+
+
+# -- a closed mesh at work ---------------------------------------------------------------------
+
+
+def test_three_admitted_nodes_form_a_mesh_and_route_requests(member, authority):
+    c = member("c", "--app", INVENTORY, apps="inventory")
+    b = member("b", "--app", SLOW, "--peers", ws(c), apps="inventory")  # slow: not allowed
+    a = member("a", "--peers", ws(b))
+    c_id = node_id(c)
+    wait_until(lambda: c_id in hosts_of(a, "inventory"), what="a to learn of c's inventory")
+    answer = get(a, "/inventory/items/1")
+    assert answer["served_by"] == "c"
+    info = node_info(a)
+    assert info["mesh"]["authority"] == load_mesh_key(authority.dir).node_id
+    assert info["membership"] == {}  # nothing refused in an honest closed mesh
+    # b hosts slow, but its certificate lists only inventory: it keeps it out of its record.
+    assert "slow" not in get(a, "/_xio/apps")
+    assert "our certificate does not allow it" in b.output()
+    assert "closed mesh of authority" in a.output() and "WARNING: open mesh" not in a.output()
+
+
+def test_nodes_without_a_valid_certificate_are_refused_links(
+    member, start_node, authority, tmp_path
+):
+    a = member("a", "--app", INVENTORY)
+    a_id = node_id(a)
+    stranger = start_node("open", "--peers", ws(a))  # open mode: no certificate
+    other = Authority(tmp_path / "other")
+    cert = tmp_path / "foreign.cert"
+    other.admit(tmp_path / "state" / "foreign", cert, name="foreign")
+    foreign = start_node("foreign", "--mesh-pub", str(other.pub), "--cert", str(cert),
+                         "--peers", ws(a))  # fmt: skip
+    wait_until(lambda: {"no_certificate", "wrong_authority"} <= membership_of(a).keys(),
+               what="a to refuse the stranger and the foreign member")  # fmt: skip
+    assert established(a) == []
+    assert link_to(stranger, a_id) is None and link_to(foreign, a_id) is None
+    assert hosts_of(stranger, "inventory") == set()  # it never heard of a's app
+    # A certificate that expired: the node would not start with it; a scripted peer presents it.
+    key = Key()
+    old = int(time.time() * 1000) - 7_200_000
+    expired = authority.packed_cert(key.node_id, issued_ms=old, lifetime_ms=3_600_000)
+    with pytest.raises(Closed):
+        scripted(a, key, expired)
+    assert membership_of(a)["expired"] == 1
+    assert established(a) == []
+
+
+@pytest.mark.parametrize("problem", ["wrong_node", "wrong_authority", "expired", "no_cert"])
+def test_a_node_will_not_start_with_a_certificate_that_does_not_admit_it(
+    authority, tmp_path, problem
+):
+    state = tmp_path / "state" / "x"
+    cert = tmp_path / "x.cert"
+    if problem == "wrong_node":
+        authority.admit(tmp_path / "state" / "someone", cert, name="someone")
+        run("id", "--state-dir", str(state), "--create")
+    elif problem == "wrong_authority":
+        Authority(tmp_path / "other").admit(state, cert, name="x")
+    else:
+        node = authority.admit(state, cert, name="x")
+        old = int(time.time() * 1000) - 7_200_000
+        signed = membership.issue_certificate(authority.identity, node, issued_ms=old,
+                                              expires_ms=old + 3_600_000, serial=2)  # fmt: skip
+        cert.write_text(membership.armor(signed))
+    args = ["--mesh-pub", str(authority.pub)]
+    if problem != "no_cert":
+        args += ["--cert", str(cert)]
+    done = run("--name", "x", "--state-dir", str(state), "--host", "127.0.0.1", "--port", "0",
+               "--no-mdns", *args, check=2)  # fmt: skip
+    expected = {"no_cert": "--mesh-pub and --cert go together"}.get(problem, problem)
+    assert expected in done.stderr and "listening" not in done.stderr
+
+
+def test_a_members_relay_of_records_it_may_not_carry_is_refused(member, authority, tmp_path):
+    c = member("c", "--app", INVENTORY, apps="inventory")
+    a = member("a", "--peers", ws(c))
+    a_id, c_id = node_id(a), node_id(c)
+    wait_until(lambda: c_id in hosts_of(a, "inventory"), what="a to learn of c")
+    key, outsider = Key(), Key()
+    cert = authority.packed_cert(key.node_id, apps=("shop",))
+    peer = scripted(a, key, cert)
+    with HonestTraffic([(a, "/inventory/items/1")]) as traffic:
+        own = {"links": [a_id], "ext": {"cert": cert}}
+        peer.send_message(record_frame(key, 1, apps=["shop"], **own))
+        wait_until(lambda: key.node_id in hosts_of(a, "shop"), what="a to take the member's app")
+        peer.send_message(record_frame(outsider, 1, apps=["inventory"], links=[key.node_id]))
+        peer.send_message(record_frame(outsider, 2, apps=["inventory"], links=[key.node_id],
+                                       ext={"cert": cert}))  # a member's cert, another node  # fmt: skip
+        peer.send_message(record_frame(key, 2, apps=["inventory", "shop"], **own))
+        wait_until(lambda: {"no_certificate", "wrong_node", "app_not_allowed"}
+                   <= membership_of(a).keys(), what="a to refuse the three")  # fmt: skip
+        for _ in range(5):
+            assert get(a, "/inventory/items/1")["served_by"] == "c"
+    traffic.check("while a member relayed what it may not")
+    assert hosts_of(a, "inventory") == {c_id}  # the claim on inventory went nowhere
+    assert outsider.node_id not in {route["destination"] for route in get(a, "/_xio/routes")}
+    assert link_to(a, key.node_id) is not None  # refused records do not cost the link
+
+
+def test_publishing_a_revocation_cuts_the_node_off_mesh_wide(member, authority, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    token.chmod(0o600)
+    c = member("c", "--app", INVENTORY, apps="inventory")
+    b = member("b", "--app", SLOW, "--peers", ws(c))
+    a = member("a", "--peers", ws(b), "--admin-token", str(token))
+    c_id = node_id(c)
+    wait_until(lambda: c_id in hosts_of(b, "inventory"), what="b to learn of c")
+    a_client_token = {"Authorization": "Bearer s3cret-token"}
+    a_apps = lambda: get_with(a, "/_xio/apps", a_client_token)  # noqa: E731
+    wait_until(lambda: "inventory" in a_apps(), what="a, two hops from c, to learn of it")
+    assert get_with(a, "/inventory/items/1", {})["served_by"] == "c"
+    revocation = tmp_path / "c.rev"
+    authority.revoke(c_id, revocation)
+    with HonestTraffic([(a, "/slow/"), (b, "/slow/")]) as traffic:
+        refused = run("mesh", "publish", str(revocation), "--via", a.url, check=1)
+        assert refused.stdout.startswith("401 ")  # a's /_xio/ takes its token
+        done = run("mesh", "publish", str(revocation), "--via", a.url, "--admin-token",
+                   str(token))  # fmt: skip
+        assert done.stdout.startswith("200 ") and "news: True" in done.stdout
+        wait_until(lambda: "inventory" not in a_apps(), timeout=20,
+                   what="a to stop routing c's app")  # fmt: skip
+        wait_until(lambda: c_id not in established(b), timeout=20, what="b to close c's link")
+        wait_until(lambda: established(c) == [], timeout=20, what="c to be alone")
+        # c dials b again and again: b refuses it, counted.
+        wait_until(lambda: membership_of(b).get("revoked", 0) >= 1, timeout=20,
+                   what="b to refuse c's new link")  # fmt: skip
+        assert node_info(b)["mesh"]["revocations"] == 1
+        assert "inventory" not in get(b, "/_xio/apps")
+    traffic.check("while c was revoked")
+    again = run("mesh", "publish", str(revocation), "--via", a.url, "--admin-token", str(token))
+    assert "news: False" in again.stdout
+
+
+def get_with(process, path: str, headers: dict):
+    import xio
+
+    return xio.client(process.url, timeout=10).get(path, headers=headers).content
+
+
+def test_forged_revocations_are_refused_and_counted(member, authority, tmp_path):
+    b = member("b", "--app", INVENTORY)
+    a = member("a", "--peers", ws(b))
+    b_id = node_id(b)
+    wait_until(lambda: b_id in hosts_of(a, "inventory"), what="a to learn of b")
+    other = Authority(tmp_path / "other")
+    foreign = tmp_path / "foreign.rev"
+    other.revoke(b_id, foreign)
+    with HonestTraffic([(a, "/inventory/items/1")]) as traffic:
+        done = run("mesh", "publish", str(foreign), "--via", a.url, check=1)
+        assert done.stdout.startswith("422 ") and "wrong_authority" in done.stdout
+        # Our authority's id, another key's signature, from a member over its link.
+        now = int(time.time() * 1000)
+        real = membership.issue_revocation(authority.identity, b_id, issued_ms=now)
+        forged = pack([real.body, other.identity.sign(membership.REVOKE_DOMAIN + real.body)])
+        key = Key()
+        peer = scripted(a, key, authority.packed_cert(key.node_id))
+        peer.send_message(encode("revoke", r=forged))
+        wait_until(lambda: membership_of(a).get("bad_revocation") == 1,
+                   what="a to refuse the forged revocation")  # fmt: skip
+        garbage = tmp_path / "garbage"
+        garbage.write_text("not a certificate\n")
+        assert run("mesh", "publish", str(garbage), "--via", a.url, check=1).stdout.startswith(
+            "400 "
+        )
+    traffic.check("while revocations were forged")
+    assert membership_of(a)["wrong_authority"] == 1
+    assert b_id in established(a) and b_id in hosts_of(a, "inventory")
+    assert link_to(a, key.node_id) is not None
+
+
+def test_a_renewed_certificate_replaces_the_nodes_own(member, authority, tmp_path):
+    a = member("a", apps="inventory")
+    serial = node_info(a)["mesh"]["serial"]
+    renewed = tmp_path / "renewed.cert"
+    authority.admit(tmp_path / "state" / "a", renewed, name="a", apps="inventory,shop")
+    done = run("mesh", "publish", str(renewed), "--via", a.url)
+    assert done.stdout.startswith("200 ") and "certificate" in done.stdout
+    mesh = node_info(a)["mesh"]
+    assert mesh["serial"] != serial and mesh["apps"] == ["inventory", "shop"]
+    someone = tmp_path / "someone.cert"
+    authority.admit(tmp_path / "state" / "someone", someone, name="someone")
+    wrong = run("mesh", "publish", str(someone), "--via", a.url, check=1)
+    assert wrong.stdout.startswith("422 ") and "wrong_node" in wrong.stdout
