@@ -296,3 +296,35 @@ def test_a_renewed_certificate_replaces_the_nodes_own(member, authority, tmp_pat
     authority.admit(tmp_path / "state" / "someone", someone, name="someone")
     wrong = run("mesh", "publish", str(someone), "--via", a.url, check=1)
     assert wrong.stdout.startswith("422 ") and "wrong_node" in wrong.stdout
+
+
+def test_an_admitted_peer_that_tampers_or_replays_is_cut_off(member, authority):
+    # A certificate makes a peer a member, not a trusted one: its link is still held to the
+    # encryption and the handshake's freshness, like any other.
+    b = member("b", "--app", INVENTORY)
+    a = member("a", "--peers", ws(b))
+    b_id = node_id(b)
+    wait_until(lambda: b_id in hosts_of(a, "inventory"), what="a to learn of b")
+    key = Key()
+    cert = authority.packed_cert(key.node_id)
+    with HonestTraffic([(a, "/inventory/items/1")]) as traffic:
+        tamperer = scripted(a, key, cert)
+        stolen = list(tamperer.handshake_messages)  # its hello (with the cert) and auth
+        tamperer.send_tampered("ping", n=1, flip_bit=40)
+        assert tamperer.wait_closed(10), "a kept a link whose frame failed its tag"
+        wait_until(lambda: node_info(a)["rejected"].get("bad_frame_mac") == 1,
+                   what="a to count the tampered frame")  # fmt: skip
+        replayer = HostilePeer(port_of(a), key=key)
+        _PEERS.append(replayer)
+        replayer.start_reader()
+        for message in stolen:  # a valid certificate, a signature of an earlier link
+            replayer.send_message(message, raw=True)
+        assert replayer.wait_closed(10), "a took a replayed handshake"
+        wait_until(lambda: node_info(a)["rejected"].get("bad_signature") == 1,
+                   what="a to count the replayed handshake")  # fmt: skip
+        honest = scripted(a, key, cert)  # the same member, linking honestly, is let in
+        wait_until(lambda: key.node_id in established(a), what="the member's honest link")
+        honest.close()
+    traffic.check("while a member tampered and replayed")
+    assert b_id in established(a) and b_id in hosts_of(a, "inventory")
+    assert membership_of(a) == {}  # its certificate was good: link faults, not membership
