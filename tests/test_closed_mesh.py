@@ -328,3 +328,28 @@ def test_an_admitted_peer_that_tampers_or_replays_is_cut_off(member, authority):
     traffic.check("while a member tampered and replayed")
     assert b_id in established(a) and b_id in hosts_of(a, "inventory")
     assert membership_of(a) == {}  # its certificate was good: link faults, not membership
+
+
+def test_while_the_authority_key_is_rotated_nodes_trust_both(member, authority, tmp_path):
+    # The rotation of docs/SECURITY.md: every node restarted trusting the old and the new key,
+    # then re-admitted by the new one, node by node, with no moment where the mesh is split.
+    new = Authority(tmp_path / "new")
+    third = Authority(tmp_path / "third")
+    b = member("b", "--app", INVENTORY, "--mesh-pub", str(new.pub))  # on its old certificate
+    a = member("a", "--peers", ws(b), "--mesh-pub", str(authority.pub), mesh=new)  # re-admitted
+    wait_until(lambda: node_id(b) in hosts_of(a, "inventory"), what="a to route to old b")
+    assert get(a, "/inventory/items/1")["served_by"] == "b"
+    assert node_info(a)["mesh"]["authorities"] == [
+        load_mesh_key(new.dir).node_id, load_mesh_key(authority.dir).node_id,
+    ]  # fmt: skip
+    # Only the new key: the old certificate is another authority's now.
+    c = member("c", "--peers", ws(b), mesh=new)
+    wait_until(lambda: membership_of(c).get("wrong_authority", 0) >= 1,
+               what="c, trusting only the new key, to refuse b's old certificate")  # fmt: skip
+    # A revocation of either trusted authority applies; one of a third is refused.
+    stranger = tmp_path / "stranger.rev"
+    third.revoke(node_id(c), stranger)
+    assert run("mesh", "publish", str(stranger), "--via", a.url, check=1).stdout.startswith("422")
+    revocation = tmp_path / "c.rev"
+    authority.revoke(node_id(c), revocation)  # the old authority revokes a node it never admitted
+    assert "news: True" in run("mesh", "publish", str(revocation), "--via", a.url).stdout

@@ -91,9 +91,11 @@ def node_arguments(
     parser.add_argument("--admin-token", metavar="FILE", help="file holding a bearer token "
                         "(mode 600): /_xio/ then answers only requests with Authorization: "
                         "Bearer <token>, loopback included (default: loopback clients only)")  # fmt: skip
-    parser.add_argument("--mesh-pub", metavar="FILE", help="the mesh authority's public key "
-                        "(mesh.pub): closed mode, only nodes it admitted may link, and only "
-                        "to the apps their certificates list (default: open mode)")  # fmt: skip
+    parser.add_argument("--mesh-pub", metavar="FILE", action="append", help="the mesh "
+                        "authority's public key (mesh.pub): closed mode, only nodes it admitted "
+                        "may link, and only to the apps their certificates list (default: open "
+                        "mode); given twice while the authority key is rotated: certificates "
+                        "of either are accepted")  # fmt: skip
     parser.add_argument("--cert", metavar="FILE", help="this node's certificate, signed by "
                         "--mesh-pub's authority (xio-node mesh admit)")  # fmt: skip
     parser.add_argument("--link-timeout", type=_seconds, default=DEFAULTS.link_timeout,
@@ -240,7 +242,7 @@ def config_from(args: argparse.Namespace, *, state_dir: Path | None, mdns: bool)
         advertise=args.advertise,
         mdns_interfaces=args.mdns_interface, advertise_addresses=args.advertise_address,
         pin_apps=_pins(args.pin_app), admin_token_file=args.admin_token,
-        mesh_pub=args.mesh_pub, cert=args.cert, **limits,
+        mesh_pub=tuple(args.mesh_pub) if args.mesh_pub else None, cert=args.cert, **limits,
     )  # fmt: skip
 
 

@@ -104,7 +104,7 @@ class ClosedMesh:
     @classmethod
     def load(
         cls,
-        mesh_pub: str | Path,
+        mesh_pub: str | Path | Iterable[str | Path],
         cert: str | Path | None,
         node_id: str,
         state_dir: str | Path | None = None,
@@ -114,7 +114,8 @@ class ClosedMesh:
 
         if cert is None:
             raise ConfigError("--mesh-pub needs --cert: the certificate admitting this node")
-        policy = MeshPolicy(load_mesh_pub(Path(mesh_pub)))
+        paths = [mesh_pub] if isinstance(mesh_pub, (str, Path)) else list(mesh_pub)
+        policy = MeshPolicy([load_mesh_pub(Path(path)) for path in paths])
         signed = load_certificate(cert)
         own = signed.certificate
         try:
@@ -122,7 +123,7 @@ class ClosedMesh:
         except RemoteProtocolError as exc:
             why = {
                 "wrong_authority": f"it is of authority {own.authority}, not of --mesh-pub "
-                f"{mesh_pub} ({policy.authority})",
+                f"{', '.join(map(str, paths))} ({', '.join(policy.authorities)})",
                 "wrong_node": f"it admits node {own.node_id}, and this node is {node_id} "
                 "(xio-node id prints it)",
                 "expired": f"it expired at {_when(own.expires_ms)}: ask for a new one",
@@ -183,7 +184,8 @@ class ClosedMesh:
         """Return what /_xio/node shows of closed mode."""
         cert = self.certificate
         return {
-            "authority": self.policy.authority, "name": cert.name, "apps": list(cert.apps),
+            "authority": self.policy.authority, "authorities": list(self.policy.authorities),
+            "name": cert.name, "apps": list(cert.apps),
             "expires_ms": cert.expires_ms, "serial": cert.serial,
             "revocations": len(self.policy.revoked),
             "verified_certificates": self.policy.verifications,

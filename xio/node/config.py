@@ -54,8 +54,8 @@ class NodeConfig:
     # /_xio/ answers loopback only, or (with this file) bearers of its token (xio.node.access).
     admin_token_file: str | Path | None = None
     # A closed mesh (xio.node.closed): the authority's public key and this node's certificate.
-    # Without mesh_pub the node is in open mode.
-    mesh_pub: str | Path | None = None
+    # Without mesh_pub the node is in open mode. Several keys while the authority is rotated.
+    mesh_pub: str | Path | tuple[str | Path, ...] | None = None
     cert: str | Path | None = None
     # Budgets and limits: every one is ours to set, none a peer's (docs/PROTOCOL.md, 12).
     max_inbound_links: int = 128  # well below the 256 links a record may list

@@ -4,6 +4,7 @@ Theory of operation
 -------------------
 A closed mesh has one authority (``membership``): a node is a member while it holds a
 certificate of that authority that admits its own id, has not expired and is not revoked.
+(While the authority key is rotated, nodes trust two: see ``MeshPolicy``.)
 ``MeshPolicy`` applies that rule in the three places a node meets other nodes:
 
 * **links**: the peer's hello carries its packed certificate (``cert``); ``judge_peer`` gives the
@@ -66,21 +67,29 @@ def certificate_of(ext: Iterable[tuple[str, object]] | Mapping[str, object]) -> 
 
 
 class MeshPolicy:
-    """Judge certificates, records and revocations against one authority key."""
+    """Judge certificates, records and revocations against the authority keys we trust.
+
+    Usually one key. While the authority key is being rotated a node trusts the old and the new
+    one (``authority_key`` may be a sequence of keys, the first being this node's own
+    authority): a certificate or revocation of either is judged by its own authority's key.
+    """
 
     def __init__(
         self,
-        authority_key: bytes,
+        authority_key: bytes | Iterable[bytes],
         *,
         max_revocations: int = MAX_REVOCATIONS,
         cache_size: int = CACHE_SIZE,
     ) -> None:
-        if type(authority_key) is not bytes or len(authority_key) != PUBLIC_KEY_LENGTH:
-            raise LocalProtocolError("the authority key is 32 raw bytes")
+        keys = [authority_key] if type(authority_key) is bytes else list(authority_key)
+        if not keys or any(type(k) is not bytes or len(k) != PUBLIC_KEY_LENGTH for k in keys):
+            raise LocalProtocolError("an authority key is 32 raw bytes")
         if max_revocations < 1 or cache_size < 1:
             raise LocalProtocolError("max_revocations and cache_size must be positive")
-        self.authority_key = authority_key
-        self.authority = node_id_of(authority_key)
+        self.authority_key = keys[0]
+        self.authority = node_id_of(keys[0])
+        #: Every authority trusted, by id: the first is ours, the others are being rotated.
+        self.authorities = {node_id_of(key): key for key in keys}
         self.max_revocations = max_revocations
         self.cache_size = cache_size
         self.revoked: dict[str, int] = {}  # node id -> issued_ms of its newest revocation
@@ -119,13 +128,14 @@ class MeshPolicy:
     def _verify(self, packed: bytes) -> Certificate:
         signed = unpack_certificate(packed)  # bad_certificate
         cert = signed.certificate
-        if cert.authority != self.authority:
+        key = self.authorities.get(cert.authority)
+        if key is None:
             raise RemoteProtocolError(
                 "wrong_authority",
-                f"certificate of authority {cert.authority}, not {self.authority}",
+                f"certificate of authority {cert.authority}, not {' or '.join(self.authorities)}",
             )
         self.verifications += 1
-        if not verify(self.authority_key, signed.signature, CERT_DOMAIN + signed.body):
+        if not verify(key, signed.signature, CERT_DOMAIN + signed.body):
             raise RemoteProtocolError(
                 "bad_certificate", f"signature of the certificate of {cert.node_id} does not verify"
             )
@@ -168,7 +178,8 @@ class MeshPolicy:
         that our authority did not sign.
         """
         signed = packed if isinstance(packed, SignedRevocation) else unpack_revocation(packed)
-        revocation = judge_revocation(signed, self.authority_key, now_ms)
+        key = self.authorities.get(signed.revocation.authority, self.authority_key)
+        revocation = judge_revocation(signed, key, now_ms)  # another authority: wrong_authority
         if not note_revocation(self.revoked, revocation):
             return None
         self._revocations[revocation.node_id] = pack(signed)
