@@ -6,6 +6,8 @@ fixed seeds of tests/test_protocol_vectors.py. Refresh it with ``python -m tests
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from pathlib import Path
 
@@ -71,6 +73,14 @@ def format_vectors() -> str:
 def test_the_documented_vectors_are_what_the_code_computes():
     (block,) = BLOCK.findall(PROTOCOL.read_text())
     assert block == format_vectors()
+
+
+def test_the_mac_is_hmac_sha256_of_the_encoding_truncated_to_16_bytes():
+    # Written from section 11.1, not from e2e._mac: another implementation computes this.
+    expected = hmac.new(KEY, e2e.encode_request(**REQUEST), hashlib.sha256).digest()[:16]
+    assert req_mac() == expected
+    response = e2e.encode_response(**RESPONSE, body=b"ok")
+    assert res_mac() == hmac.new(KEY, response, hashlib.sha256).digest()[:16]
 
 
 def test_both_ends_derive_the_same_key_and_other_pairs_do_not():

@@ -14,17 +14,19 @@ exchanged to agree on a key (docs/PROTOCOL.md section 11.1, a draft: not yet on 
   ``crypto_sign_ed25519_*_to_curve25519`` do; the X25519 shared secret goes through HKDF with
   both node ids, smaller first, so both directions derive the same 32-byte key. A peer key that
   is non-canonical or of small order is refused (the shared secret would be predictable).
-* **MAC.** Keyed BLAKE2b with a 16-byte output over a canonical, length-prefixed encoding of
+* **MAC.** HMAC-SHA256 truncated to 16 bytes over a canonical, length-prefixed encoding of
   the fields no relay may change, behind a domain string that differs between a request and a
   response, so one can never stand for the other. A response MAC covers the request's nonce,
   binding the answer to its question.
 * **Replay.** The ingress picks a 16-byte random nonce per request; the destination keeps
   ``(src, nonce)`` pairs for at least the longest request lifetime in a bounded window.
 
-Why these choices: keyed BLAKE2b costs half of HMAC-SHA256 on a small request (1.8 against
-3.2 µs: one compression per 128 bytes, no inner and outer hash), the common case; on a 64 KiB
-body HMAC-SHA256 is 2.4x faster where OpenSSL has the CPU's SHA extensions, a trade-off noted in
-bench/RESULTS.md ("Issue 10: end-to-end MAC (pure)").
+Why these choices: HMAC-SHA256 against keyed BLAKE2b-128 (bench/e2e_bench.py, bench/RESULTS.md
+"Issue 10: end-to-end MACs"): BLAKE2b wins below about 2 KiB of body, by at most 2 µs (1.1
+against 2.2 µs at 100 B), and loses above, by 2.5x at 1 MiB (1.5 ms against 0.6 ms), because
+OpenSSL's SHA-256 uses the CPU's SHA extensions and Python's BLAKE2b has no SIMD. Each request
+costs four MACs (two per end), so HMAC-SHA256 caps the cost of the large answers that pages and
+lists are while the small ones lose 1-2 µs out of a ~200 µs request.
 16 bytes (128 bits) is enough: a forger must guess online, each guess costs a request through
 the mesh, and 2^-128 per try is far beyond any number of tries; collisions do not matter for a
 MAC whose key the attacker lacks.
@@ -210,10 +212,10 @@ def encode_response(request_nonce, status, headers, body) -> bytes:
 def _mac(key: bytes, parts: list[bytes]) -> bytes:
     if not isinstance(key, bytes) or len(key) != KEY_LENGTH:
         raise LocalProtocolError("an e2e key is exactly 32 bytes")
-    hasher = hashlib.blake2b(key=key, digest_size=MAC_LENGTH)
-    for part in parts:
+    hasher = hmac.new(key, digestmod=hashlib.sha256)
+    for part in parts:  # hashed in place: a large body is never copied into one string
         hasher.update(part)
-    return hasher.digest()
+    return hasher.digest()[:MAC_LENGTH]
 
 
 def request_mac(key, src, dst, app, method, path, query, headers, body, nonce) -> bytes:
