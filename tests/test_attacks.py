@@ -40,6 +40,7 @@ from .hostile import (
     record_frame,
     ws_header,
 )
+from .sealing import introduce, public_key_of, seal_request
 
 INVENTORY = str(ROOT / "tests/apps/inventory")
 SLOW = str(ROOT / "tests/apps/slow")
@@ -567,8 +568,12 @@ def test_request_bodies_held_at_the_node_are_bounded_and_freed(mesh, monkeypatch
 def test_a_req_asking_for_a_49_day_ttl_is_answered_at_max_ttl(mesh):
     v, h = mesh(["--max-ttl", "2"])
     attacker = hostile(v)
+    introduce(attacker)  # a node with a record: H can check its requests' MACs
     # Through V to H's app, which would take 30 s: V gives it 2 s, not 49.7 days.
-    attacker.request(1, node_id(h), "slow", query="s=30", ttl_ms=2**32 - 1)
+    h_id = node_id(h)
+    sealed = seal_request(attacker.key, public_key_of(h), h_id, "slow", query="s=30")
+    attacker.send("req", id=1, dst=h_id, app="slow", method="GET", path="", query="s=30",
+                  headers=[], body=b"", hops=16, ttl=2**32 - 1, **sealed)  # fmt: skip
     wait_until(lambda: 1 in attacker.responses, timeout=8, what="an answer within max-ttl")
     assert attacker.responses[1]["status"] == 504
 
@@ -577,9 +582,14 @@ def test_requests_in_flight_are_bounded_over_all_links(mesh):
     v, h = mesh(["--max-in-flight", "64"])
     v_id = node_id(v)
     attackers = [hostile(v, source=f"127.0.0.{60 + index}") for index in range(4)]
+    v_key = public_key_of(v)
     for attacker in attackers:  # 160 requests that each hold a worker for 6 s
+        introduce(attacker)  # nodes with records: V checks the MACs and runs the app
         for request_id in range(1, 41):
-            attacker.request(request_id, v_id, "slow", query="s=6", ttl_ms=20_000)
+            sealed = seal_request(attacker.key, v_key, v_id, "slow", query="s=6")
+            attacker.send("req", id=request_id, dst=v_id, app="slow", method="GET", path="",
+                          query="s=6", headers=[], body=b"", hops=16, ttl=20_000,
+                          **sealed)  # fmt: skip
 
     def refused() -> int:
         return sum(1 for a in attackers for r in list(a.responses.values()) if r["status"] == 503)
