@@ -18,6 +18,7 @@ from gevent.event import AsyncResult
 
 import xio
 from xio.peering.forwarding import Relay
+from xio.peering.integrity import KEY_CACHE, REPLAY_PAIRS
 from xio.peering.link_events import error_frame
 
 from .conftest import NODE, ROOT, Process
@@ -118,6 +119,10 @@ def test_an_honest_relay_passes_requests_and_the_app_sees_the_ingress(honest_aft
     posted = http(line.a, "POST", "/whoami/orders", data=b"one pizza")
     assert posted.content == {"orders": before + 1, "last": "one pizza"}
     assert "bad_e2e_mac" not in forwarding(line.a) and "bad_e2e_mac" not in forwarding(line.b)
+    budgets = http(line.b, "GET", "/_xio/node").content["budgets"]  # bounded, and shown
+    assert budgets["e2e_replay_pairs"]["used"] >= 2
+    assert budgets["e2e_replay_pairs"]["limit"] == REPLAY_PAIRS
+    assert budgets["e2e_keys"] == {"used": 1, "limit": KEY_CACHE}  # A's key (R sent nothing)
 
 
 def headers_with(frame, name: str, value: str) -> tuple:

@@ -236,6 +236,7 @@ class Node:
     def budgets(self) -> dict[str, dict]:
         """Return every budget in use and its limit."""
         store = self.store.usage()
+        e2e = self.forwarder.e2e
         return {
             "in_flight": self.in_flight.describe(),
             "body_bytes": self.body_bytes.describe(),
@@ -253,6 +254,9 @@ class Node:
                 "used": self.link_table.queued_bytes(),
                 "limit_per_link": self.config.link_queue_bytes,
             },
+            # End to end (xio.peering.integrity): keys cached and (src, n) pairs remembered.
+            "e2e_keys": {"used": len(e2e.keys), "limit": e2e.keys.capacity},
+            "e2e_replay_pairs": {"used": len(e2e.window), "limit": e2e.window.capacity},
         }
 
     def status(self) -> dict:
