@@ -327,10 +327,17 @@ class Forwarder:
         link.respond(frame.request_id, error_frame(503, description, frame.request_id, via))
 
     def _serve(self, link: Link, frame: RequestFrame, deadline: float, task: Task) -> None:
+        try:
+            link.respond(frame.request_id, self._answer_here(link, frame, deadline))
+        finally:
+            self._finish(task)
+
+    def _answer_here(self, link: Link, frame: RequestFrame, deadline: float) -> ResponseFrame:
+        """Return the answer to a req for this node: checked end to end, the app's, signed."""
         request_id = frame.request_id
+        via = extend_via(via_of(frame.headers), self.own_id)
         key = None
         try:
-            via = extend_via(via_of(frame.headers), self.own_id)
             if frame.src is not None and self.e2e.key_of(frame.src) is None:
                 self._await_record(frame.src, deadline)
             key, answer = self.e2e.open_request(frame, _wall_ms(), via)  # counted if refused
@@ -340,16 +347,12 @@ class Forwarder:
             raise
         except Exception:
             log.exception("request %s from %s failed", request_id, link.peer_name)
-            via = extend_via(via_of(frame.headers), self.own_id)
             answer = error_frame(500, "the node failed to answer", request_id, via)
-        try:
-            if key is not None:  # every answer of ours is signed, errors too
-                answer = self.e2e.seal_response(key, frame, answer)
-            elif answer.request_id != request_id:  # an error frame made without the id
-                answer = ResponseFrame(request_id, answer.status, answer.headers, answer.body)
-            link.respond(request_id, answer)
-        finally:
-            self._finish(task)
+        if key is not None:  # every answer of ours is signed, errors too
+            return self.e2e.seal_response(key, frame, answer)
+        if answer.request_id != request_id:  # an error frame made without the id
+            answer = ResponseFrame(request_id, answer.status, answer.headers, answer.body)
+        return answer
 
     def _await_record(self, src: str, deadline: float) -> None:
         """Wait a little for the record of ``src``, which may trail its request."""
