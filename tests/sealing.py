@@ -20,8 +20,14 @@ from xio.peering.identity import Identity
 from .hostile import Key, record_frame
 
 __all__ = [
-    "identity_of", "introduce", "key_of", "public_key_of", "record_of", "seal_request", "seal_response",
-]  # fmt: skip
+    "identity_of",
+    "introduce",
+    "key_of",
+    "public_key_of",
+    "record_of",
+    "seal_request",
+    "seal_response",
+]
 
 
 def identity_of(key) -> Identity:
@@ -63,7 +69,7 @@ def seal_request(
     headers=(),
     body: bytes = b"",
 ) -> dict:
-    """Return the ``src``, ``n`` and ``mac`` fields of a req from ``key`` to ``dst``."""  # fmt: skip
+    """Return the ``src``, ``n`` and ``mac`` fields of a req from ``key`` to ``dst``."""
     identity = identity_of(key)
     nonce = int(time.time() * 1000).to_bytes(8, "big") + secrets.token_bytes(8)
     pairs = tuple((str(name), str(value)) for name, value in headers)
@@ -77,7 +83,7 @@ def seal_request(
 def seal_response(
     key, asker_key: bytes, request: dict, status: int, headers=(), body: bytes = b""
 ) -> bytes:
-    """Return the ``mac`` of an answer from ``key`` to the decoded ``req`` frame ``request``."""  # fmt: skip
+    """Return the ``mac`` of an answer from ``key`` to the decoded ``req`` ``request``."""
     pairs = tuple((str(name), str(value)) for name, value in headers)
     shared = e2e.pairwise_key(identity_of(key), asker_key)
     return e2e.response_mac(shared, request["n"], status, pairs, body)

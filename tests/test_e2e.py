@@ -343,8 +343,8 @@ def test_a_sealed_request_opens_at_its_destination_and_its_answer_at_the_ingress
     seal, frame = sealed_pair(alice)
     assert nonce_time_ms(seal.nonce) == NOW and seal.nonce[8:] == (1).to_bytes(8, "big")
     # What relays change: the trail, hops, ttl, the request id of each link.
-    relayed = dataclasses.replace(frame, request_id=3, hops=2, ttl_ms=10,
-                                  headers=(*frame.headers, ("X-Xio-Via", ALICE.node_id)))  # fmt: skip
+    trail = (*frame.headers, ("X-Xio-Via", ALICE.node_id))
+    relayed = dataclasses.replace(frame, request_id=3, hops=2, ttl_ms=10, headers=trail)
     key, refusal = bob.open_request(relayed, NOW + 5)
     assert refusal is None and key == KEY
     answer = bob.seal_response(key, relayed, ResponseFrame(0, 200, (("Set-Cookie", "s=1"),), b"ok"))
@@ -425,7 +425,8 @@ def test_an_answer_changed_on_the_way_is_a_502_counted_at_the_ingress(changes):
     answer = bob.seal_response(key, frame, ResponseFrame(0, 200, (("Set-Cookie", "s=1"),), b"ok"))
     seen = alice.open_response(seal, dataclasses.replace(answer, **changes))
     assert seen.status == 502 and b"the response was altered on the way" in seen.body
-    assert seen.mac is None and dict(seen.headers) == {"Content-Type": "application/json"}
+    assert seen.mac is None  # nothing of the altered answer passes, the ingress's trail only
+    assert dict(seen.headers) == {"Content-Type": "application/json", "X-Xio-Via": ALICE.node_id}
     assert alice.counts == {"bad_e2e_mac": 1}
 
 
@@ -484,6 +485,12 @@ def test_the_end_to_end_fields_cross_the_wire_all_or_none():
         dataclasses.replace(frame, mac=b"short")
     res = ResponseFrame(1, 200, (), b"", b"\x01" * 16)
     assert codec.decode(codec.encode(res)) == res
+    answer = ResponseFrame(0, 200, (("A", "b"),), b"x")
+    assert answer.signed(5, b"\x02" * 16) == ResponseFrame(
+        5, 200, (("A", "b"),), b"x", b"\x02" * 16
+    )
+    with pytest.raises(LocalProtocolError):
+        answer.signed(5, b"short")
     with pytest.raises(RemoteProtocolError):
         codec.decode(msgpack.packb({"t": "res", "id": 1, "status": 200, "mac": b"x"}))
 

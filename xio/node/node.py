@@ -146,8 +146,10 @@ class Node:
             on_error=self.loop_failed,
         )  # fmt: skip
         e2e = EndToEnd(self.identity, self._public_key_of)  # keys from the records we hold
-        self.forwarder = Forwarder(self.id, self.deliver, self._link_towards, e2e=e2e,
-                                   in_flight=self.in_flight, body_bytes=self.body_bytes)  # fmt: skip
+        self.forwarder = Forwarder(
+            self.id, self.deliver, self._link_towards, e2e=e2e, in_flight=self.in_flight,
+            body_bytes=self.body_bytes,
+        )  # fmt: skip
 
     # -- life cycle ---------------------------------------------------------------------
 

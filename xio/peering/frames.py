@@ -363,6 +363,20 @@ class ResponseFrame:
         if self.mac is not None:
             _check_e2e("res", None, None, self.mac)
 
+    def signed(self, request_id: int, mac: bytes) -> ResponseFrame:
+        """Return this answer under ``request_id`` with ``mac``, checking only those two.
+
+        The destination signs every answer it made (and checked) a moment ago: its headers,
+        the costly check, are not checked a second time.
+        """
+        _check_uint("res", "request_id", request_id, MAX_UINT32)
+        _check_e2e("res", None, None, mac)
+        copy = object.__new__(ResponseFrame)
+        for name, value in (("request_id", request_id), ("status", self.status),
+                            ("headers", self.headers), ("body", self.body), ("mac", mac)):  # fmt: skip
+            object.__setattr__(copy, name, value)
+        return copy
+
 
 @_on_wire(request_id="id")
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,8 @@ and ``mac`` on untouched):
    "altered on the way" (``bad_e2e_mac``). A ``res`` with no MAC is a node's own error on the
    way (a relay's 502 no route, 503, 504, 508; nobody there holds the key): it is passed on only
    as such an error (status in ``UNSIGNED_STATUSES``), rebuilt here with its description
-   marked as unauthenticated and no header but the trail, counted ``e2e_unsigned_error``;
+   marked as unauthenticated and no header but the trail, counted ``e2e_unsigned_error``
+   (a body over ``MAX_UNSIGNED_BODY`` is no such error);
    anything else without a MAC is ``bad_e2e_mac``. So a relay can still answer in place of the
    destination with an error, as it can drop the request, but never with an answer of the app.
 
@@ -73,8 +74,10 @@ MAX_AGE_MS = 120_000
 MAX_AHEAD_MS = 60_000
 #: The statuses a node on the way answers with on its own, without the key (section 11).
 UNSIGNED_STATUSES = frozenset({400, 502, 503, 504, 508})
-#: How much of an unauthenticated error's description is passed on.
+#: How much of an unauthenticated error's description is passed on, and the largest body read
+#: for it (xio's error bodies are a few hundred bytes; a 16 MiB one is not parsed).
 MAX_UNSIGNED_DESCRIPTION = 300
+MAX_UNSIGNED_BODY = 16 * 1024
 
 _TIME_BYTES = 8
 
@@ -157,16 +160,19 @@ class EndToEnd:
                                 frame.body, frame.mac)  # fmt: skip
         except RemoteProtocolError:
             self.counts["bad_e2e_mac"] += 1
-            return error_frame(502, "bad_e2e_mac: the response was altered on the way "
-                               "(its end-to-end MAC does not verify)")  # fmt: skip
+            return self._altered("its end-to-end MAC does not verify")
         return frame
+
+    def _altered(self, why: str) -> ResponseFrame:
+        # Made here once the request left: this node's id alone on the trail (section 11).
+        description = f"bad_e2e_mac: the response was altered on the way ({why})"
+        return error_frame(502, description, via=self.own_id)
 
     def _unsigned(self, frame: ResponseFrame) -> ResponseFrame:
         description = _error_description(frame.body) if frame.status in UNSIGNED_STATUSES else None
         if description is None:
             self.counts["bad_e2e_mac"] += 1
-            return error_frame(502, f"bad_e2e_mac: the response was altered on the way (a "
-                               f"{frame.status} without an end-to-end MAC)")  # fmt: skip
+            return self._altered(f"a {frame.status} without an end-to-end MAC")
         self.counts["e2e_unsigned_error"] += 1
         trail, problem = judge_trail(frame.headers, "")
         text = f"{description} (said by a node on the way, unauthenticated)"
@@ -221,11 +227,13 @@ class EndToEnd:
     ) -> ResponseFrame:
         """Return ``answer`` to ``frame`` with its MAC and ``frame``'s request id."""
         mac = e2e.response_mac(key, frame.nonce, answer.status, answer.headers, answer.body)
-        return ResponseFrame(frame.request_id, answer.status, answer.headers, answer.body, mac)
+        return answer.signed(frame.request_id, mac)
 
 
 def _error_description(body: bytes) -> str | None:
     """Return the description of xio's JSON error body, or None if ``body`` is not one."""
+    if len(body) > MAX_UNSIGNED_BODY:
+        return None
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):

@@ -151,7 +151,7 @@ FORWARDING = (
     Reason("response_too_large", "an app's answer that no res frame can carry (502)"),
     Reason(
         "bad_e2e_mac",
-        "a req without or with a wrong end-to-end MAC (destination), a res with a wrong one or none (ingress): 502",
+        "a req without a valid end-to-end MAC (destination), a res without one (ingress): 502",
     ),
     Reason(
         "e2e_unknown_node",
