@@ -232,6 +232,29 @@ def test_the_replay_window_is_bounded_and_counts_early_evictions():
     assert not window.seen("a", nonces[0], 1_010)  # evicted early: the operator was told
 
 
+def issued(nonce: bytes) -> int:
+    return nonce[0]  # the tests' nonces: their first byte is their issue time
+
+
+def test_a_full_window_refuses_what_it_forgot_from_that_source_only():
+    window = e2e.ReplayWindow(capacity=2, horizon_ms=30_000, issued_of=issued)
+    a1, a2, a3 = (bytes([t]) + bytes([0xAA]) * 15 for t in (1, 2, 3))
+    for nonce in (a1, a2, a3):
+        assert not window.seen("a", nonce, 1_000)
+    assert window.early_evictions == 1  # a1 went: a's floor is now its time, 1
+    assert window.seen("a", a1, 1_001)  # the replay of what was forgotten: refused
+    assert window.seen("a", bytes([1]) + bytes(15), 1_001)  # as old: cannot be judged
+    assert not window.seen("a", bytes([4]) + bytes(15), 1_001)  # newer: judged, fresh
+    assert not window.seen("b", bytes([0]) + bytes(15), 1_001)  # b's clock is b's own
+
+
+def test_floors_are_bounded():
+    window = e2e.ReplayWindow(capacity=1, horizon_ms=30_000, issued_of=issued, max_floors=2)
+    for index, src in enumerate("abcd"):
+        window.seen(src, bytes([9]) + bytes([index]) * 15, 1_000)
+    assert len(window._floors) == 2  # noqa: SLF001 - the bound is what is tested
+
+
 def test_expired_pairs_leave_without_counting():
     window = e2e.ReplayWindow(capacity=2, horizon_ms=100)
     for i in range(10):
@@ -405,10 +428,14 @@ def test_a_replayed_request_is_refused_unsigned_and_an_old_one_as_stale():
 def test_a_full_replay_window_is_counted():
     alice, _ = ends()
     bob = EndToEnd(BOB, RECORDS.get, replay_pairs=2)
-    for _ in range(3):
-        _, frame = sealed_pair(alice)
+    frames = [sealed_pair(alice)[1] for _ in range(3)]
+    first = frames[0]
+    for frame in frames:
         assert bob.open_request(frame, NOW)[1] is None
     assert bob.counts == {"e2e_window_full": 1}
+    # The first pair was forgotten: its replay is refused all the same, the window failed closed.
+    assert bob.open_request(first, NOW + 1)[0] is None
+    assert bob.counts == {"e2e_window_full": 1, "e2e_replay": 1}
 
 
 RESPONSE_CHANGES = [

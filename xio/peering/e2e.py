@@ -40,7 +40,7 @@ import hashlib
 import hmac
 import struct
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
@@ -263,20 +263,37 @@ def verify_response(key, request_nonce, status, headers, body, mac) -> None:
 class ReplayWindow:
     """Remember ``(src, nonce)`` pairs for ``horizon_ms``, at most ``capacity`` of them.
 
-    ``horizon_ms`` must be at least the longest a request may live (the largest ttl a node
-    accepts), so a replay inside its lifetime is always caught. When the window is full the
-    oldest pair goes; if it had not yet reached its horizon, ``early_evictions`` counts it,
-    telling the operator the window is too small for the traffic.
+    ``horizon_ms`` must be at least as long as a nonce is accepted at all, so that a replay
+    inside that time is always caught. When the window is full the oldest pair goes; if it had
+    not yet reached its horizon, ``early_evictions`` counts it, telling the operator the window
+    is too small for the traffic.
+
+    With ``issued_of`` (a nonce's issue time, by its sender's clock) a pair pushed out early
+    is not simply forgotten: it raises its ``src``'s *floor* to that time, and a nonce of that
+    ``src`` issued at or before its floor is reported as seen, since the window can no longer
+    tell. So a full window refuses what it cannot judge (a request held back longer than the
+    window now spans) instead of serving a replay. Floors are kept for ``max_floors`` sources,
+    the least recently raised one out first.
     """
 
-    __slots__ = ("_seen", "capacity", "early_evictions", "horizon_ms")
+    __slots__ = ("_floors", "_issued_of", "_seen", "capacity", "early_evictions", "horizon_ms",
+                 "max_floors")  # fmt: skip
 
-    def __init__(self, capacity: int, horizon_ms: int) -> None:
-        if capacity < 1 or horizon_ms < 0:
+    def __init__(
+        self,
+        capacity: int,
+        horizon_ms: int,
+        issued_of: Callable[[bytes], int] | None = None,
+        max_floors: int = 4096,
+    ) -> None:
+        if capacity < 1 or horizon_ms < 0 or max_floors < 1:
             raise LocalProtocolError("a replay window needs capacity >= 1 and horizon_ms >= 0")
         self._seen: OrderedDict[tuple[str, bytes], int] = OrderedDict()
+        self._floors: OrderedDict[str, int] = OrderedDict()
+        self._issued_of = issued_of
         self.capacity = capacity
         self.horizon_ms = horizon_ms
+        self.max_floors = max_floors
         self.early_evictions = 0
 
     def __len__(self) -> int:
@@ -295,8 +312,16 @@ class ReplayWindow:
         pair = (src, nonce)
         if pair in seen:
             return True
+        issued_of, floors = self._issued_of, self._floors
+        if issued_of is not None and floors and issued_of(nonce) <= floors.get(src, -1):
+            return True
         seen[pair] = now_ms
         if len(seen) > self.capacity:
-            seen.popitem(last=False)  # younger than the horizon, or the loop had dropped it
+            # Younger than the horizon, or the loop above had dropped it.
+            (old_src, old_nonce), _ = seen.popitem(last=False)
             self.early_evictions += 1
+            if issued_of is not None:
+                floors[old_src] = max(floors.pop(old_src, -1), issued_of(old_nonce))
+                if len(floors) > self.max_floors:
+                    floors.popitem(last=False)
         return False

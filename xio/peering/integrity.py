@@ -33,9 +33,12 @@ the MAC a pair need only be remembered for ``MAX_AGE_MS + MAX_AHEAD_MS``, the ti
 accepted at all. Clocks must agree within a minute, as they must for records (8.4).
 
 Bounds (ours, not a peer's to choose): ``KEY_CACHE`` pairwise keys (~100 B each) and
-``REPLAY_PAIRS`` (src, n) pairs (~300 B each: ~20 MiB when full). A window pushed past its
-capacity forgets its oldest pairs early, counted ``e2e_window_full``: such a pair could be
-replayed until its nonce is too old.
+``REPLAY_PAIRS`` (src, n) pairs (~300 B each: ~20 MiB when full), which span the 180 s a nonce
+is accepted up to ~360 requests a second. Past that the window forgets its oldest pairs early,
+counted ``e2e_window_full``, and fails closed: each forgotten pair raises its ``src``'s floor
+(``e2e.ReplayWindow``), and a nonce of that ``src`` issued no later is refused as a replay, so
+what the window forgot cannot be replayed, at the price of refusing an honest request held
+back on the way for longer than the window then spans (~20 s at 3,000 requests a second).
 
 Pure: no sockets, no clock (``now_ms`` is a parameter; wall-clock milliseconds).
 """
@@ -119,7 +122,9 @@ class EndToEnd:
         self._public_key_of = public_key_of
         self.counts: Counter[str] = Counter() if counts is None else counts
         self.keys = e2e.PairwiseKeys(identity, key_cache)
-        self.window = e2e.ReplayWindow(replay_pairs, MAX_AGE_MS + MAX_AHEAD_MS)
+        self.window = e2e.ReplayWindow(
+            replay_pairs, MAX_AGE_MS + MAX_AHEAD_MS, issued_of=nonce_time_ms, max_floors=key_cache
+        )
         self._random_bytes = random_bytes
 
     def key_of(self, node_id: str) -> bytes | None:
@@ -214,7 +219,8 @@ class EndToEnd:
         if self.window.early_evictions != evicted:
             self.counts["e2e_window_full"] += 1
         if replayed:
-            why = "the request was served here already (a replay): not served again"
+            why = "the request was served here already (a replay), or is older than what the "
+            why += "full replay window had to forget: not served"
             return None, self._refused("e2e_replay", why, via)
         return key, None
 

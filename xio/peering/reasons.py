@@ -160,9 +160,13 @@ FORWARDING = (
     Reason(
         "e2e_stale", "a req whose nonce was issued over 120 s before or 60 s after our clock (502)"
     ),
-    Reason("e2e_replay", "a req whose (src, n) this node has served already (502, unsigned)"),
     Reason(
-        "e2e_window_full", "the replay window full: its oldest (src, n) forgotten before its time"
+        "e2e_replay",
+        "a req whose (src, n) this node has served already, or older than its src's floor (502, unsigned)",
+    ),
+    Reason(
+        "e2e_window_full",
+        "the replay window full: its oldest (src, n) forgotten early, its src's floor raised",
     ),
     Reason(
         "e2e_unsigned_error",
