@@ -6,7 +6,8 @@ A request enters at an ingress node, crosses relays as ``req`` frames and is ser
 destination; a relay may change only ``hops``, ``ttl`` and append its id to ``X-Xio-Via``
 (docs/PROTOCOL.md section 11). This module lets the ingress and the destination check that
 nothing else changed on the way, and that the answer is the destination's, with no message
-exchanged to agree on a key (docs/PROTOCOL.md section 11.1, a draft: not yet on the wire).
+exchanged to agree on a key (docs/PROTOCOL.md section 11.1; what a node does with these is
+``xio.peering.integrity``).
 
 * **Key.** Both ends know each other's Ed25519 key from the signed records. Each turns its own
   Ed25519 seed into an X25519 private key (``SHA-512(seed)[:32]``, clamped) and the peer's
@@ -18,8 +19,9 @@ exchanged to agree on a key (docs/PROTOCOL.md section 11.1, a draft: not yet on 
   the fields no relay may change, behind a domain string that differs between a request and a
   response, so one can never stand for the other. A response MAC covers the request's nonce,
   binding the answer to its question.
-* **Replay.** The ingress picks a 16-byte random nonce per request; the destination keeps
-  ``(src, nonce)`` pairs for at least the longest request lifetime in a bounded window.
+* **Replay.** The ingress picks a fresh 16-byte nonce per request (its issue time, then
+  random bytes: ``xio.peering.integrity``); the destination keeps ``(src, nonce)`` pairs for
+  as long as a nonce is accepted, in a bounded window that fails closed when full.
 
 Why these choices: HMAC-SHA256 against keyed BLAKE2b-128 (bench/e2e_bench.py, bench/RESULTS.md
 "Issue 10: end-to-end MACs"): BLAKE2b wins below about 2 KiB of body, by at most 2 µs (1.1
