@@ -23,7 +23,7 @@ from xio.peering.link_events import error_frame
 
 from .conftest import NODE, ROOT, Process
 from .http_wire import in_thread
-from .mesh import InProcessMesh, wait_for, ws_url
+from .mesh import InProcessMesh, call, wait_for, ws_url
 
 WHOAMI = str(ROOT / "tests/apps/whoami")
 
@@ -212,3 +212,16 @@ def test_a_request_replayed_by_the_relay_is_refused_and_the_app_runs_once(honest
     assert b"a replay" in replayed.body
     assert forwarding(line.b)["e2e_replay"] == counted + 1
     assert orders(line) == before + 1  # served once, not twice
+
+
+def test_the_ingress_own_502_for_an_answer_over_its_body_budget_is_not_marked(in_process_mesh):
+    big = xio.app("big")
+    big.bind("www", lambda req: b"x" * (2 * 1024 * 1024))
+    a, _ = in_process_mesh.line("a", "b", apps_at_end=[big])
+    a.body_bytes.limit = 64 * 1024  # a's budget for bodies: the answer cannot be read
+    response = call(a, "GET", "/big/")
+    assert response.status == 502
+    assert response.content["description"] == (
+        "the response is too large for this node's body budget"
+    )  # a's own verdict: not passed off as a relay's, nor as an altered answer
+    assert "bad_e2e_mac" not in a.forwarding_counts()

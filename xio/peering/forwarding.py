@@ -298,6 +298,8 @@ class Forwarder:
         if answer is None:  # set by link_closed
             self.counts["next_hop_lost"] += 1
             return error_frame(502, f"link to {link.peer_name} closed, request lost", via=trail)
+        if answer.request_id != request_id:  # our session's own 502: a res over the body budget
+            return answer
         return self.e2e.open_response(sealed, answer)
 
     # -- events from links: never block ----------------------------------------------------
