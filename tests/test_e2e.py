@@ -1,7 +1,9 @@
 """End-to-end integrity (xio/peering/e2e.py): keys agree, MACs cover what relays may not touch.
 
-The draft is docs/PROTOCOL.md section 11.1; its vectors block is recomputed here from the
+The rules are docs/PROTOCOL.md section 11.1; its vectors block is recomputed here from the
 fixed seeds of tests/test_protocol_vectors.py. Refresh it with ``python -m tests.test_e2e``.
+The second half tests xio/peering/integrity.py in memory: what the ingress and the destination
+do with the MACs (tests/test_e2e_mesh.py does the same across a tampering relay).
 """
 
 from __future__ import annotations
