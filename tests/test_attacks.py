@@ -40,6 +40,7 @@ from .hostile import (
     record_frame,
     ws_header,
 )
+from .sealing import introduce, public_key_of, seal_request
 
 INVENTORY = str(ROOT / "tests/apps/inventory")
 SLOW = str(ROOT / "tests/apps/slow")
@@ -126,6 +127,19 @@ def attack_quietly(action, *args, **options) -> None:
         action(*args, **options)
     except (OSError, PeerError):
         pass
+
+
+def sealed_request(attacker, dst: str, dst_key: bytes, request_id: int, app: str, *,
+                   method: str = "GET", query: str = "", body: bytes = b"",
+                   ttl_ms: int = 10_000) -> None:  # fmt: skip
+    """Send a req as a node with a record does: sealed end to end (PROTOCOL.md 11.1).
+
+    The attacker's record must have reached ``dst`` (``introduce``): a request without MACs,
+    or from a node ``dst`` has no record of, is refused before it costs ``dst`` anything.
+    """
+    sealed = seal_request(attacker.key, dst_key, dst, app, method=method, query=query, body=body)
+    attacker.send("req", id=request_id, dst=dst, app=app, method=method, path="", query=query,
+                  headers=[], body=body, hops=16, ttl=ttl_ms, **sealed)  # fmt: skip
 
 
 # -- honest traffic ---------------------------------------------------------------------------
@@ -548,9 +562,11 @@ def test_request_bodies_held_at_the_node_are_bounded_and_freed(mesh, monkeypatch
     body = bytes(16 * MiB)
     with HonestTraffic(honest_targets(v, h)) as traffic:
         attacker = hostile(v)
+        introduce(attacker)  # V checks the MACs, then holds the bodies while the app runs
+        v_key = public_key_of(v)
         for request_id in range(1, 31):  # 30 bodies of 16 MiB, each held 8 s by the app
-            attack_quietly(attacker.request, request_id, v_id, "slow", method="POST",
-                           query="s=8", body=body, ttl_ms=20_000)  # fmt: skip
+            attack_quietly(sealed_request, attacker, v_id, v_key, request_id, "slow",
+                           method="POST", query="s=8", body=body, ttl_ms=20_000)  # fmt: skip
         wait_until(lambda: len(attacker.responses) >= 20 or attacker.closed.is_set(),
                    timeout=scaled(10, 12), what="20 requests refused")  # fmt: skip
         attacker.close()
@@ -570,8 +586,10 @@ def test_request_bodies_held_at_the_node_are_bounded_and_freed(mesh, monkeypatch
 def test_a_req_asking_for_a_49_day_ttl_is_answered_at_max_ttl(mesh):
     v, h = mesh(["--max-ttl", "2"])
     attacker = hostile(v)
+    introduce(attacker)  # a node with a record: H can check its requests' MACs
     # Through V to H's app, which would take 30 s: V gives it 2 s, not 49.7 days.
-    attacker.request(1, node_id(h), "slow", query="s=30", ttl_ms=2**32 - 1)
+    sealed_request(attacker, node_id(h), public_key_of(h), 1, "slow", query="s=30",
+                   ttl_ms=2**32 - 1)  # fmt: skip
     wait_until(lambda: 1 in attacker.responses, timeout=8, what="an answer within max-ttl")
     assert attacker.responses[1]["status"] == 504
 
@@ -580,9 +598,11 @@ def test_requests_in_flight_are_bounded_over_all_links(mesh):
     v, h = mesh(["--max-in-flight", "64"])
     v_id = node_id(v)
     attackers = [hostile(v, source=f"127.0.0.{60 + index}") for index in range(4)]
+    v_key = public_key_of(v)
     for attacker in attackers:  # 160 requests that each hold a worker for 6 s
+        introduce(attacker)  # nodes with records: V checks the MACs and runs the app
         for request_id in range(1, 41):
-            attacker.request(request_id, v_id, "slow", query="s=6", ttl_ms=20_000)
+            sealed_request(attacker, v_id, v_key, request_id, "slow", query="s=6", ttl_ms=20_000)
 
     def refused() -> int:
         return sum(1 for a in attackers for r in list(a.responses.values()) if r["status"] == 503)

@@ -1,22 +1,39 @@
 """End-to-end integrity (xio/peering/e2e.py): keys agree, MACs cover what relays may not touch.
 
-The draft is docs/PROTOCOL.md section 11.1; its vectors block is recomputed here from the
+The rules are docs/PROTOCOL.md section 11.1; its vectors block is recomputed here from the
 fixed seeds of tests/test_protocol_vectors.py. Refresh it with ``python -m tests.test_e2e``.
+The second half tests xio/peering/integrity.py in memory: what the ingress and the destination
+do with the MACs (tests/test_e2e_mesh.py does the same across a tampering relay).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
+import itertools
+import json
 import re
 from pathlib import Path
 
+import msgpack
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from hypothesis import given
 from hypothesis import strategies as st
 
 from xio.errors import LocalProtocolError, RemoteProtocolError
-from xio.peering import e2e
+from xio.peering import codec, e2e
+from xio.peering.codec import RequestFrame, ResponseFrame
 from xio.peering.identity import Identity
+from xio.peering.integrity import (
+    MAX_AGE_MS,
+    MAX_AHEAD_MS,
+    UNSIGNED_STATUSES,
+    EndToEnd,
+    nonce_time_ms,
+)
+from xio.peering.link_events import error_frame
 
 PROTOCOL = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
 BLOCK = re.compile(r"```text xio-e2e-vectors\n(.*?)```", re.DOTALL)
@@ -71,6 +88,14 @@ def format_vectors() -> str:
 def test_the_documented_vectors_are_what_the_code_computes():
     (block,) = BLOCK.findall(PROTOCOL.read_text())
     assert block == format_vectors()
+
+
+def test_the_mac_is_hmac_sha256_of_the_encoding_truncated_to_16_bytes():
+    # Written from section 11.1, not from e2e._mac: another implementation computes this.
+    expected = hmac.new(KEY, e2e.encode_request(**REQUEST), hashlib.sha256).digest()[:16]
+    assert req_mac() == expected
+    response = e2e.encode_response(**RESPONSE, body=b"ok")
+    assert res_mac() == hmac.new(KEY, response, hashlib.sha256).digest()[:16]
 
 
 def test_both_ends_derive_the_same_key_and_other_pairs_do_not():
@@ -209,6 +234,29 @@ def test_the_replay_window_is_bounded_and_counts_early_evictions():
     assert not window.seen("a", nonces[0], 1_010)  # evicted early: the operator was told
 
 
+def issued(nonce: bytes) -> int:
+    return nonce[0]  # the tests' nonces: their first byte is their issue time
+
+
+def test_a_full_window_refuses_what_it_forgot_from_that_source_only():
+    window = e2e.ReplayWindow(capacity=2, horizon_ms=30_000, issued_of=issued)
+    a1, a2, a3 = (bytes([t]) + bytes([0xAA]) * 15 for t in (1, 2, 3))
+    for nonce in (a1, a2, a3):
+        assert not window.seen("a", nonce, 1_000)
+    assert window.early_evictions == 1  # a1 went: a's floor is now its time, 1
+    assert window.seen("a", a1, 1_001)  # the replay of what was forgotten: refused
+    assert window.seen("a", bytes([1]) + bytes(15), 1_001)  # as old: cannot be judged
+    assert not window.seen("a", bytes([4]) + bytes(15), 1_001)  # newer: judged, fresh
+    assert not window.seen("b", bytes([0]) + bytes(15), 1_001)  # b's clock is b's own
+
+
+def test_floors_are_bounded():
+    window = e2e.ReplayWindow(capacity=1, horizon_ms=30_000, issued_of=issued, max_floors=2)
+    for index, src in enumerate("abcd"):
+        window.seen(src, bytes([9]) + bytes([index]) * 15, 1_000)
+    assert len(window._floors) == 2  # noqa: SLF001 - the bound is what is tested
+
+
 def test_expired_pairs_leave_without_counting():
     window = e2e.ReplayWindow(capacity=2, horizon_ms=100)
     for i in range(10):
@@ -280,6 +328,200 @@ def test_any_response_verifies_and_its_mac_never_passes_as_a_request_mac(nonce, 
 def test_local_misuse_is_a_local_protocol_error(call):
     with pytest.raises(LocalProtocolError):
         call()
+
+
+# -- on the wire: xio.peering.integrity, what the forwarder does with the MACs ---------------
+
+CAROL = Identity.from_seed(b"\x77" * 32)
+NOW = 1_800_000_000_000
+RECORDS = {ALICE.node_id: ALICE.public_key, BOB.node_id: BOB.public_key}
+
+
+def ends(**options):
+    """Return (ingress Alice, destination Bob), each knowing the other's record key only.
+
+    Their random bytes count 1, 2, 3...: nonces differ in a known way.
+    """
+    counter = itertools.count(1)
+    return tuple(
+        EndToEnd(who, RECORDS.get, random_bytes=lambda n: next(counter).to_bytes(n, "big"),
+                 **options)
+        for who in (ALICE, BOB)
+    )  # fmt: skip
+
+
+def req_frame(**changes) -> RequestFrame:
+    fields = {"request_id": 9, "dst": BOB.node_id, "app": "echo", "method": "POST",
+              "path": "/items/42", "query": "a=1", "headers": (("Accept", "*/*"),),
+              "body": b"hello", "hops": 15, "ttl_ms": 5000, **changes}  # fmt: skip
+    return RequestFrame(**fields)
+
+
+def sealed_pair(alice, frame=None):
+    frame = frame or req_frame()
+    seal = alice.seal_request(frame, NOW)
+    return seal, dataclasses.replace(frame, src=ALICE.node_id, nonce=seal.nonce, mac=seal.mac)
+
+
+def test_a_sealed_request_opens_at_its_destination_and_its_answer_at_the_ingress():
+    alice, bob = ends()
+    seal, frame = sealed_pair(alice)
+    assert nonce_time_ms(seal.nonce) == NOW and seal.nonce[8:] == (1).to_bytes(8, "big")
+    # What relays change: the trail, hops, ttl, the request id of each link.
+    trail = (*frame.headers, ("X-Xio-Via", ALICE.node_id))
+    relayed = dataclasses.replace(frame, request_id=3, hops=2, ttl_ms=10, headers=trail)
+    key, refusal = bob.open_request(relayed, NOW + 5)
+    assert refusal is None and key == KEY
+    answer = bob.seal_response(key, relayed, ResponseFrame(0, 200, (("Set-Cookie", "s=1"),), b"ok"))
+    assert answer.request_id == 3 and answer.mac is not None
+    assert alice.open_response(seal, answer) is answer
+    assert not alice.counts and not bob.counts
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"body": b"hellO"}, {"method": "PUT"}, {"path": "/items/43"}, {"query": "a=2"},
+     {"app": "other"}, {"headers": (("Accept", "text/html"),)}, {"headers": ()},
+     {"src": CAROL.node_id}],
+    ids=lambda changes: next(iter(changes)),
+)  # fmt: skip
+def test_a_request_changed_on_the_way_is_refused_signed_and_counted(changes):
+    alice, bob = ends()
+    seal, frame = sealed_pair(alice)
+    bob_records = {**RECORDS, CAROL.node_id: CAROL.public_key}
+    bob = EndToEnd(BOB, bob_records.get)
+    key, refusal = bob.open_request(dataclasses.replace(frame, **changes), NOW, via="x")
+    assert refusal.status == 502 and b"bad_e2e_mac" in refusal.body
+    assert bob.counts == {"bad_e2e_mac": 1}
+    if "src" not in changes:  # signed for the claimed src: Alice trusts the refusal
+        signed = bob.seal_response(key, frame, refusal)
+        assert alice.open_response(seal, signed).status == 502
+        assert not alice.counts
+
+
+def test_a_request_without_macs_or_from_an_unknown_node_is_refused():
+    alice, bob = ends()
+    key, refusal = bob.open_request(req_frame(), NOW)
+    assert (key, refusal.status) == (None, 502) and bob.counts == {"bad_e2e_mac": 1}
+    stranger = EndToEnd(CAROL, RECORDS.get)
+    seal = stranger.seal_request(req_frame(), NOW)
+    frame = req_frame(src=CAROL.node_id, nonce=seal.nonce, mac=seal.mac)
+    key, refusal = bob.open_request(frame, NOW)
+    assert key is None and b"no record here" in refusal.body
+    assert bob.counts["e2e_unknown_node"] == 1
+    assert alice.seal_request(req_frame(dst=CAROL.node_id), NOW) is None  # no record of Carol
+    assert alice.counts == {"e2e_unknown_node": 1}
+
+
+def test_a_replayed_request_is_refused_unsigned_and_an_old_one_as_stale():
+    alice, bob = ends()
+    _, frame = sealed_pair(alice)
+    assert bob.open_request(frame, NOW)[1] is None
+    key, refusal = bob.open_request(dataclasses.replace(frame, request_id=77, ttl_ms=9), NOW + 1)
+    assert key is None and b"a replay" in refusal.body  # no signed second answer to one n
+    assert bob.counts == {"e2e_replay": 1}
+    for late in (MAX_AGE_MS + 1, -MAX_AHEAD_MS - 1):  # by Bob's clock, against the nonce's
+        _, fresh = sealed_pair(alice)
+        key, refusal = bob.open_request(fresh, NOW + late)
+        assert key == KEY and refusal.status == 502 and b"issued" in refusal.body
+    assert bob.counts["e2e_stale"] == 2
+
+
+def test_a_full_replay_window_is_counted():
+    alice, _ = ends()
+    bob = EndToEnd(BOB, RECORDS.get, replay_pairs=2)
+    frames = [sealed_pair(alice)[1] for _ in range(3)]
+    first = frames[0]
+    for frame in frames:
+        assert bob.open_request(frame, NOW)[1] is None
+    assert bob.counts == {"e2e_window_full": 1}
+    # The first pair was forgotten: its replay is refused all the same, the window failed closed.
+    assert bob.open_request(first, NOW + 1)[0] is None
+    assert bob.counts == {"e2e_window_full": 1, "e2e_replay": 1}
+
+
+RESPONSE_CHANGES = [
+    {"status": 201}, {"body": b"ok!"}, {"headers": (("Set-Cookie", "s=2"),)},
+    {"headers": (("Set-Cookie", "s=1"), ("Location", "/x"))}, {"mac": b"\x00" * 16},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("changes", RESPONSE_CHANGES, ids=lambda c: next(iter(c)))
+def test_an_answer_changed_on_the_way_is_a_502_counted_at_the_ingress(changes):
+    alice, bob = ends()
+    seal, frame = sealed_pair(alice)
+    key, _ = bob.open_request(frame, NOW)
+    answer = bob.seal_response(key, frame, ResponseFrame(0, 200, (("Set-Cookie", "s=1"),), b"ok"))
+    seen = alice.open_response(seal, dataclasses.replace(answer, **changes))
+    assert seen.status == 502 and b"the response was altered on the way" in seen.body
+    assert seen.mac is None  # nothing of the altered answer passes, the ingress's trail only
+    assert dict(seen.headers) == {"Content-Type": "application/json", "X-Xio-Via": ALICE.node_id}
+    assert alice.counts == {"bad_e2e_mac": 1}
+
+
+def test_an_answer_bound_to_another_request_is_refused():
+    alice, bob = ends()
+    seal, frame = sealed_pair(alice)
+    other_seal, other = sealed_pair(alice, req_frame(path="/other"))
+    key, _ = bob.open_request(other, NOW)
+    answer = bob.seal_response(key, other, ResponseFrame(0, 200, (), b"other"))
+    assert alice.open_response(seal, answer).status == 502
+    assert alice.open_response(other_seal, answer) is answer
+
+
+@pytest.mark.parametrize("status", sorted(UNSIGNED_STATUSES))
+def test_a_nodes_own_error_passes_unsigned_and_marked_nothing_else_does(status):
+    alice, _ = ends()
+    seal, _ = sealed_pair(alice)
+    relay_error = error_frame(status, "no route to node x", via=f"{ALICE.node_id},{CAROL.node_id}")
+    relay_error = dataclasses.replace(
+        relay_error, headers=(*relay_error.headers, ("Set-Cookie", "evil=1"))
+    )
+    seen = alice.open_response(seal, relay_error)
+    assert seen.status == status
+    assert json.loads(seen.body)["description"] == (
+        "no route to node x (said by a node on the way, unauthenticated)"
+    )
+    assert dict(seen.headers) == {"Content-Type": "application/json",
+                                  "X-Xio-Via": f"{ALICE.node_id},{CAROL.node_id}"}  # fmt: skip
+    assert alice.counts == {"e2e_unsigned_error": 1}
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [ResponseFrame(0, 200, (), b"{}"), ResponseFrame(0, 404, (), b'{"description": "x"}'),
+     ResponseFrame(0, 502, (), b"<html>not xio's error</html>")],
+    ids=["200", "404", "502 not json"],
+)  # fmt: skip
+def test_an_unsigned_answer_that_is_no_node_error_is_refused(answer):
+    alice, _ = ends()
+    seal, _ = sealed_pair(alice)
+    assert alice.open_response(seal, answer).status == 502
+    assert alice.counts == {"bad_e2e_mac": 1}
+
+
+def test_the_end_to_end_fields_cross_the_wire_all_or_none():
+    alice, _ = ends()
+    _, frame = sealed_pair(alice)
+    assert codec.decode(codec.encode(frame)) == frame
+    wire = msgpack.unpackb(codec.encode(frame))
+    assert (wire["src"], wire["n"], wire["mac"]) == (frame.src, frame.nonce, frame.mac)
+    assert "mac" not in msgpack.unpackb(codec.encode(req_frame()))
+    for missing in ("src", "nonce", "mac"):
+        with pytest.raises(LocalProtocolError, match="all three or none"):
+            dataclasses.replace(frame, **{missing: None})
+    with pytest.raises(LocalProtocolError, match="exactly 16 bytes"):
+        dataclasses.replace(frame, mac=b"short")
+    res = ResponseFrame(1, 200, (), b"", b"\x01" * 16)
+    assert codec.decode(codec.encode(res)) == res
+    answer = ResponseFrame(0, 200, (("A", "b"),), b"x")
+    assert answer.signed(5, b"\x02" * 16) == ResponseFrame(
+        5, 200, (("A", "b"),), b"x", b"\x02" * 16
+    )
+    with pytest.raises(LocalProtocolError):
+        answer.signed(5, b"short")
+    with pytest.raises(RemoteProtocolError):
+        codec.decode(msgpack.packb({"t": "res", "id": 1, "status": 200, "mac": b"x"}))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ PURE_CORE = (
     "xio.peering.mdns_names",
     "xio.peering.cipher",
     "xio.peering.e2e",
+    "xio.peering.integrity",
     "xio.node.access",
     "xio.peering.membership",
     "xio.peering.admission",

@@ -112,11 +112,16 @@ def test_a_cancel_is_passed_along_the_path_and_stops_the_handler(line):
     _, b, c = line
     from xio.peering import codec
 
+    from .sealing import public_key_of, record_of, seal_request
     from .test_link_hostile import EvilPeer
 
     asker = EvilPeer(ws(b) + "/_xio/ws")
     asker.handshake()
-    request = codec.RequestFrame(7, node_id(c), "slow", "GET", "", "s=30", hops=16, ttl_ms=60_000)
+    asker.send(record_of(asker.identity))  # C takes the asker's key from its record
+    c_id = node_id(c)
+    sealed = seal_request(asker.identity, public_key_of(c), c_id, "slow", query="s=30")
+    request = codec.RequestFrame(7, c_id, "slow", "GET", "", "s=30", hops=16, ttl_ms=60_000,
+                                 src=sealed["src"], nonce=sealed["n"], mac=sealed["mac"])  # fmt: skip
     asker.send(codec.encode(request))
     wait_until(lambda: forwarding(c).get("served", 0) >= 1, what="c to start the handler")
     asker.send(codec.encode(codec.Cancel(7)))

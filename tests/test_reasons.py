@@ -24,6 +24,7 @@ COUNTERS = {"counts", "rejected", "refused", "counters", "closed_links"}
 REASON_ARGUMENT = {
     "count_rejection": 0, "_reject": 0, "_closed": 0, "close": 0, "_end": 0, "_Violation": 0,
     "RemoteProtocolError": 0, "Verdict": 1, "TrailProblem": 1, "_refuse": 2,
+    "_refused": 0,
 }  # fmt: skip
 #: mDNS answers are ignored (logged at debug), never counted: its reasons are not counters.
 NOT_COUNTED = {"xio/peering/mdns.py", "xio/peering/mdns_names.py"}

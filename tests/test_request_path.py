@@ -17,6 +17,7 @@ import xio
 
 from .conftest import ROOT, wait_until
 from .hostile import HostilePeer, record_frame
+from .sealing import introduce, public_key_of, seal_request, seal_response
 
 EDGE = str(ROOT / "tests/apps/edge")
 
@@ -144,7 +145,9 @@ def test_a_loop_and_an_unreadable_trail_are_refused_and_counted(line):
     peer.send("req", id=1, **edge, headers=[["X-Xio-Via", f"{peer.key.node_id},{ids['b']}"]])
     peer.send("req", id=2, **edge, headers=[["X-Xio-Via", f"{peer.key.node_id}, {ids['a']}"]])
     peer.send("req", id=3, **edge, headers=[["X-Xio-Via", ids["a"]], ["x-xio-via", ids["a"]]])
-    peer.send("req", id=4, **edge, headers=[["X-Xio-Via", peer.key.node_id]])
+    introduce(peer)  # C takes the peer's key from its record (docs/PROTOCOL.md 11.1)
+    sealed = seal_request(peer.key, public_key_of(c), ids["c"], "edge", path="/echo/1")
+    peer.send("req", id=4, **edge, headers=[["X-Xio-Via", peer.key.node_id]], **sealed)
     loop = answer_of(peer, 1)
     assert loop["status"] == 508
     assert json.loads(loop["body"])["title"] == "Loop Detected"
@@ -164,8 +167,10 @@ def test_a_loop_and_an_unreadable_trail_are_refused_and_counted(line):
 def test_the_destination_answers_app_not_hosted_with_the_trail(line):
     _, _, c, ids = line
     peer = peer_of(c)
+    introduce(peer)
+    sealed = seal_request(peer.key, public_key_of(c), ids["c"], "nothere")
     peer.send("req", id=1, dst=ids["c"], app="nothere", method="GET", path="", hops=16,
-              ttl=10_000, headers=[["X-Xio-Via", peer.key.node_id]])  # fmt: skip
+              ttl=10_000, headers=[["X-Xio-Via", peer.key.node_id]], **sealed)  # fmt: skip
     answer = answer_of(peer, 1)
     assert answer["status"] == 404
     assert dict(answer["headers"])["X-Xio-Via"] == f"{peer.key.node_id},{ids['c']}"
@@ -224,6 +229,7 @@ def evil_host(node, answers: dict) -> HostilePeer:
     peer.send_message(record_frame(peer.key, 1, links=[target], apps=["evil"], name="evil"))
     wait_until(lambda: hosts(node, "evil"), what="the node to route app evil to the peer")
     done: set[int] = set()
+    asker_key = public_key_of(node)
 
     def serve():
         while not peer.closed.wait(0.01):
@@ -232,7 +238,10 @@ def evil_host(node, answers: dict) -> HostilePeer:
                     continue
                 done.add(frame["id"])
                 status, headers, body = answers[frame["path"]]
-                peer.send("res", id=frame["id"], status=status, headers=headers, body=body)
+                # Signed, as the destination's answers are: the node judges what it says.
+                mac = seal_response(peer.key, asker_key, frame, status, headers, body)
+                peer.send("res", id=frame["id"], status=status, headers=headers, body=body,
+                          mac=mac)  # fmt: skip
 
     threading.Thread(target=serve, daemon=True).start()
     return peer

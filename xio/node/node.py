@@ -44,13 +44,14 @@ from ..peering.dial import connect, peer_tls_context
 from ..peering.forwarding import VIA, Forwarder, error_frame, extend_via, via_of
 from ..peering.handshake import Handshake
 from ..peering.identity import Identity
+from ..peering.integrity import EndToEnd
 from ..peering.links import Dialer, Link
 from ..peering.reasons import FORWARDING_REFUSALS as _FORWARDING_REFUSALS
 from ..peering.routing import RoutingTable, Topology
 from ..peering.session import Closed, LinkLimits, LinkSession
 from ..peering.store import RecordStore, StoreLimits
 from ..peering.transport import WebSocketEndpoint
-from ..request import Headers, Request, Response
+from ..request import Caller, Headers, Request, Response
 from ..resource import RawPath, Resource
 from ..responses import error_response
 from ..server import HTTPLimits, Server, WSGIApp
@@ -156,8 +157,11 @@ class Node:
             min_interval=config.min_originate_interval, max_size=config.record_max_size,
             on_error=self.loop_failed,
         )  # fmt: skip
-        self.forwarder = Forwarder(self.id, self.deliver, self._link_towards,
-                                   in_flight=self.in_flight, body_bytes=self.body_bytes)  # fmt: skip
+        e2e = EndToEnd(self.identity, self._public_key_of)  # keys from the records we hold
+        self.forwarder = Forwarder(
+            self.id, self.deliver, self._link_towards, e2e=e2e, in_flight=self.in_flight,
+            body_bytes=self.body_bytes,
+        )  # fmt: skip
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -246,6 +250,7 @@ class Node:
     def budgets(self) -> dict[str, dict]:
         """Return every budget in use and its limit."""
         store = self.store.usage()
+        e2e = self.forwarder.e2e
         return {
             "in_flight": self.in_flight.describe(),
             "body_bytes": self.body_bytes.describe(),
@@ -263,6 +268,9 @@ class Node:
                 "used": self.link_table.queued_bytes(),
                 "limit_per_link": self.config.link_queue_bytes,
             },
+            # End to end (xio.peering.integrity): keys cached and (src, n) pairs remembered.
+            "e2e_keys": {"used": len(e2e.keys), "limit": e2e.keys.capacity},
+            "e2e_replay_pairs": {"used": len(e2e.window), "limit": e2e.window.capacity},
         }
 
     def status(self) -> dict:
@@ -459,6 +467,10 @@ class Node:
                                reachable=self.routes.table.reachable_set())  # fmt: skip
         self.originator.changed()
 
+    def _public_key_of(self, node_id: str) -> bytes | None:
+        record = self.store.get(node_id)
+        return record.public_key if record is not None else None
+
     def _link_towards(self, dst: str) -> Link | None:
         next_hop = self.routes.table.next_hop(dst)
         return self.links.get(next_hop) if next_hop else None
@@ -519,17 +531,28 @@ class Node:
     # -- answering ----------------------------------------------------------------------
 
     def deliver(self, frame: RequestFrame, deadline: float) -> ResponseFrame:
-        """Answer a request that came over a link for an app hosted here."""
+        """Answer a request that came over a link for an app hosted here.
+
+        The forwarder has checked its end-to-end MAC: ``frame.src`` is the authentic ingress.
+        """
         trail = via_of(frame.headers)
         app = self.apps.get(frame.app)
         if app is None:
             description = f"app {frame.app!r} is not hosted on node {self.name}"
             return error_frame(404, description, via=extend_via(trail, self.id))
         req = Request(frame.method, frame.path, query=frame.query,
-                      headers=Headers(frame.headers), body=frame.body)  # fmt: skip
+                      headers=Headers(frame.headers), body=frame.body,
+                      client=self._caller(frame.src))  # fmt: skip
         response = self.answer_locally(app, req, deadline, trail)
         return response_to_frame(response, req.headers.get("Accept"), self.forwarder.counts,
                                  request_id=frame.request_id)  # fmt: skip
+
+    def _caller(self, src: str) -> Caller:
+        """Return ``req.client`` of a request from ``src``, whose MAC the forwarder checked."""
+        member, certified_name = self.is_member(src)
+        record = self.store.get(src)
+        name = certified_name or (record.name if record is not None else None)
+        return Caller(node_id=src, name=name, member=member)
 
     def answer_locally(
         self, app: Resource, req: Request, deadline: float, trail: str = ""

@@ -6,7 +6,8 @@ A request enters at an ingress node, crosses relays as ``req`` frames and is ser
 destination; a relay may change only ``hops``, ``ttl`` and append its id to ``X-Xio-Via``
 (docs/PROTOCOL.md section 11). This module lets the ingress and the destination check that
 nothing else changed on the way, and that the answer is the destination's, with no message
-exchanged to agree on a key (docs/PROTOCOL.md section 11.1, a draft: not yet on the wire).
+exchanged to agree on a key (docs/PROTOCOL.md section 11.1; what a node does with these is
+``xio.peering.integrity``).
 
 * **Key.** Both ends know each other's Ed25519 key from the signed records. Each turns its own
   Ed25519 seed into an X25519 private key (``SHA-512(seed)[:32]``, clamped) and the peer's
@@ -14,17 +15,20 @@ exchanged to agree on a key (docs/PROTOCOL.md section 11.1, a draft: not yet on 
   ``crypto_sign_ed25519_*_to_curve25519`` do; the X25519 shared secret goes through HKDF with
   both node ids, smaller first, so both directions derive the same 32-byte key. A peer key that
   is non-canonical or of small order is refused (the shared secret would be predictable).
-* **MAC.** Keyed BLAKE2b with a 16-byte output over a canonical, length-prefixed encoding of
+* **MAC.** HMAC-SHA256 truncated to 16 bytes over a canonical, length-prefixed encoding of
   the fields no relay may change, behind a domain string that differs between a request and a
   response, so one can never stand for the other. A response MAC covers the request's nonce,
   binding the answer to its question.
-* **Replay.** The ingress picks a 16-byte random nonce per request; the destination keeps
-  ``(src, nonce)`` pairs for at least the longest request lifetime in a bounded window.
+* **Replay.** The ingress picks a fresh 16-byte nonce per request (its issue time, then
+  random bytes: ``xio.peering.integrity``); the destination keeps ``(src, nonce)`` pairs for
+  as long as a nonce is accepted, in a bounded window that fails closed when full.
 
-Why these choices: keyed BLAKE2b costs half of HMAC-SHA256 on a small request (1.8 against
-3.2 µs: one compression per 128 bytes, no inner and outer hash), the common case; on a 64 KiB
-body HMAC-SHA256 is 2.4x faster where OpenSSL has the CPU's SHA extensions, a trade-off noted in
-bench/RESULTS.md ("Issue 10: end-to-end MAC (pure)").
+Why these choices: HMAC-SHA256 against keyed BLAKE2b-128 (bench/e2e_bench.py, bench/RESULTS.md
+"Issue 10: end-to-end MACs"): BLAKE2b wins below about 2 KiB of body, by at most 2 µs (1.1
+against 2.2 µs at 100 B), and loses above, by 2.5x at 1 MiB (1.5 ms against 0.6 ms), because
+OpenSSL's SHA-256 uses the CPU's SHA extensions and Python's BLAKE2b has no SIMD. Each request
+costs four MACs (two per end), so HMAC-SHA256 caps the cost of the large answers that pages and
+lists are while the small ones lose 1-2 µs out of a ~200 µs request.
 16 bytes (128 bits) is enough: a forger must guess online, each guess costs a request through
 the mesh, and 2^-128 per try is far beyond any number of tries; collisions do not matter for a
 MAC whose key the attacker lacks.
@@ -38,7 +42,7 @@ import hashlib
 import hmac
 import struct
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
@@ -79,6 +83,9 @@ _P = 2**255 - 19
 _Y_MASK = (1 << 255) - 1
 _U32 = struct.Struct(">I")
 _U16 = struct.Struct(">H")
+#: Bodies up to this size are joined to their head and hashed in one call; larger ones are
+#: hashed in place, part by part.
+_ONE_SHOT_BODY = 16 * 1024
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -155,39 +162,48 @@ class PairwiseKeys:
 # -- canonical encoding and MACs ---------------------------------------------------------------
 
 
-def _field(data: bytes) -> bytes:
-    return _U32.pack(len(data)) + data
+_NONCE_FIELD = _U32.pack(NONCE_LENGTH)  # a nonce's length prefix, always the same
 
 
-def _headers(headers: Iterable[tuple[str, str]]) -> list[bytes]:
-    kept = [(n, v) for n, v in headers if n.lower() != VIA_HEADER]
-    parts = [_U32.pack(len(kept))]
+def _add_headers(parts: list[bytes], headers: Iterable[tuple[str, str]]) -> None:
+    kept = [pair for pair in headers if pair[0].lower() != VIA_HEADER]
+    pack, append = _U32.pack, parts.append
+    append(pack(len(kept)))
     for name, value in kept:
         name_bytes, value_bytes = name.encode("utf-8"), value.encode("utf-8")
-        parts += (_U32.pack(len(name_bytes)), name_bytes, _U32.pack(len(value_bytes)), value_bytes)
-    return parts
+        append(pack(len(name_bytes)))
+        append(name_bytes)
+        append(pack(len(value_bytes)))
+        append(value_bytes)
+
+
+def _check_nonce(nonce: object) -> None:
+    if not isinstance(nonce, bytes) or len(nonce) != NONCE_LENGTH:
+        raise LocalProtocolError("an e2e nonce is exactly 16 bytes")
 
 
 def _request_parts(src, dst, app, method, path, query, headers, body, nonce) -> list[bytes]:
     # The encoding in three pieces (all before the body, the body, after it), so that a MAC
-    # hashes a large body in place instead of copying it into one string first.
-    if not isinstance(nonce, bytes) or len(nonce) != NONCE_LENGTH:
-        raise LocalProtocolError("an e2e nonce is exactly 16 bytes")
+    # hashes a large body in place instead of copying it into one string first. Runs twice per
+    # request (sealed and checked): plain appends, no helper per field.
+    _check_nonce(nonce)
     parts = [REQUEST_DOMAIN]
+    pack, append = _U32.pack, parts.append
     for text in (src, dst, app, method, path, query):
         data = text.encode("utf-8")
-        parts += (_U32.pack(len(data)), data)
-    parts += _headers(headers)
-    parts.append(_U32.pack(len(body)))
-    return [b"".join(parts), body, _field(nonce)]
+        append(pack(len(data)))
+        append(data)
+    _add_headers(parts, headers)
+    append(pack(len(body)))
+    return [b"".join(parts), body, _NONCE_FIELD + nonce]
 
 
 def _response_parts(request_nonce, status, headers, body) -> list[bytes]:
-    if not isinstance(request_nonce, bytes) or len(request_nonce) != NONCE_LENGTH:
-        raise LocalProtocolError("an e2e nonce is exactly 16 bytes")
+    _check_nonce(request_nonce)
     if type(status) is not int or not 100 <= status <= 999:
         raise LocalProtocolError("an HTTP status is an int in 100..999")
-    parts = [RESPONSE_DOMAIN, _field(request_nonce), _U16.pack(status), *_headers(headers)]
+    parts = [RESPONSE_DOMAIN, _NONCE_FIELD, request_nonce, _U16.pack(status)]
+    _add_headers(parts, headers)
     parts.append(_U32.pack(len(body)))
     return [b"".join(parts), body]
 
@@ -210,10 +226,12 @@ def encode_response(request_nonce, status, headers, body) -> bytes:
 def _mac(key: bytes, parts: list[bytes]) -> bytes:
     if not isinstance(key, bytes) or len(key) != KEY_LENGTH:
         raise LocalProtocolError("an e2e key is exactly 32 bytes")
-    hasher = hashlib.blake2b(key=key, digest_size=MAC_LENGTH)
-    for part in parts:
+    if len(parts[1]) <= _ONE_SHOT_BODY:  # one C call: cheaper than copying nothing in three
+        return hmac.digest(key, b"".join(parts), "sha256")[:MAC_LENGTH]
+    hasher = hmac.new(key, digestmod=hashlib.sha256)
+    for part in parts:  # hashed in place: a large body is never copied into one string
         hasher.update(part)
-    return hasher.digest()
+    return hasher.digest()[:MAC_LENGTH]
 
 
 def request_mac(key, src, dst, app, method, path, query, headers, body, nonce) -> bytes:
@@ -247,20 +265,37 @@ def verify_response(key, request_nonce, status, headers, body, mac) -> None:
 class ReplayWindow:
     """Remember ``(src, nonce)`` pairs for ``horizon_ms``, at most ``capacity`` of them.
 
-    ``horizon_ms`` must be at least the longest a request may live (the largest ttl a node
-    accepts), so a replay inside its lifetime is always caught. When the window is full the
-    oldest pair goes; if it had not yet reached its horizon, ``early_evictions`` counts it,
-    telling the operator the window is too small for the traffic.
+    ``horizon_ms`` must be at least as long as a nonce is accepted at all, so that a replay
+    inside that time is always caught. When the window is full the oldest pair goes; if it had
+    not yet reached its horizon, ``early_evictions`` counts it, telling the operator the window
+    is too small for the traffic.
+
+    With ``issued_of`` (a nonce's issue time, by its sender's clock) a pair pushed out early
+    is not simply forgotten: it raises its ``src``'s *floor* to that time, and a nonce of that
+    ``src`` issued at or before its floor is reported as seen, since the window can no longer
+    tell. So a full window refuses what it cannot judge (a request held back longer than the
+    window now spans) instead of serving a replay. Floors are kept for ``max_floors`` sources,
+    the least recently raised one out first.
     """
 
-    __slots__ = ("_seen", "capacity", "early_evictions", "horizon_ms")
+    __slots__ = ("_floors", "_issued_of", "_seen", "capacity", "early_evictions", "horizon_ms",
+                 "max_floors")  # fmt: skip
 
-    def __init__(self, capacity: int, horizon_ms: int) -> None:
-        if capacity < 1 or horizon_ms < 0:
+    def __init__(
+        self,
+        capacity: int,
+        horizon_ms: int,
+        issued_of: Callable[[bytes], int] | None = None,
+        max_floors: int = 4096,
+    ) -> None:
+        if capacity < 1 or horizon_ms < 0 or max_floors < 1:
             raise LocalProtocolError("a replay window needs capacity >= 1 and horizon_ms >= 0")
         self._seen: OrderedDict[tuple[str, bytes], int] = OrderedDict()
+        self._floors: OrderedDict[str, int] = OrderedDict()
+        self._issued_of = issued_of
         self.capacity = capacity
         self.horizon_ms = horizon_ms
+        self.max_floors = max_floors
         self.early_evictions = 0
 
     def __len__(self) -> int:
@@ -279,8 +314,16 @@ class ReplayWindow:
         pair = (src, nonce)
         if pair in seen:
             return True
+        issued_of, floors = self._issued_of, self._floors
+        if issued_of is not None and floors and issued_of(nonce) <= floors.get(src, -1):
+            return True
         seen[pair] = now_ms
         if len(seen) > self.capacity:
-            seen.popitem(last=False)  # younger than the horizon, or the loop had dropped it
+            # Younger than the horizon, or the loop above had dropped it.
+            (old_src, old_nonce), _ = seen.popitem(last=False)
             self.early_evictions += 1
+            if issued_of is not None:
+                floors[old_src] = max(floors.pop(old_src, -1), issued_of(old_nonce))
+                if len(floors) > self.max_floors:
+                    floors.popitem(last=False)
         return False

@@ -30,6 +30,12 @@ Each request served here runs in a greenlet of its own, but the greenlets are ke
 (``Workers``): on CPython 3.11 a new greenlet gets a fresh interpreter data stack, mapped on its
 first call and unmapped at its end, and that cost about 50 us per request on this machine, a
 third of a forwarded request's whole cost (bench/RESULTS.md, issue 3).
+
+End to end (docs/PROTOCOL.md 11.1, ``xio.peering.integrity``): the ingress seals each request
+with ``src``, ``n`` and ``mac`` and checks the MAC of its answer; a relay passes the three
+fields and the answer's ``mac`` on untouched; the destination checks the request in the
+worker, before the app (a MAC over a large body is not hashed on the link's reader), and
+seals every answer it makes. Those checks use the wall clock (nonces carry their issue time).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from gevent.event import AsyncResult, Event
 from ..budget import Budget
 from ..errors import ConnectionClosed, LocalProtocolError, QueueFull
 from .codec import RequestFrame, ResponseFrame
+from .integrity import EndToEnd, Sealed
 from .links import Link
 from .session import Closed, error_frame
 from .via import VIA, extend_via, via_of, with_via
@@ -56,9 +63,18 @@ log = logging.getLogger("xio.forwarding")
 
 #: Idle workers kept for reuse; more are started when needed, and end when not kept.
 DEFAULT_IDLE_WORKERS = 128
+#: How long a destination waits for the record of a request's unknown ``src``: a new node's
+#: record is flooded behind requests (bulk after normal frames), so its first request to a node
+#: two hops away may arrive first. Bounded by the node's in-flight budget, like a slow app.
+RECORD_WAIT = 2.0
+_RECORD_POLL = 0.05
 #: What a request's deadline timer sets its result to.
 _TIMED_OUT = object()
 _monotonic = time.monotonic
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class _Held:
@@ -196,6 +212,7 @@ class Forwarder:
         deliver: Callable[[RequestFrame, float], ResponseFrame],
         next_link: Callable[[str], Link | None],
         *,
+        e2e: EndToEnd,
         in_flight: Budget | None = None,
         body_bytes: Budget | None = None,
         idle_workers: int = DEFAULT_IDLE_WORKERS,
@@ -206,7 +223,8 @@ class Forwarder:
         self.in_flight = in_flight or Budget("in_flight", 4096)
         self.body_bytes = body_bytes or Budget("body_bytes", 256 * 1024 * 1024)
         self.workers = Workers(idle_workers)
-        self.counts: Counter[str] = Counter()
+        self.e2e = e2e
+        self.counts: Counter[str] = e2e.counts  # one counter: the end-to-end refusals too
 
     # -- the ingress: an HTTP greenlet waits for the answer --------------------------------
 
@@ -224,6 +242,10 @@ class Forwarder:
         if link is None:
             self.counts["no_route"] += 1
             return error_frame(502, f"no route to node {request.dst}", via=trail)
+        sealed = self.e2e.seal_request(request, _wall_ms())  # counted when None
+        if sealed is None:
+            description = f"no record of node {request.dst}'s key here: cannot authenticate"
+            return error_frame(502, description, via=trail)
         remaining = deadline - _monotonic()
         if remaining <= 0:
             self.counts["deadline"] += 1
@@ -234,6 +256,7 @@ class Forwarder:
             frame = RequestFrame(
                 request_id, request.dst, request.app, request.method, request.path, request.query,
                 headers, request.body, hops=request.hops - 1, ttl_ms=int(remaining * 1000),
+                src=self.own_id, nonce=sealed.nonce, mac=sealed.mac,
             )  # fmt: skip
         except LocalProtocolError:  # the caller's request breaks a frame rule: the caller says
             link.session.forget_request(request_id)
@@ -254,11 +277,12 @@ class Forwarder:
             self.counts["next_hop_lost"] += 1
             return error_frame(502, f"link to {link.peer_name} closed, request lost", via=trail)
         self.counts["forwarded"] += 1
-        return self._await_answer(link, request_id, result, timer, request.dst, trail)
+        return self._await_answer(link, request_id, result, timer, request.dst, trail, sealed)
 
     def _await_answer(
-        self, link: Link, request_id: int, result: AsyncResult, timer, dst: str, trail: str
-    ) -> ResponseFrame:
+        self, link: Link, request_id: int, result: AsyncResult, timer, dst: str, trail: str,
+        sealed: Sealed,
+    ) -> ResponseFrame:  # fmt: skip
         """Wait for the answer to a request sent on ``link``, or for its deadline."""
         try:
             answer = result.get()
@@ -274,7 +298,9 @@ class Forwarder:
         if answer is None:  # set by link_closed
             self.counts["next_hop_lost"] += 1
             return error_frame(502, f"link to {link.peer_name} closed, request lost", via=trail)
-        return answer
+        if answer.request_id != request_id:  # our session's own 502: a res over the body budget
+            return answer
+        return self.e2e.open_response(sealed, answer)
 
     # -- events from links: never block ----------------------------------------------------
 
@@ -303,21 +329,38 @@ class Forwarder:
         link.respond(frame.request_id, error_frame(503, description, frame.request_id, via))
 
     def _serve(self, link: Link, frame: RequestFrame, deadline: float, task: Task) -> None:
-        request_id = frame.request_id
         try:
-            answer = self._deliver(frame, deadline)
-            if answer.request_id != request_id:  # an error frame made without the id
-                answer = ResponseFrame(request_id, answer.status, answer.headers, answer.body)
-            link.respond(request_id, answer)
+            link.respond(frame.request_id, self._answer_here(link, frame, deadline))
+        finally:
+            self._finish(task)
+
+    def _answer_here(self, link: Link, frame: RequestFrame, deadline: float) -> ResponseFrame:
+        """Return the answer to a req for this node: checked end to end, the app's, signed."""
+        request_id = frame.request_id
+        via = extend_via(via_of(frame.headers), self.own_id)
+        key = None
+        try:
+            if frame.src is not None and self.e2e.key_of(frame.src) is None:
+                self._await_record(frame.src, deadline)
+            key, answer = self.e2e.open_request(frame, _wall_ms(), via)  # counted if refused
+            if answer is None:  # authentic and fresh: the app may run
+                answer = self._deliver(frame, deadline)
         except GreenletExit:
             raise
         except Exception:
             log.exception("request %s from %s failed", request_id, link.peer_name)
-            via = extend_via(via_of(frame.headers), self.own_id)
-            failed = error_frame(500, "the node failed to answer", request_id, via)
-            link.respond(request_id, failed)
-        finally:
-            self._finish(task)
+            answer = error_frame(500, "the node failed to answer", request_id, via)
+        if key is not None:  # every answer of ours is signed, errors too
+            return self.e2e.seal_response(key, frame, answer)
+        if answer.request_id != request_id:  # an error frame made without the id
+            answer = ResponseFrame(request_id, answer.status, answer.headers, answer.body)
+        return answer
+
+    def _await_record(self, src: str, deadline: float) -> None:
+        """Wait a little for the record of ``src``, which may trail its request."""
+        give_up = min(deadline, _monotonic() + RECORD_WAIT)
+        while _monotonic() < give_up and self.e2e.key_of(src) is None:
+            gevent.sleep(_RECORD_POLL)
 
     def _relay(self, link: Link, frame: RequestFrame, deadline: float, size: int) -> None:
         request_id = frame.request_id
@@ -339,6 +382,7 @@ class Forwarder:
             forward = RequestFrame(
                 relay.out_id, frame.dst, frame.app, frame.method, frame.path, frame.query,
                 headers, frame.body, hops=frame.hops - 1, ttl_ms=int(remaining * 1000),
+                src=frame.src, nonce=frame.nonce, mac=frame.mac,  # end to end: never ours
             )  # fmt: skip
         except LocalProtocolError as exc:  # our id made the headers too large: refuse it alone
             out.session.forget_request(relay.out_id)
@@ -372,7 +416,7 @@ class Forwarder:
         """Hand a ``res`` to the request waiting for it: an ingress, or a relay's asker."""
         if type(token) is Relay:
             relay = token
-            answer = ResponseFrame(relay.in_id, frame.status, frame.headers, frame.body)
+            answer = ResponseFrame(relay.in_id, frame.status, frame.headers, frame.body, frame.mac)
             relay.in_link.respond(relay.in_id, answer)
             self._finish(relay)
         else:

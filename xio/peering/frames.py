@@ -12,7 +12,10 @@ optional on the wire with that default, a field without one is required (``missi
 when absent). Keys differ from attribute names only where ``_on_wire`` renames them. In a
 ``req``, ``hops`` and ``ttl`` are required on the wire (docs/PROTOCOL.md, section 4), so they
 have no default in the class either: they come last and are given by keyword, after the
-optional ``query``, ``headers`` and ``body``.
+optional ``query``, ``headers`` and ``body``. The end-to-end fields of docs/PROTOCOL.md 11.1
+(``src``, ``n``, ``mac`` of a ``req``; ``mac`` of a ``res``) are optional here, all or none in a
+``req``: a frame is built without them and sealed by the ingress (``xio.peering.integrity``),
+and the destination, not the frame, refuses a request that lacks them.
 
 Pure: no sockets, no clock.
 """
@@ -77,6 +80,8 @@ MAX_CAP = 32  # characters of one capability name
 MAX_SUMMARY_ENTRIES = 1024  # (origin, seq) pairs in one summary frame, origins in one want
 MAX_CERT = 2200  # a packed certificate: membership.MAX_CERT_BODY + signature + headers
 MAX_REVOCATION = 400  # a packed revocation: membership.MAX_REVOCATION_BODY + signature + headers
+E2E_NONCE_LENGTH = 16  # a req's "n" (docs/PROTOCOL.md 11.1; xio.peering.e2e.NONCE_LENGTH)
+E2E_MAC_LENGTH = 16  # a req's or res's "mac" (xio.peering.e2e.MAC_LENGTH)
 
 #: The default of a field that must be on the wire.
 REQUIRED = object()
@@ -161,6 +166,19 @@ def _check_headers(owner: str, value: Any) -> tuple[tuple[str, str], ...]:
     if total > MAX_HEADER_BYTES:
         raise _fail(owner, "headers", f"hold {total} bytes, over {MAX_HEADER_BYTES}")
     return pairs
+
+
+def _check_e2e(owner: str, src: Any, nonce: Any, mac: Any) -> None:
+    # All or none: a req with a MAC but no nonce (or the reverse) is no request any node made.
+    if src is None and nonce is None and mac is None:
+        return
+    if owner == "req" and (src is None or nonce is None or mac is None):
+        raise _fail(owner, "src", "and n and mac go together: all three or none")
+    if src is not None:
+        _check_node_id(owner, "src", src)
+    if nonce is not None:
+        _check_bytes(owner, "n", nonce, E2E_NONCE_LENGTH)
+    _check_bytes(owner, "mac", mac, E2E_MAC_LENGTH)
 
 
 def _on_wire(**keys: str):
@@ -260,7 +278,7 @@ class RecordFrame:
         _check_bytes("record", "signature", self.signature, SIGNATURE_LENGTH)
 
 
-@_on_wire(request_id="id", ttl_ms="ttl")
+@_on_wire(request_id="id", ttl_ms="ttl", nonce="n")
 @dataclass(frozen=True, slots=True)
 class RequestFrame:
     """Carry one request one hop closer to node ``dst``."""
@@ -277,6 +295,10 @@ class RequestFrame:
     #: Required on the wire, so required here too: given by keyword after the optional fields.
     hops: int = field(kw_only=True)
     ttl_ms: int = field(kw_only=True)
+    #: End-to-end (docs/PROTOCOL.md 11.1): the ingress's id, its nonce, the request MAC.
+    src: str | None = field(default=None, kw_only=True)
+    nonce: bytes | None = field(default=None, kw_only=True)
+    mac: bytes | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         # Hot path: one cheap test of the common exact types, the detailed checks only when it
@@ -306,6 +328,15 @@ class RequestFrame:
         ):
             self._check_slowly()
         object.__setattr__(self, "headers", _check_headers("req", self.headers))
+        if not (
+            type(self.src) is str
+            and _is_node_id(self.src)
+            and type(self.nonce) is bytes
+            and len(self.nonce) == E2E_NONCE_LENGTH
+            and type(self.mac) is bytes
+            and len(self.mac) == E2E_MAC_LENGTH
+        ):
+            _check_e2e("req", self.src, self.nonce, self.mac)
 
     def _check_slowly(self) -> None:
         _check_uint("req", "request_id", self.request_id, MAX_UINT32)
@@ -336,6 +367,8 @@ class ResponseFrame:
     status: int
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    #: The destination's response MAC (docs/PROTOCOL.md 11.1); None on a relay's own errors.
+    mac: bytes | None = None
 
     def __post_init__(self) -> None:
         _check_uint("res", "request_id", self.request_id, MAX_UINT32)
@@ -345,6 +378,22 @@ class ResponseFrame:
         _check_bytes("res", "body", self.body)
         if len(self.body) > MAX_BODY:
             raise _fail("res", "body", f"is larger than {MAX_BODY} bytes")
+        if self.mac is not None:
+            _check_e2e("res", None, None, self.mac)
+
+    def signed(self, request_id: int, mac: bytes) -> ResponseFrame:
+        """Return this answer under ``request_id`` with ``mac``, checking only those two.
+
+        The destination signs every answer it made (and checked) a moment ago: its headers,
+        the costly check, are not checked a second time.
+        """
+        _check_uint("res", "request_id", request_id, MAX_UINT32)
+        _check_e2e("res", None, None, mac)
+        copy = object.__new__(ResponseFrame)
+        for name, value in (("request_id", request_id), ("status", self.status),
+                            ("headers", self.headers), ("body", self.body), ("mac", mac)):  # fmt: skip
+            object.__setattr__(copy, name, value)
+        return copy
 
 
 @_on_wire(request_id="id")

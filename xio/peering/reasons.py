@@ -152,7 +152,29 @@ FORWARDING = (
     Reason("loop", "a request whose trail holds this node already (508)"),
     Reason("bad_response", "an answer from the mesh that HTTP cannot carry (502)"),
     Reason("response_too_large", "an app's answer that no res frame can carry (502)"),
-    Reason("bad_e2e_mac", "a req or res whose end-to-end MAC does not verify (draft, 11.1)"),
+    Reason(
+        "bad_e2e_mac",
+        "a req without a valid end-to-end MAC (destination), a res without one (ingress): 502",
+    ),
+    Reason(
+        "e2e_unknown_node",
+        "no record of the other end's key: the ingress's dst, or the destination's src (502)",
+    ),
+    Reason(
+        "e2e_stale", "a req whose nonce was issued over 120 s before or 60 s after our clock (502)"
+    ),
+    Reason(
+        "e2e_replay",
+        "a req whose (src, n) this node has served already, or older than its src's floor (502, unsigned)",
+    ),
+    Reason(
+        "e2e_window_full",
+        "the replay window full: its oldest (src, n) forgotten early, its src's floor raised",
+    ),
+    Reason(
+        "e2e_unsigned_error",
+        "an error of a node on the way, without a MAC, passed on marked as such",
+    ),
 )
 
 # -- why links closed: under "closed_links", besides every frame rejection that closes -------
