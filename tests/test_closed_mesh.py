@@ -10,6 +10,7 @@ peer must misbehave it is the scripted one of tests/hostile.py, given a certific
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -25,6 +26,7 @@ from .test_attacks import HonestTraffic, get, hosts_of, link_to, node_id, node_i
 
 INVENTORY = str(ROOT / "tests/apps/inventory")
 SLOW = str(ROOT / "tests/apps/slow")
+WHOAMI = str(ROOT / "tests/apps/whoami")
 #: Long enough that nothing here can be the work of a record refresh (every 200 s).
 LIFETIME = ("--record-lifetime", "600")
 
@@ -353,3 +355,42 @@ def test_while_the_authority_key_is_rotated_nodes_trust_both(member, authority, 
     revocation = tmp_path / "c.rev"
     authority.revoke(node_id(c), revocation)  # the old authority revokes a node it never admitted
     assert "news: True" in run("mesh", "publish", str(revocation), "--via", a.url).stdout
+
+
+def test_an_app_in_a_closed_mesh_knows_its_caller_is_a_member(member, authority):
+    b = member("b", "--app", WHOAMI)
+    a = member("a", "--peers", ws(b))
+    wait_until(lambda: node_id(b) in hosts_of(a, "whoami"), what="a to learn of b's whoami")
+    caller = get(a, "/whoami/")
+    assert caller == {"node_id": node_id(a), "name": "a", "member": True, "via_mesh": True}
+    direct = get(b, "/whoami/")  # over HTTP, at b itself: a TCP client, no node
+    assert direct["member"] is False and direct["node_id"] is None and not direct["via_mesh"]
+
+
+def test_a_members_relay_of_an_outsiders_request_is_not_served(member, authority, tmp_path):
+    from .sealing import public_key_of, seal_request
+
+    b = member("b", "--app", WHOAMI)
+    b_id = node_id(b)
+    key, outsider = Key(), Key()
+    cert = authority.packed_cert(key.node_id)
+    peer = scripted(b, key, cert)
+    peer.send_message(record_frame(key, 1, links=[b_id], ext={"cert": cert}))
+    wait_until(lambda: key.node_id in established(b), what="the member's link")
+
+    def ask(request_id: int, sender: Key) -> dict:
+        fields = seal_request(sender, public_key_of(b), b_id, "whoami")
+        peer.send("req", id=request_id, dst=b_id, app="whoami", method="GET", path="",
+                  headers=[], hops=8, ttl=8000, **fields)  # fmt: skip
+        wait_until(lambda: request_id in peer.responses, timeout=12, what=f"answer {request_id}")
+        return peer.responses[request_id]
+
+    # The member's own request is served, and the app sees a member; the outsider's, sealed
+    # with its own key and handed on by the member, is not: b holds no certificate of it.
+    served = ask(1, key)
+    assert served["status"] == 200
+    assert json.loads(served["body"]) == {"node_id": key.node_id, "name": "scripted",
+                                          "member": True, "via_mesh": True}  # fmt: skip
+    refused = ask(2, outsider)
+    assert refused["status"] == 502
+    assert node_info(b)["forwarding"].get("e2e_unknown_node", 0) >= 1
