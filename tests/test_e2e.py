@@ -35,6 +35,8 @@ from xio.peering.integrity import (
 )
 from xio.peering.link_events import error_frame
 
+from .fuzzing import fuzz
+
 PROTOCOL = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
 BLOCK = re.compile(r"```text xio-e2e-vectors\n(.*?)```", re.DOTALL)
 
@@ -526,3 +528,52 @@ def test_the_end_to_end_fields_cross_the_wire_all_or_none():
 
 if __name__ == "__main__":
     print(format_vectors(), end="")
+
+
+# -- fuzzing: whatever a relay makes of a req or a res, the ends only refuse ------------------
+
+_IDS = st.sampled_from([ALICE.node_id, BOB.node_id, "a" * 32])
+_TEXT = st.text(max_size=40)
+_HEADERS = st.lists(st.tuples(_TEXT, _TEXT), max_size=4).map(tuple)
+
+
+@fuzz(300)
+@given(
+    fields=st.none()  # all three or none: a frame with some is bad_field at decoding
+    | st.tuples(_IDS, st.binary(min_size=16, max_size=16), st.binary(min_size=16, max_size=16)),
+    method=st.sampled_from(["GET", "POST", "X"]),
+    path=st.sampled_from(["", "/items/42", "/a%2Fb"]),
+    headers=_HEADERS,
+    body=st.binary(max_size=64),
+    keep=st.booleans(),
+)
+def test_fuzz_a_forged_req_is_refused_and_a_sealed_one_served(
+    fields, method, path, headers, body, keep
+):
+    alice, bob = ends()
+    frame = req_frame(method=method, path=path, headers=headers, body=body)
+    _, sealed = sealed_pair(alice, frame)
+    if not keep:  # a relay's version: any src, n, mac, the rest as sealed
+        src, nonce, mac = fields or (None, None, None)
+        sealed = dataclasses.replace(sealed, src=src, nonce=nonce, mac=mac)
+    _, refusal = bob.open_request(sealed, NOW)
+    assert (refusal is None) == keep  # only the untouched frame verifies (a forgery: 2**-128)
+    if refusal is not None:
+        assert refusal.status == 502 and sum(bob.counts.values()) == 1
+
+
+@fuzz(300)
+@given(
+    status=st.integers(100, 999),
+    headers=_HEADERS,
+    body=st.binary(max_size=64),
+    mac=st.none() | st.binary(min_size=16, max_size=16),
+)
+def test_fuzz_a_forged_res_reaches_the_client_only_as_a_502_or_a_marked_error(
+    status, headers, body, mac
+):
+    alice, bob = ends()
+    seal, _ = sealed_pair(alice)
+    answer = alice.open_response(seal, ResponseFrame(9, status, headers, body, mac=mac))
+    assert answer.status == 502 or (mac is None and answer.status == status)
+    assert sum(alice.counts.values()) == 1
