@@ -214,3 +214,17 @@ def test_garbage_certificates_and_revocations_are_remote_errors_only(data):
             call()
         except RemoteProtocolError as exc:
             assert exc.reason in MEMBERSHIP_REASONS
+
+
+def test_a_revocation_held_already_is_known_without_a_signature_check(monkeypatch):
+    from xio.peering import admission
+
+    judged = []
+    judge = admission.judge_revocation
+    monkeypatch.setattr(admission, "judge_revocation", lambda *a: judged.append(1) or judge(*a))
+    policy = MeshPolicy(AUTHORITY.public_key)
+    signed = membership.issue_revocation(AUTHORITY, PEER.node_id, issued_ms=NOW)
+    assert policy.accept_revocation(membership.pack(signed), NOW) is not None
+    for _ in range(3):  # a member replaying it, again and again
+        assert policy.accept_revocation(membership.pack(signed), NOW) is None
+    assert len(judged) == 1  # its signature was checked once

@@ -234,7 +234,10 @@ class ClosedMesh:
     def receive(self, data: bytes) -> SignedRevocation | None:
         """Judge a revocation that came on a link; return it if it is news.
 
-        A bad one is counted (bad_revocation, wrong_authority, not_yet_valid) and dropped.
+        A bad one is counted (bad_revocation, wrong_authority, not_yet_valid) and dropped. A
+        malformed or forged one (``bad_revocation``) is raised as well: no honest node sends
+        one (each floods only what verified), so the link that brought it is closed, and each
+        forgery costs its sender a link, not us a signature check per frame.
         """
         try:
             signed = membership.unpack_revocation(data)
@@ -242,6 +245,8 @@ class ClosedMesh:
         except RemoteProtocolError as exc:
             self.counts[exc.reason] += 1
             log.info("dropped a revocation: %s", exc)
+            if exc.reason == "bad_revocation":
+                raise
             return None
         if news is None:
             return None

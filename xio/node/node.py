@@ -37,7 +37,7 @@ from gevent.event import Event
 
 from ..budget import Budget
 from ..constants import PUBLIC
-from ..errors import ConnectionClosed, HTTPError, QueueFull
+from ..errors import ConnectionClosed, HTTPError, QueueFull, RemoteProtocolError
 from ..peering import codec, keyfile
 from ..peering.codec import RequestFrame, ResponseFrame, Revoke
 from ..peering.dial import connect, peer_tls_context
@@ -432,7 +432,11 @@ class Node:
         """Take a record, summary, want or revocation from an established link."""
         if type(message) is Revoke:
             if self.closed is not None:  # else ignored: we never announced the capability
-                signed = self.closed.receive(message.revocation)
+                try:
+                    signed = self.closed.receive(message.revocation)
+                except RemoteProtocolError as exc:  # forged: counted, and its link ends
+                    link.close(exc.reason)
+                    return
                 if signed is not None:
                     self._apply_revocation(signed, source=link)
             return

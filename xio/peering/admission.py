@@ -178,6 +178,8 @@ class MeshPolicy:
         that our authority did not sign.
         """
         signed = packed if isinstance(packed, SignedRevocation) else unpack_revocation(packed)
+        if self._revocations.get(signed.revocation.node_id) == pack(signed):
+            return None  # the one we hold, again: known before its signature costs anything
         key = self.authorities.get(signed.revocation.authority, self.authority_key)
         revocation = judge_revocation(signed, key, now_ms)  # another authority: wrong_authority
         if not note_revocation(self.revoked, revocation):
