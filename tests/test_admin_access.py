@@ -232,6 +232,11 @@ def test_with_admin_token_loopback_needs_it_too_and_peers_still_link(start_node,
     b_admin = xio.client(b.url, timeout=10, headers={"Authorization": f"Bearer {TOKEN}"})
     assert [peer["id"] for peer in b_admin.get("/_xio/peers").content] == [status.content["id"]]
     assert b_admin.get("/_xio/node").content["refused"] == {"admin_unauthorized": 1}
+    # Which nodes serve what is topology too: the trail of node ids, the hosts of each app.
+    assert "X-Xio-Via" not in served.headers
+    assert at_b.get("/").content == {"node": {"name": "b"}, "apps": ["demo"]}
+    assert b_admin.get("/demo/").headers["X-Xio-Via"].split(",")[-1] == status.content["id"]
+    assert b_admin.get("/").content["apps"]["demo"][0]["name"] == "a"
 
 
 def curl_from(host, url: str, *headers: str) -> tuple[int, dict]:

@@ -111,9 +111,21 @@ class Router:
             busy = "too many requests in flight at this node"
             return error_response(HTTPError(503, busy, headers={"Retry-After": "1"}))
         try:
-            return self._answer(req)
+            response = self._answer(req)
         finally:
             in_flight.give()
+        if VIA in response.headers and not self._may_see_topology(req):
+            del response.headers[VIA]  # the ids of the nodes on the way: topology
+        return response
+
+    def _may_see_topology(self, req: Request) -> bool:
+        """Tell whether ``req``'s client may learn which nodes serve what: an admin client.
+
+        Node ids on the way (``X-Xio-Via``) and the hosts of each app are the mesh's topology,
+        shown to the clients that may read ``/_xio/`` (loopback, or the admin token) only.
+        """
+        return admin_refusal(req.client.address, req.header("Authorization"),
+                             self._admin_token) is None  # fmt: skip
 
     def _answer(self, req: Request) -> Response:
         try:
@@ -138,7 +150,7 @@ class Router:
         node = self.node
         if not first and node.main_app is None:
             return (
-                Response(self.listing())
+                Response(self.listing(hosts=self._may_see_topology(req)))
                 if req.method in ("GET", "HEAD")
                 else error_response(
                     HTTPError(405, "the mesh listing answers GET", headers={"Allow": "GET, HEAD"})
@@ -235,9 +247,11 @@ class Router:
             raise BadRequest(f"the request cannot cross the mesh: {exc}") from None
         return frame_to_response(answer, self.node.forwarder.counts)
 
-    def listing(self) -> dict:
-        """Return every app in the mesh with the nodes that host it."""
+    def listing(self, hosts: bool = True) -> dict:
+        """Return every app in the mesh with the nodes that host it (``hosts``), or its name."""
         table = self.node.table
+        if not hosts:  # an anonymous client: the resource tree, not who serves it
+            return {"node": {"name": self.node.name}, "apps": sorted(table.apps())}
         return {
             "node": {"id": self.node.id, "name": self.node.name},
             "apps": {
