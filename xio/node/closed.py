@@ -17,8 +17,10 @@ and the counts around them:
 * **Revocations** come in ``revoke`` frames (sent only to peers that announced the ``revoke``
   capability) or from ``POST /_xio/mesh``. One that is news is kept, flooded on every other
   link, the revoked node's links are closed and its record dropped (routes follow); a new link
-  is sent every revocation held. A forged one is counted and dropped, the link kept: honest
-  members flood only what they verified, so this is the sender's fault, not worth a partition.
+  is sent every revocation held. A forged or malformed one is counted and its link closed:
+  honest members flood only what they verified, so it is the sender's doing, and a link per
+  forgery is what it costs, not a signature check per frame it sends. One that is known (the
+  same bytes as the one held) is not verified again.
   With a state directory the revocations held are written to ``<state_dir>/revocations``
   (armored, one after another) and read again at start: a restart forgets none.
 * **A renewed certificate** for this node (``publish``) replaces ours; the record is
