@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 #: RFC 6750 ``b64token``: what a bearer token may hold, so it fits in one header as it is.
 TOKEN_RULE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 REALM = 'Bearer realm="xio admin"'
+_COMMON_LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,8 @@ def is_loopback(address: str | None) -> bool:
     """Tell whether ``address`` (a ``REMOTE_ADDR``) is this host's loopback."""
     if not address:
         return False
+    if address in _COMMON_LOOPBACK:  # asked for every forwarded answer: skip the parse
+        return True
     try:
         ip = ipaddress.ip_address(address.partition("%")[0])  # a scope id is not part of it
     except ValueError:
