@@ -6,6 +6,8 @@ sees them. Whatever R changes of a request (body, a header, method, path, query)
 unserved and counts ``bad_e2e_mac``; whatever it changes of an answer (status, body, a
 ``Set-Cookie``), A answers 502 and counts it. R may still answer with an error of its own,
 which reaches the client marked as unauthenticated, and it cannot replay a request it saw.
+Every test runs twice: in an open mesh, and in a closed one where R is an admitted member
+(membership decides who may link, not what a member may do to what it relays).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class Line:
     a_id: str
     b_id: str
     tamper: Tamper
+    closed: bool  # a closed mesh: A, R and B all admitted by one authority
 
 
 def start_process(tmp, name: str, *args: str) -> Process:
@@ -80,20 +83,36 @@ def orders(line: Line) -> int:
     return http(line.a, "GET", "/whoami/orders").content["orders"]
 
 
-@pytest.fixture(scope="module")
-def line(tmp_path_factory):
+@pytest.fixture(scope="module", params=["open", "closed"])
+def line(request, tmp_path_factory):
+    """The line A - R - B, in an open mesh and in a closed one (R admitted like the others)."""
     tmp = tmp_path_factory.mktemp("e2e")
+    closed = request.param == "closed"
+    args: dict[str, list[str]] = {name: [] for name in "abr"}
+    if closed:  # a member may still tamper with what it relays: the MACs hold it to account
+        from .test_closed_mesh import Authority
+
+        authority = Authority(tmp / "authority")
+        for name in "abr":
+            authority.admit(tmp / name, tmp / f"{name}.cert", name=name)
+            args[name] = ["--mesh-pub", str(authority.pub), "--cert", str(tmp / f"{name}.cert")]
     mesh, processes = InProcessMesh(), []
     try:
-        b = start_process(tmp, "b", "--app", WHOAMI)
+        b = start_process(tmp, "b", "--app", WHOAMI, *args["b"])
         processes.append(b)
-        r = mesh.start("r", peers=[b.url.replace("http://", "ws://") + "/_xio/ws"])
+        admitted = (
+            {"state_dir": tmp / "r", "mesh_pub": args["r"][1], "cert": args["r"][3]}
+            if closed
+            else {}
+        )
+        r = mesh.start("r", peers=[b.url.replace("http://", "ws://") + "/_xio/ws"],
+                       **admitted)  # fmt: skip
         tamper = Tamper(r)
-        a = start_process(tmp, "a", "--peers", ws_url(r))
+        a = start_process(tmp, "a", "--peers", ws_url(r), *args["a"])
         processes.append(a)
         wait_for(lambda: "whoami" in http(a, "GET", "/_xio/apps").content, "a to see whoami")
         ids = [http(p, "GET", "/_xio/node").content["id"] for p in (a, b)]
-        yield Line(a, r, b, ids[0], ids[1], tamper)
+        yield Line(a, r, b, ids[0], ids[1], tamper, closed)
     finally:
         mesh.close()
         for process in processes:
@@ -111,7 +130,7 @@ def test_an_honest_relay_passes_requests_and_the_app_sees_the_ingress(honest_aft
     line = honest_after
     response = http(line.a, "GET", "/whoami/")
     assert response.status == 200
-    assert response.content == {"node_id": line.a_id, "name": "a", "member": False,
+    assert response.content == {"node_id": line.a_id, "name": "a", "member": line.closed,
                                 "via_mesh": True}  # fmt: skip
     assert response.headers["Set-Cookie"] == "session=genuine"
     assert response.headers["X-Xio-Via"] == f"{line.a_id},{line.r.id},{line.b_id}"
