@@ -34,14 +34,13 @@ from xio.errors import LocalProtocolError, RemoteProtocolError
 from xio.peering.identity import PUBLIC_KEY_LENGTH, node_id_of, verify
 from xio.peering.membership import (
     CERT_DOMAIN,
-    MAX_FUTURE_MS,
     Certificate,
     Revocation,
     SignedCertificate,
     SignedRevocation,
     app_allowed,
-    is_revoked,
     judge_revocation,
+    judge_validity,
     note_revocation,
     pack,
     unpack_certificate,
@@ -115,15 +114,7 @@ class MeshPolicy:
             cert = self._verify(packed)
         else:
             self._verified.move_to_end(packed)
-        if node_id is not None and cert.node_id != node_id:
-            raise RemoteProtocolError("wrong_node", f"certificate of {cert.node_id}, not {node_id}")
-        if cert.expires_ms <= now_ms:
-            raise RemoteProtocolError("expired", f"certificate of {cert.node_id} expired")
-        if cert.issued_ms > now_ms + MAX_FUTURE_MS:
-            raise RemoteProtocolError("not_yet_valid", f"certificate of {cert.node_id}")
-        if is_revoked(cert, self.revoked):
-            raise RemoteProtocolError("revoked", f"{cert.node_id} is revoked")
-        return cert
+        return judge_validity(cert, now_ms, self.revoked, node_id=node_id)
 
     def _verify(self, packed: bytes) -> Certificate:
         signed = unpack_certificate(packed)  # bad_certificate

@@ -59,6 +59,7 @@ __all__ = [
     "issue_certificate",
     "issue_revocation",
     "judge_certificate",
+    "judge_validity",
     "judge_revocation",
     "newer",
     "note_revocation",
@@ -352,6 +353,21 @@ def judge_certificate(
         )
     if not verify(authority_key, cert.signature, CERT_DOMAIN + cert.body):
         raise _bad(f"signature of the certificate of {content.node_id} does not verify")
+    return judge_validity(content, now_ms, revoked, node_id=node_id)
+
+
+def judge_validity(
+    content: Certificate,
+    now_ms: int,
+    revoked: Mapping[str, int] | Container[str] = (),
+    *,
+    node_id: str | None = None,
+) -> Certificate:
+    """Return a certificate whose signature verified if it admits its node now.
+
+    The checks of ``judge_certificate`` after the signature, in its order: wrong_node,
+    expired, not_yet_valid, revoked. A cache of verified certificates runs these alone.
+    """
     if node_id is not None and content.node_id != node_id:
         raise RemoteProtocolError("wrong_node", f"certificate of {content.node_id}, not {node_id}")
     if content.expires_ms <= now_ms:
