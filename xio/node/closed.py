@@ -49,6 +49,7 @@ from ..peering.admission import CERT_EXT, MeshPolicy, certificate_of
 from ..peering.codec import Hello, Revoke
 from ..peering.membership import Certificate, SignedCertificate, SignedRevocation
 from ..statedir import read_text, write_atomic
+from .mesh_cli import load_mesh_pub, read_armor_file
 
 __all__ = ["REVOKE_CAP", "ClosedMesh", "load_certificate"]
 
@@ -70,16 +71,7 @@ def _when(ms: int) -> str:
 
 def load_certificate(path: str | Path) -> SignedCertificate:
     """Read an armored certificate file (``xio-node mesh admit --out``); ConfigError if not."""
-    try:
-        text = Path(path).read_bytes().decode("ascii")
-    except OSError as exc:
-        raise ConfigError(f"--cert {path}: {exc.strerror}") from exc
-    except UnicodeDecodeError:
-        raise ConfigError(f"--cert {path}: not an armored certificate") from None
-    try:
-        signed = membership.read_armor(text)
-    except RemoteProtocolError as exc:
-        raise ConfigError(f"--cert {path}: {exc}") from exc
+    signed = read_armor_file(path, f"--cert {path}")
     if not isinstance(signed, SignedCertificate):
         raise ConfigError(f"--cert {path}: a revocation, not a certificate")
     return signed
@@ -112,8 +104,6 @@ class ClosedMesh:
         state_dir: str | Path | None = None,
     ) -> ClosedMesh:
         """Read the authority key and our certificate; refuse one that does not admit us."""
-        from .mesh_cli import load_mesh_pub
-
         if cert is None:
             raise ConfigError("--mesh-pub needs --cert: the certificate admitting this node")
         paths = [mesh_pub] if isinstance(mesh_pub, (str, Path)) else list(mesh_pub)

@@ -40,7 +40,7 @@ from ..peering.identity import (
 )
 from ..statedir import write_atomic
 
-__all__ = ["MESH_KEY", "MESH_PUB", "load_mesh_pub", "main", "parse_duration"]
+__all__ = ["MESH_KEY", "MESH_PUB", "load_mesh_pub", "main", "parse_duration", "read_armor_file"]
 
 MESH_KEY = "mesh.key"
 MESH_PUB = "mesh.pub"
@@ -170,18 +170,24 @@ def _apps(cert: membership.Certificate) -> str:
     return "apps " + ", ".join(cert.apps) if cert.apps else "no app (relay only)"
 
 
+def read_armor_file(path: str | Path, where: str):
+    """Return the certificate or revocation armored in file ``path``; ConfigError naming
+    ``where`` (the file, or the flag that gave it) if it cannot be read or is neither."""
+    try:
+        text = Path(path).read_bytes().decode("ascii")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {where}: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: not an armored certificate or revocation") from None
+    try:
+        return membership.read_armor(text)
+    except RemoteProtocolError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
 def _show(args: argparse.Namespace) -> int:
     path = Path(args.file)
-    try:
-        text = path.read_bytes().decode("ascii")
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not an armored certificate or revocation") from None
-    try:
-        signed = membership.read_armor(text)
-    except RemoteProtocolError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    signed = read_armor_file(path, str(path))
     if isinstance(signed, membership.SignedCertificate):
         cert = signed.certificate
         lines = [
