@@ -109,3 +109,19 @@ def test_a_link_ends_when_the_peers_certificate_expires(in_process_mesh, tmp_pat
     wait_for(lambda: a.status()["membership"].get("expired"), "a to see b's certificate expire")
     wait_for(lambda: b.id not in a.links, "a to close b's link")
     assert a.status()["closed_links"].get("expired", 0) >= 1
+
+
+def test_a_new_link_is_sent_every_revocation_held_however_small_its_queue(
+    in_process_mesh, tmp_path
+):
+    # 20 revocations take more than the link's queue holds at once: they must wait for the
+    # writer, not be dropped (a dropped one leaves the new peer trusting a revoked node).
+    a = in_process_mesh.start("a", link_queue_bytes=2048, **admitted(tmp_path, "a"))
+    gone = [Identity.generate().node_id for _ in range(20)]
+    now = int(time.time() * 1000)
+    for node in gone:
+        revocation = membership.issue_revocation(AUTHORITY, node, issued_ms=now)
+        assert call(a, "POST", "/_xio/mesh", data=membership.armor(revocation)).status == 200
+    b = in_process_mesh.start("b", peers=[a], **admitted(tmp_path, "b"))
+    wait_for(lambda: b.status()["mesh"]["revocations"] == 20, "b to be sent all 20")
+    assert all(b.closed.policy.is_revoked(node) for node in gone)

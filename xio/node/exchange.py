@@ -35,7 +35,7 @@ from ..peering.records import SignedRecord
 from ..peering.routing import Topology
 from ..peering.store import RecordStore
 
-__all__ = ["SUMMARY_CAP", "RecordExchange"]
+__all__ = ["SUMMARY_CAP", "RecordExchange", "paced"]
 
 #: The capability a node announces in its hello when it speaks the summary-first exchange.
 SUMMARY_CAP = "summary"
@@ -176,19 +176,19 @@ class RecordExchange:
                     yield codec.encode(RecordFrame(signed.body, signed.signature))
                 # else: gone since it was asked for
 
-        return _paced(frames())
+        return paced(frames())
 
 
 def _summary_source(entries: list[tuple[str, int]]) -> Callable[[int], list[bytes]]:
     """Return a source of summary frames listing ``entries``, at most 1024 to a frame."""
     step = MAX_SUMMARY_ENTRIES
-    return _paced(
+    return paced(
         codec.encode(Summary(tuple(entries[start : start + step])))
         for start in range(0, len(entries), step)
     )
 
 
-def _paced(frames: Iterator[bytes]) -> Callable[[int], list[bytes]]:
+def paced(frames: Iterator[bytes]) -> Callable[[int], list[bytes]]:
     """Return a link source that takes frames from ``frames`` only as the writer asks: about
     ``max_bytes`` at a time, nothing once they are all sent."""
 

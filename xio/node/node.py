@@ -37,7 +37,7 @@ from gevent.event import Event
 
 from ..budget import Budget
 from ..constants import PUBLIC
-from ..errors import ConnectionClosed, HTTPError, QueueFull, RemoteProtocolError
+from ..errors import HTTPError, RemoteProtocolError
 from ..peering import codec, keyfile
 from ..peering.codec import RequestFrame, ResponseFrame, Revoke
 from ..peering.dial import connect, peer_tls_context
@@ -62,7 +62,7 @@ from .apphosts import AppHosts
 from .closed import REVOKE_CAP, ClosedMesh
 from .config import WS_PATH, NodeConfig, parse_peer, read_admin_token
 from .discovery import DiscoveryDialing
-from .exchange import SUMMARY_CAP, RecordExchange
+from .exchange import SUMMARY_CAP, RecordExchange, paced
 from .frames import response_to_frame
 from .linktable import LinkTable
 from .originator import Originator, RecordContent
@@ -414,11 +414,9 @@ class Node:
         """Adopt a newly authenticated link, collapsing a duplicate to the same peer."""
         if self.link_table.adopt(link):
             if self.closed is not None and REVOKE_CAP in link.session.peer_caps:
-                try:
-                    for frame in self.closed.revocation_frames():  # every one we hold, first
-                        link.send_encoded(frame)
-                except (QueueFull, ConnectionClosed):
-                    pass  # it is closing, or far behind: its next link is sent them again
+                # Every one we hold, before the records: taken as the writer has room, never
+                # dropped for a full queue (4096 of them are more than a small queue holds).
+                link.add_source(paced(iter(self.closed.revocation_frames())))
             self.exchange.link_up(link)
             self._links_changed()
 
