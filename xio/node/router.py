@@ -44,6 +44,7 @@ from ..errors import (
 from ..peering import codec
 from ..peering.codec import DEFAULT_HOPS, MAX_BODY, RequestFrame, ResponseFrame
 from ..peering.names import MAX_NAME, is_app_name
+from ..peering.trace import TRACE, header_value
 from ..peering.via import VIA
 from ..request import Headers, Request, Response
 from ..resource import Resource
@@ -237,15 +238,20 @@ class Router:
             raise PayloadTooLarge(f"a body crossing the mesh is at most {MAX_BODY} bytes")
         headers = request_headers(req)
         check_request_fits(req.method, path, req.query_string, headers)
+        # A trace shows the nodes on the way, as X-Xio-Via does: admin clients only.
+        traced = req.header(TRACE) is not None and self._may_see_topology(req)
         try:
             frame = RequestFrame(
                 0, dst, app, req.method, path, req.query_string, headers, req.body,
-                hops=DEFAULT_HOPS + 1, ttl_ms=0,
+                hops=DEFAULT_HOPS + 1, ttl_ms=0, trace=True if traced else None,
             )  # fmt: skip
             answer = self.node.forwarder.route(frame, deadline)
         except LocalProtocolError as exc:  # a client's value the frame rules refuse: its fault
             raise BadRequest(f"the request cannot cross the mesh: {exc}") from None
-        return frame_to_response(answer, self.node.forwarder.counts)
+        response = frame_to_response(answer, self.node.forwarder.counts)
+        if traced and answer.trace:  # checked by the forwarder; never the app's own header
+            response.headers[TRACE] = header_value(answer.trace)
+        return response
 
     def listing(self, hosts: bool = True) -> dict:
         """Return every app in the mesh with the nodes that host it (``hosts``), or its name."""
