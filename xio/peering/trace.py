@@ -110,8 +110,7 @@ def parse_header(text: str) -> tuple[TraceEntry, ...] | None:
         if len(fields) != 3 or not all(field.isdigit() for field in fields[1:]):
             return None
         entries.append((fields[0], int(fields[1]), int(fields[2])))
-    checked = read_trace(entries)
-    return checked
+    return read_trace(entries)
 
 
 def link_times(hops: tuple[TraceEntry, ...]) -> list[int | None]:
@@ -121,6 +120,6 @@ def link_times(hops: tuple[TraceEntry, ...]) -> list[int | None]:
     (a node on the way misreported) is shown as 0.
     """
     times: list[int | None] = [None]
-    for before, here in zip(hops, hops[1:]):
+    for before, here in zip(hops, hops[1:], strict=False):
         times.append(max(before[2] - before[1] - here[2], 0))
     return times
