@@ -33,13 +33,14 @@ def test_status_rows_say_mode_budgets_and_counts():
         "name": "a", "id": ID_A, "version": "1.2", "urls": ["ws://h:1/_xio/ws"], "uptime_s": 3725,
         "links": 2, "apps": ["edge", "shop"], "mesh": None,
         "budgets": {"in_flight": {"used": 1, "limit": 4096},
-                    "link_queue_bytes": {"used": 0, "limit_per_link": 1024}},
+                    "link_queue_bytes": {"used": 5, "limit_per_link": 1024},
+                    "body_bytes": {"used": 0, "limit": 9}},
     }  # fmt: skip
     routes = [{"destination": ID_A}, {"destination": ID_B}, {"destination": ID_C}]
     rows = dict(status_rows(node, routes))
     assert rows["id"] == ID_A and rows["uptime"] == "1h2m" and rows["routes"] == "2"
     assert rows["mode"] == "open" and rows["apps"] == "edge, shop"
-    assert rows["budgets"] == "in_flight 1/4096, link_queue_bytes 0/1024"
+    assert rows["budgets"] == "in_flight 1/4096, link_queue_bytes 5/1024"  # the ones in use
     closed = dict(status_rows({**node, "mesh": {"authority": ID_C}}))
     assert closed["mode"] == f"closed (authority {ID_C})"
 

@@ -9,10 +9,10 @@ import threading
 import pytest
 
 import xio
+from xio.errors import RemoteProtocolError
 from xio.node import status_cli
 from xio.peering import codec, trace
 from xio.peering.codec import RequestFrame, ResponseFrame
-from xio.errors import RemoteProtocolError
 from xio.peering.e2e import response_mac
 
 from .conftest import ROOT, wait_until
@@ -208,3 +208,13 @@ def test_a_malformed_trace_from_a_peer_is_dropped_and_counted_the_answer_arrives
     assert admin(a, "node")["forwarding"]["bad_trace"] == 3
     assert not peer.closed.is_set()  # a bad trace is no reason to close the link
     assert json.loads(json.dumps(admin(a, "peers")))[0]["state"] == "established"
+
+
+def test_a_request_answered_where_it_arrived_is_one_hop(start_node, capsys):
+    c = start_node("c", "--app", EDGE)
+    code = status_cli.main("trace", ["/edge/echo/3", "--via", c.url])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[2].split()[:4] == ["0", "c", "(answered)", admin(c, "node")["id"]]
+    assert lines[3:] == ["200 OK"]

@@ -44,7 +44,7 @@ from ..errors import (
 from ..peering import codec
 from ..peering.codec import DEFAULT_HOPS, MAX_BODY, RequestFrame, ResponseFrame
 from ..peering.names import MAX_NAME, is_app_name
-from ..peering.trace import TRACE, header_value
+from ..peering.trace import TRACE, append_entry, header_value
 from ..peering.via import VIA
 from ..request import Headers, Request, Response
 from ..resource import Resource
@@ -193,7 +193,12 @@ class Router:
     def _local(self, app, req: Request, deadline: float) -> Response:
         """Answer ``req`` with an app hosted here, under the rules of a forwarded answer."""
         # The HTTP writer frames the answer and drops the app's connection fields.
-        return self.node.answer_locally(app, req, deadline)
+        started = time.monotonic()
+        response = self.node.answer_locally(app, req, deadline)
+        if req.header(TRACE) is not None and self._may_see_topology(req):  # one hop: this one
+            spent = time.monotonic() - started
+            response.headers[TRACE] = header_value(append_entry((), self.node.id, spent, spent))
+        return response
 
     def _timeout(self, req: Request) -> float:
         raw = req.header(TIMEOUT_HEADER)
@@ -249,8 +254,10 @@ class Router:
         except LocalProtocolError as exc:  # a client's value the frame rules refuse: its fault
             raise BadRequest(f"the request cannot cross the mesh: {exc}") from None
         response = frame_to_response(answer, self.node.forwarder.counts)
-        if traced and answer.trace:  # checked by the forwarder; never the app's own header
-            response.headers[TRACE] = header_value(answer.trace)
+        if traced:  # entries checked by the forwarder, in place of any the app set
+            response.headers.pop(TRACE, None)
+            if answer.trace:
+                response.headers[TRACE] = header_value(answer.trace)
         return response
 
     def listing(self, hosts: bool = True) -> dict:

@@ -111,8 +111,9 @@ def status_rows(node: dict, routes: list[dict] | None = None) -> list[list[str]]
     budgets = node.get("budgets") or {}
     in_use = []
     for name, budget in budgets.items():
-        limit = budget.get("limit", budget.get("limit_per_link"))
-        in_use.append(f"{name} {budget.get('used', 0)}/{limit}")
+        if budget.get("used"):  # the ones in use: the whole list is in --json
+            limit = budget.get("limit", budget.get("limit_per_link"))
+            in_use.append(f"{name} {budget['used']}/{limit}")
     mesh = node.get("mesh")
     mode = "open" if mesh is None else f"closed (authority {mesh.get('authority', '?')})"
     own = node.get("id")
@@ -127,7 +128,7 @@ def status_rows(node: dict, routes: list[dict] | None = None) -> list[list[str]]
         ["routes", reachable],
         ["apps", ", ".join(node.get("apps") or []) or "-"],
         ["mode", mode],
-        ["budgets", ", ".join(in_use) or "-"],
+        ["budgets", ", ".join(in_use) or "none in use"],
     ]
 
 
@@ -175,11 +176,14 @@ def trace_rows(header_value: str, names: dict[str, str], answered_by: str | None
     """Return the rows of ``xio-node trace`` for an ``X-Xio-Trace`` value, or None if bad.
 
     ``answered_by`` is the last node of the answer's ``X-Xio-Via`` trail, marked
-    ``(answered)``; ``names`` maps node ids to names.
+    ``(answered)`` (None: the answer crossed no link, so the one hop answered); ``names`` maps
+    node ids to names.
     """
     hops = parse_header(header_value)
     if hops is None:
         return None
+    if answered_by is None and len(hops) == 1:
+        answered_by = hops[0][0]
     rows = []
     for index, ((node_id, node_us, total_us), link_us) in enumerate(
         zip(hops, link_times(hops), strict=True)
@@ -296,8 +300,8 @@ def _trace(args: argparse.Namespace, headers: dict) -> int:
         return 0
     print(f"trace of {args.method} {target} via {args.via}")
     if value is None:
-        print("no trace in the answer: answered by the node itself, or not an admin client "
-              "(loopback, or --admin-token)")  # fmt: skip
+        print("no trace in the answer: this client may not read the node's /_xio/ (give "
+              "--admin-token), or a node on the way does not trace")  # fmt: skip
     else:
         trail = (response.headers.get(VIA) or "").split(",")
         names = _names(args.via, headers, args.timeout)
