@@ -197,6 +197,7 @@ def test_a_malformed_trace_from_a_peer_is_dropped_and_counted_the_answer_arrives
         [["not a node id", 1, 2]],
         {"deep": [1, 2, 3]},
         [[("e" * 32), 5, 1]],  # node time over total time
+        [[("e" * 32), 1, 1]],  # well formed, for a request that asked for no trace
     ])  # fmt: skip
     client = xio.client(a.url, timeout=10)
     own = admin(a, "node")["id"]
@@ -206,6 +207,8 @@ def test_a_malformed_trace_from_a_peer_is_dropped_and_counted_the_answer_arrives
         hops = trace.parse_header(answer.headers["X-Xio-Trace"])
         assert [hop[0] for hop in hops] == [own]  # the ingress's own entry alone
     assert admin(a, "node")["forwarding"]["bad_trace"] == 3
+    untraced = client.get("/evil/x")
+    assert untraced.status == 200 and "X-Xio-Trace" not in untraced.headers
     assert not peer.closed.is_set()  # a bad trace is no reason to close the link
     assert json.loads(json.dumps(admin(a, "peers")))[0]["state"] == "established"
 

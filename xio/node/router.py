@@ -9,7 +9,10 @@
     anything else            the main app (``app.main()``), or 404 unknown app
 
 ``X-Xio-Timeout: <seconds>`` sets the request's deadline (default 30 s); past it the
-answer is 504, wherever the request is. ``GET /_xio/ws`` without a WebSocket upgrade is 426.
+answer is 504, wherever the request is. ``X-Xio-Trace`` from a client that may read ``/_xio/``
+asks every node on the way to time the request (``xio.peering.trace``): the answer carries the
+times in its own ``X-Xio-Trace``; from other clients the header is ignored.
+``GET /_xio/ws`` without a WebSocket upgrade is 426.
 
 Theory of operation (docs/PROTOCOL.md, section 11). The first segments (app, ``~node``) are
 decoded to route; the rest of the path stays exactly as the client sent it (percent-encoded)
