@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -149,6 +151,37 @@ def test_an_unreachable_node_is_one_line_and_exit_1(capsys):
         code, out, err = run(capsys, command, "--via", url)
         assert code == 1 and out == ""
         assert err == f"xio-node {command}: cannot reach node at {url}: connection refused\n"
+
+
+def test_trace_of_an_unreachable_node_is_one_line_and_exit_1(capsys):
+    url = f"http://127.0.0.1:{unused_port()}"
+    code, out, err = run(capsys, "trace", f"{url}/edge/echo/1")
+    assert (code, out) == (1, "")
+    assert err == f"xio-node trace: cannot reach node at {url}: connection refused\n"
+
+
+def test_a_server_that_is_no_node_is_said_so(capsys):
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"hello")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        code, out, err = run(capsys, "peers", "--via", url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (code, out) == (1, "")
+    assert err == f"xio-node peers: {url}/_xio/peers is not an xio node's page (no JSON list)\n"
 
 
 def test_the_default_node_comes_from_xio_port(capsys, monkeypatch):

@@ -254,6 +254,11 @@ def _page(via: str, page: str, headers: dict, timeout: float):
     response = _ask(via, "GET", page, headers, timeout)
     if response.status != 200:
         raise _refused(via, response)
+    expected = dict if page == "/_xio/node" else list
+    if not isinstance(response.content, expected):  # another server on that port
+        raise NodeUnreachable(
+            f"{via}{page} is not an xio node's page (no JSON {expected.__name__})"
+        )
     return response
 
 
