@@ -164,8 +164,11 @@ def _close_peers():
         _PEERS.pop().close()
 
 
-def evil_host(node, traces: list) -> HostilePeer:
-    """Link a scripted peer to ``node`` hosting app ``evil``, answering with ``traces``."""
+def evil_host(node, traces: list, ingress=None) -> HostilePeer:
+    """Link a scripted peer to ``node`` hosting app ``evil``, answering with ``traces``.
+
+    Its answers are sealed for ``ingress`` (default ``node``), the node that asks it.
+    """
     peer = HostilePeer(int(node.url.rsplit(":", 1)[1]))
     _PEERS.append(peer)
     peer.handshake()
@@ -174,7 +177,7 @@ def evil_host(node, traces: list) -> HostilePeer:
     peer.send_message(record_frame(peer.key, 1, links=[target], apps=["evil"], name="evil"))
     wait_until(lambda: hosts(node, "evil"), what="the node to route app evil to the peer")
     done: set[int] = set()
-    asker_key = public_key_of(node)
+    asker_key = public_key_of(ingress or node)
 
     def serve():
         while not peer.closed.wait(0.01):
@@ -221,3 +224,16 @@ def test_a_request_answered_where_it_arrived_is_one_hop(start_node, capsys):
     lines = out.splitlines()
     assert lines[2].split()[:4] == ["0", "c", "(answered)", admin(c, "node")["id"]]
     assert lines[3:] == ["200 OK"]
+
+
+def test_a_relay_drops_a_malformed_trace_and_still_adds_its_own(start_node):
+    b = start_node("b")
+    a = start_node("a", "--peers", ws(b))
+    evil_host(b, [[["x", "y"]]], ingress=a)
+    wait_until(lambda: hosts(a, "evil"), what="a to route app evil through b")
+    answer = xio.client(a.url, timeout=10).get("/evil/x", headers={"X-Xio-Trace": "1"})
+    assert (answer.status, answer.text) == (200, "still here")
+    hops = trace.parse_header(answer.headers["X-Xio-Trace"])
+    assert [hop[0] for hop in hops] == [admin(a, "node")["id"], admin(b, "node")["id"]]
+    assert admin(b, "node")["forwarding"]["bad_trace"] == 1
+    assert "bad_trace" not in admin(a, "node")["forwarding"]  # what b passed on was good
