@@ -39,6 +39,7 @@ PURE_CORE = (
     "xio.peering.reasons",
     "xio.peering.link_events",
     "xio.peering.mdns_names",
+    "xio.peering.trace",
     "xio.peering.cipher",
     "xio.peering.e2e",
     "xio.peering.integrity",

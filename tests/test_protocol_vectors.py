@@ -8,6 +8,7 @@ protocol change, run ``python -m tests.test_protocol_vectors`` and paste its out
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import re
 from pathlib import Path
@@ -132,10 +133,14 @@ def compute_vectors() -> dict[str, str]:
         hops=16,
         ttl_ms=30_000,
     )
+    answer = ResponseFrame(1, 200, (("Content-Type", "application/json"),), b'{"id": 42}')
     vectors.update(
         req_frame=encode(request),
-        res_frame=encode(
-            ResponseFrame(1, 200, (("Content-Type", "application/json"),), b'{"id": 42}')
+        res_frame=encode(answer),
+        # Traces (11.2): the same req asking for one, and the res with B's then A's entry.
+        req_trace_frame=encode(dataclasses.replace(request, trace=True)),
+        res_trace_frame=encode(
+            dataclasses.replace(answer, trace=((bob.node_id, 880, 880), (alice.node_id, 210, 1900)))
         ),
         cancel_frame=encode(Cancel(1)),
         ping_frame=encode(Ping(5)),

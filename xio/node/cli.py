@@ -5,6 +5,7 @@ xio-node --demo            a node on 127.0.0.1:7700 hosting a demo app, no disco
 xio-node id                print this machine's node id (from --state-dir)
 xio-node mesh ...          the mesh authority: admit and revoke nodes (mesh_cli.py)
 xio-node doctor            check why nodes on this LAN do (not) find each other (mDNS)
+xio-node status|peers|routes|trace   ask a running node (status_cli.py)
 
 Every value is checked as it is parsed (ports, durations, sizes, peers, TLS and CA files), so a
 bad command line is one line on stderr and exit status 2, before anything starts; a state
@@ -37,7 +38,11 @@ SUBCOMMANDS = """subcommands:
                         print the node id kept in the state directory
   xio-node mesh init|admit|revoke|show
                         the mesh authority: admit and revoke nodes (xio-node mesh --help)
-  xio-node doctor       check why nodes on this LAN do (not) find each other (mDNS)"""
+  xio-node doctor       check why nodes on this LAN do (not) find each other (mDNS)
+  xio-node status|peers|routes [--via URL] [--admin-token FILE] [--json]
+                        ask a running node what it is, its links, its routes
+  xio-node trace PATH_OR_URL [-X METHOD] [--via URL]
+                        send one traced request and print each hop, like traceroute"""
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -389,6 +394,10 @@ def main(argv: list[str] | None = None, demo: Callable[[str], Resource] | None =
         from .mesh_cli import main as mesh
 
         return mesh(argv[1:])
+    if argv[:1] and argv[0] in ("status", "peers", "routes", "trace"):
+        from .status_cli import main as status
+
+        return status(argv[0], argv[1:])
     if argv[:1] == ["doctor"]:
         from .doctor import main as doctor
 

@@ -9,7 +9,10 @@
     anything else            the main app (``app.main()``), or 404 unknown app
 
 ``X-Xio-Timeout: <seconds>`` sets the request's deadline (default 30 s); past it the
-answer is 504, wherever the request is. ``GET /_xio/ws`` without a WebSocket upgrade is 426.
+answer is 504, wherever the request is. ``X-Xio-Trace`` from a client that may read ``/_xio/``
+asks every node on the way to time the request (``xio.peering.trace``): the answer carries the
+times in its own ``X-Xio-Trace``; from other clients the header is ignored.
+``GET /_xio/ws`` without a WebSocket upgrade is 426.
 
 Theory of operation (docs/PROTOCOL.md, section 11). The first segments (app, ``~node``) are
 decoded to route; the rest of the path stays exactly as the client sent it (percent-encoded)
@@ -44,6 +47,7 @@ from ..errors import (
 from ..peering import codec
 from ..peering.codec import DEFAULT_HOPS, MAX_BODY, RequestFrame, ResponseFrame
 from ..peering.names import MAX_NAME, is_app_name
+from ..peering.trace import TRACE, append_entry, header_value
 from ..peering.via import VIA
 from ..request import Headers, Request, Response
 from ..resource import Resource
@@ -192,7 +196,12 @@ class Router:
     def _local(self, app, req: Request, deadline: float) -> Response:
         """Answer ``req`` with an app hosted here, under the rules of a forwarded answer."""
         # The HTTP writer frames the answer and drops the app's connection fields.
-        return self.node.answer_locally(app, req, deadline)
+        started = time.monotonic()
+        response = self.node.answer_locally(app, req, deadline)
+        if req.header(TRACE) is not None and self._may_see_topology(req):  # one hop: this one
+            spent = time.monotonic() - started
+            response.headers[TRACE] = header_value(append_entry((), self.node.id, spent, spent))
+        return response
 
     def _timeout(self, req: Request) -> float:
         raw = req.header(TIMEOUT_HEADER)
@@ -237,15 +246,22 @@ class Router:
             raise PayloadTooLarge(f"a body crossing the mesh is at most {MAX_BODY} bytes")
         headers = request_headers(req)
         check_request_fits(req.method, path, req.query_string, headers)
+        # A trace shows the nodes on the way, as X-Xio-Via does: admin clients only.
+        traced = req.header(TRACE) is not None and self._may_see_topology(req)
         try:
             frame = RequestFrame(
                 0, dst, app, req.method, path, req.query_string, headers, req.body,
-                hops=DEFAULT_HOPS + 1, ttl_ms=0,
+                hops=DEFAULT_HOPS + 1, ttl_ms=0, trace=True if traced else None,
             )  # fmt: skip
             answer = self.node.forwarder.route(frame, deadline)
         except LocalProtocolError as exc:  # a client's value the frame rules refuse: its fault
             raise BadRequest(f"the request cannot cross the mesh: {exc}") from None
-        return frame_to_response(answer, self.node.forwarder.counts)
+        response = frame_to_response(answer, self.node.forwarder.counts)
+        if traced:  # entries checked by the forwarder, in place of any the app set
+            response.headers.pop(TRACE, None)
+            if answer.trace:
+                response.headers[TRACE] = header_value(answer.trace)
+        return response
 
     def listing(self, hosts: bool = True) -> dict:
         """Return every app in the mesh with the nodes that host it (``hosts``), or its name."""

@@ -64,6 +64,7 @@ from xio.peering.frames import (
 from xio.peering.frames import REQUIRED as _REQUIRED
 from xio.peering.frames import TYPES as _TYPES
 from xio.peering.reasons import DECODE_REASONS
+from xio.peering.trace import MAX_ENTRIES as MAX_TRACE_ENTRIES
 
 __all__ = [
     "DECODE_REASONS",
@@ -100,7 +101,8 @@ __all__ = [
 MAX_FRAME = MAX_BODY + 1024 * 1024  # body plus headroom for the envelope
 MAX_HANDSHAKE_FRAME = 4096  # what a link accepts before it is established
 SMALL_FRAME = 64 * 1024  # frames up to this are decoded directly
-MAX_LARGE_FRAME_OBJECTS = 4 * MAX_HEADERS + 64  # a req with 256 headers holds ~800
+#: A req with 256 headers holds ~800; a res may also hold a trace of 256 entries (4 each).
+MAX_LARGE_FRAME_OBJECTS = 4 * MAX_HEADERS + 64 + 4 * MAX_TRACE_ENTRIES
 
 #: The largest frame of each type, in bytes. Small types stay small whatever a peer pads them
 #: with; only ``req`` and ``res`` carry bodies.

@@ -36,6 +36,11 @@ with ``src``, ``n`` and ``mac`` and checks the MAC of its answer; a relay passes
 fields and the answer's ``mac`` on untouched; the destination checks the request in the
 worker, before the app (a MAC over a large body is not hashed on the link's reader), and
 seals every answer it makes. Those checks use the wall clock (nonces carry their issue time).
+
+Traces (docs/PROTOCOL.md 11.2, ``xio.peering.trace``): a ``req`` with ``trace`` is timed at
+every node, on its monotonic clock: the destination puts its entry on its answer, and each
+relay and the ingress append theirs to the checked entries of the ``res`` that came back. An
+untraced request pays one falsy test per node for this.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from .codec import RequestFrame, ResponseFrame
 from .integrity import EndToEnd, Sealed
 from .links import Link
 from .session import Closed, error_frame
+from .trace import append_entry, read_trace
 from .via import VIA, extend_via, via_of, with_via
 
 __all__ = ["VIA", "Forwarder", "Workers", "error_frame", "extend_via", "via_of", "with_via"]
@@ -90,17 +96,18 @@ class _Held:
 class Task(_Held):
     """A request answered here by the app, in a worker: ``job`` can cancel it."""
 
-    __slots__ = ("job",)
+    __slots__ = ("job", "started")
 
-    def __init__(self, body: int) -> None:
+    def __init__(self, body: int, started: float | None = None) -> None:
         super().__init__(body)
         self.job: Job | None = None
+        self.started = started  # when a traced req arrived (monotonic); None: not traced
 
 
 class Relay(_Held):
     """A request passed on: ``in_id`` on ``in_link`` is ``out_id`` on ``out_link``."""
 
-    __slots__ = ("in_link", "in_id", "out_link", "out_id", "trail")
+    __slots__ = ("in_link", "in_id", "out_link", "out_id", "trail", "started", "sent", "hops")
 
     def __init__(self, in_link: Link, in_id: int, out_link: Link, trail: str, body: int):
         super().__init__(body)
@@ -109,6 +116,9 @@ class Relay(_Held):
         self.out_link = out_link
         self.out_id = 0
         self.trail = trail
+        self.started: float | None = None  # a traced req: when it arrived (monotonic)
+        self.sent = 0.0  # and when it was queued on out_link
+        self.hops = 0  # its hops on arrival: the most entries the nodes beyond can add
 
 
 class Job:
@@ -232,7 +242,9 @@ class Forwarder:
         """Carry ``request`` (its id is ignored) one hop towards ``request.dst`` and wait.
 
         Errors met here are answered here, with this node last on the ``X-Xio-Via`` trail.
+        A traced request's answer (``request.trace``) gets this node's trace entry last.
         """
+        started = _monotonic() if request.trace else 0.0
         headers = with_via(request.headers, self.own_id)
         trail = headers[-1][1]
         if request.hops <= 0:
@@ -256,7 +268,7 @@ class Forwarder:
             frame = RequestFrame(
                 request_id, request.dst, request.app, request.method, request.path, request.query,
                 headers, request.body, hops=request.hops - 1, ttl_ms=int(remaining * 1000),
-                src=self.own_id, nonce=sealed.nonce, mac=sealed.mac,
+                src=self.own_id, nonce=sealed.nonce, mac=sealed.mac, trace=request.trace,
             )  # fmt: skip
         except LocalProtocolError:  # the caller's request breaks a frame rule: the caller says
             link.session.forget_request(request_id)
@@ -277,7 +289,23 @@ class Forwarder:
             self.counts["next_hop_lost"] += 1
             return error_frame(502, f"link to {link.peer_name} closed, request lost", via=trail)
         self.counts["forwarded"] += 1
-        return self._await_answer(link, request_id, result, timer, request.dst, trail, sealed)
+        if not request.trace:
+            return self._await_answer(link, request_id, result, timer, request.dst, trail, sealed)
+        sent = _monotonic()
+        answer = self._await_answer(link, request_id, result, timer, request.dst, trail, sealed)
+        return self._traced(answer, request.hops, started, sent, _monotonic())
+
+    def _traced(
+        self, answer: ResponseFrame, hops: int, started: float, sent: float, back: float
+    ) -> ResponseFrame:
+        """Return ``answer`` with this node's trace entry after the checked ones beyond it."""
+        beyond = () if answer.trace is None else read_trace(answer.trace, hops)
+        if beyond is None:  # a peer's garbage: dropped, the answer itself goes on
+            self.counts["bad_trace"] += 1
+            beyond = ()
+        now = _monotonic()
+        entries = append_entry(beyond, self.own_id, (sent - started) + (now - back), now - started)
+        return answer.with_trace(entries)
 
     def _await_answer(
         self, link: Link, request_id: int, result: AsyncResult, timer, dst: str, trail: str,
@@ -307,6 +335,7 @@ class Forwarder:
     def on_request(self, link: Link, frame: RequestFrame, deadline: float) -> None:
         """Serve a ``req`` from ``link`` here, or pass it on towards its ``dst``."""
         request_id = frame.request_id
+        started = _monotonic() if frame.trace else None  # the one check an untraced req pays
         if not self.in_flight.take():
             self._refuse(link, frame, "in_flight_budget", "too many requests in flight here")
             return
@@ -316,12 +345,12 @@ class Forwarder:
             self._refuse(link, frame, "body_budget", "the node's budget for bodies is spent")
             return
         if frame.dst == self.own_id:
-            task = Task(size)
+            task = Task(size, started)
             link.session.attach(request_id, task)
             self.counts["served"] += 1
             task.job = self.workers.run(self._serve, link, frame, deadline, task)
         else:
-            self._relay(link, frame, deadline, size)
+            self._relay(link, frame, deadline, size, started)
 
     def _refuse(self, link: Link, frame: RequestFrame, reason: str, description: str) -> None:
         self.counts[reason] += 1
@@ -330,7 +359,11 @@ class Forwarder:
 
     def _serve(self, link: Link, frame: RequestFrame, deadline: float, task: Task) -> None:
         try:
-            link.respond(frame.request_id, self._answer_here(link, frame, deadline))
+            answer = self._answer_here(link, frame, deadline)
+            if task.started is not None:  # the destination's entry: all its time is its own
+                spent = _monotonic() - task.started
+                answer = answer.with_trace(append_entry((), self.own_id, spent, spent))
+            link.respond(frame.request_id, answer)
         finally:
             self._finish(task)
 
@@ -362,7 +395,10 @@ class Forwarder:
         while _monotonic() < give_up and self.e2e.key_of(src) is None:
             gevent.sleep(_RECORD_POLL)
 
-    def _relay(self, link: Link, frame: RequestFrame, deadline: float, size: int) -> None:
+    def _relay(
+        self, link: Link, frame: RequestFrame, deadline: float, size: int,
+        started: float | None = None,
+    ) -> None:  # fmt: skip
         request_id = frame.request_id
         headers = with_via(frame.headers, self.own_id)
         trail = headers[-1][1]
@@ -383,6 +419,7 @@ class Forwarder:
                 relay.out_id, frame.dst, frame.app, frame.method, frame.path, frame.query,
                 headers, frame.body, hops=frame.hops - 1, ttl_ms=int(remaining * 1000),
                 src=frame.src, nonce=frame.nonce, mac=frame.mac,  # end to end: never ours
+                trace=frame.trace,
             )  # fmt: skip
         except LocalProtocolError as exc:  # our id made the headers too large: refuse it alone
             out.session.forget_request(relay.out_id)
@@ -397,6 +434,8 @@ class Forwarder:
             description = f"link to {out.peer_name} is congested"
             self._answer(link, request_id, size, 503, description, trail)
             return
+        if started is not None:
+            relay.started, relay.sent, relay.hops = started, _monotonic(), frame.hops
         link.session.attach(request_id, relay)
         self.counts["relayed"] += 1
         # The body now waits in the next link's queue, which bounds it; it is no longer ours.
@@ -417,6 +456,9 @@ class Forwarder:
         if type(token) is Relay:
             relay = token
             answer = ResponseFrame(relay.in_id, frame.status, frame.headers, frame.body, frame.mac)
+            if relay.started is not None:  # untraced: a trace the peer sent is not passed on
+                answer = self._traced(answer.with_trace(frame.trace), relay.hops, relay.started,
+                                      relay.sent, _monotonic())  # fmt: skip
             relay.in_link.respond(relay.in_id, answer)
             self._finish(relay)
         else:

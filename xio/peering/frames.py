@@ -299,6 +299,8 @@ class RequestFrame:
     src: str | None = field(default=None, kw_only=True)
     nonce: bytes | None = field(default=None, kw_only=True)
     mac: bytes | None = field(default=None, kw_only=True)
+    #: The ingress asks every node on the way to time it (xio.peering.trace); not end to end.
+    trace: bool | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         # Hot path: one cheap test of the common exact types, the detailed checks only when it
@@ -337,6 +339,8 @@ class RequestFrame:
             and len(self.mac) == E2E_MAC_LENGTH
         ):
             _check_e2e("req", self.src, self.nonce, self.mac)
+        if self.trace is not None and type(self.trace) is not bool:
+            raise _fail("req", "trace", f"must be a bool, got {self.trace!r:.40}")
 
     def _check_slowly(self) -> None:
         _check_uint("req", "request_id", self.request_id, MAX_UINT32)
@@ -369,6 +373,9 @@ class ResponseFrame:
     body: bytes = b""
     #: The destination's response MAC (docs/PROTOCOL.md 11.1); None on a relay's own errors.
     mac: bytes | None = None
+    #: The nodes' times of a traced request, as decoded: not checked here but by its reader
+    #: (``xio.peering.trace.read_trace``), which drops a bad one: it must not cost the answer.
+    trace: Any = None
 
     def __post_init__(self) -> None:
         _check_uint("res", "request_id", self.request_id, MAX_UINT32)
@@ -391,8 +398,20 @@ class ResponseFrame:
         _check_e2e("res", None, None, mac)
         copy = object.__new__(ResponseFrame)
         for name, value in (("request_id", request_id), ("status", self.status),
-                            ("headers", self.headers), ("body", self.body), ("mac", mac)):  # fmt: skip
+                            ("headers", self.headers), ("body", self.body), ("mac", mac),
+                            ("trace", self.trace)):  # fmt: skip
             object.__setattr__(copy, name, value)
+        return copy
+
+    def with_trace(self, trace) -> ResponseFrame:
+        """Return this answer with ``trace`` (entries of ``xio.peering.trace``), unchecked again.
+
+        The trace is outside the end-to-end MAC: every other field stays as it is.
+        """
+        copy = object.__new__(ResponseFrame)
+        for name in ("request_id", "status", "headers", "body", "mac"):
+            object.__setattr__(copy, name, getattr(self, name))
+        object.__setattr__(copy, "trace", trace)
         return copy
 
 

@@ -151,6 +151,7 @@ FORWARDING = (
     Reason("bad_via", "a request with an unreadable X-Xio-Via trail (400)"),
     Reason("loop", "a request whose trail holds this node already (508)"),
     Reason("bad_response", "an answer from the mesh that HTTP cannot carry (502)"),
+    Reason("bad_trace", "a traced res whose trace is malformed: dropped, the answer passed on"),
     Reason("response_too_large", "an app's answer that no res frame can carry (502)"),
     Reason(
         "bad_e2e_mac",
