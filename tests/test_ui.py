@@ -188,9 +188,11 @@ def test_the_root_is_the_page_for_an_admins_browser_and_json_for_everyone_else(l
     assert browser.status == 200
     assert browser.headers["Content-Type"].startswith("text/html")
     assert b"/_xio/ui/ui.js" in asset("index.html")
+    assert "Accept" in browser.headers["Vary"]  # a cache must not hand the page to curl
     curl = client_at(node, "127.0.0.1").get("/", headers={"Accept": "*/*"})
     assert curl.headers["Content-Type"].startswith("application/json")
     assert "node" in curl.json() and "apps" in curl.json()
+    assert "Accept" in curl.headers["Vary"]
     outsider = client_at(node, "10.0.0.5").get("/", headers={"Accept": BROWSER})
     assert outsider.headers["Content-Type"].startswith("application/json")  # not an admin
     assert outsider.json() == {"node": {"name": "lone"}, "apps": ["shop"]}  # no hosts

@@ -64,6 +64,8 @@ MAX_TIMEOUT = 3600.0
 _TRAIL_ROOM = 16 * 1024
 #: What a raw path keeps as it is: RFC 3986 pchar, "/" and "%" (escapes are checked apart).
 _PATH_SAFE = "/%!$&'()*+,;=:@"
+#: The answer at "/" depends on both: the page for an admin's browser, else the JSON listing.
+_VARY = {"Vary": "Accept, Authorization"}
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
@@ -153,9 +155,11 @@ class Router:
         if not first and node.main_app is None:
             if (req.method in ("GET", "HEAD") and prefers_html(req.header("Accept"))
                     and self._may_see_topology(req)):  # fmt: skip
-                return asset_response("index.html")  # a browser of an admin: the mesh map
+                page = asset_response("index.html")  # a browser of an admin: the mesh map
+                page.headers.update(_VARY)
+                return page
             return (
-                Response(self.listing(hosts=self._may_see_topology(req)))
+                Response(self.listing(hosts=self._may_see_topology(req)), headers=_VARY)
                 if req.method in ("GET", "HEAD")
                 else error_response(
                     HTTPError(405, "the mesh listing answers GET", headers={"Allow": "GET, HEAD"})

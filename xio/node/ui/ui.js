@@ -74,7 +74,8 @@ function layout(nodes, links) {
   const ids = new Set(nodes.map((node) => node.id));
   for (const id of [...positions.keys()]) if (!ids.has(id)) positions.delete(id);
   const ideal = Math.min(220, Math.max(90, Math.sqrt((WIDTH * HEIGHT) / Math.max(count, 1)) * 0.8));
-  const rounds = count > 150 ? 20 : 120;
+  // O(n²) a round: a mesh of hundreds gets fewer rounds, one of thousands its circle only.
+  const rounds = count > 400 ? 0 : count > 100 ? 20 : 120;
   for (let round = 0; round < rounds; round++) {
     const force = new Map(nodes.map((node) => [node.id, {x: 0, y: 0}]));
     for (let i = 0; i < count; i++) {
