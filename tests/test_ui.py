@@ -23,7 +23,7 @@ from xio.node import Node, NodeConfig
 from xio.node.meshmap import MAX_RTT_ENTRIES, MAX_RTT_US, RTT_EXT, mesh_map, rtt_ext, rtt_of
 from xio.node.ui import ASSETS, asset, prefers_html
 from xio.peering.identity import Identity
-from xio.peering.records import Record
+from xio.peering.records import Record, parse_record
 from xio.server import WSGIApp
 from xio.testing import TestClient
 
@@ -53,8 +53,19 @@ def test_rtt_ext_carries_the_measured_links_in_microseconds_within_its_bounds():
     rtts[peers[1]] = float("nan")
     rtts[peers[2]] = 3600.0  # over MAX_RTT_US: no RTT
     value = rtt_ext(rtts)
-    assert list(value) == peers[3 : 3 + MAX_RTT_ENTRIES]  # sorted, capped
-    assert set(value.values()) == {1500}
+    assert [peer for peer, _ in value] == peers[3 : 3 + MAX_RTT_ENTRIES]  # sorted, capped
+    assert {micros for _, micros in value} == {1500}
+
+
+def test_a_record_with_every_rtt_it_may_carry_is_accepted_by_its_receivers():
+    # A map of over 16 entries anywhere in a record is malformed to a version-1 decoder: the
+    # RTTs are an array of pairs, so a node of 64 measured links is still heard.
+    origin = Identity.generate()
+    peers = sorted(Identity.generate().node_id for _ in range(MAX_RTT_ENTRIES))
+    signed = Record.build(origin, 1, NOW, 60_000, "hub", "1.0", [], dict.fromkeys(peers, 1),
+                          {}, {RTT_EXT: rtt_ext(dict.fromkeys(peers, 0.002))})  # fmt: skip
+    received = parse_record(signed.body, signed.signature, NOW)
+    assert rtt_of(received) == dict.fromkeys(peers, 2000)
 
 
 def test_a_record_carries_its_rtts_and_the_map_shows_them_as_of_that_record():
@@ -81,21 +92,33 @@ def test_a_record_carries_its_rtts_and_the_map_shows_them_as_of_that_record():
 @pytest.mark.parametrize(
     "bad",
     [
-        [1, 2],  # not a map
-        {"not-a-node-id": 10},
-        {"PEER": -1},
-        {"PEER": MAX_RTT_US + 1},
-        {"PEER": 1.5},  # a float
-        {"PEER": True},
-        {"STRANGER": 10},  # a node the record lists no link to
-        {"PEER": 10, "EXTRA": 10},  # one bad entry spoils the lot
+        {"PEER": 10},  # a map, not an array of pairs
+        "PEER",
+        [["PEER", 10, 1]],
+        [["not-a-node-id", 10]],
+        [["PEER", -1]],
+        [["PEER", MAX_RTT_US + 1]],
+        [["PEER", 1.5]],  # a float
+        [["PEER", True]],
+        [["STRANGER", 10]],  # a node the record lists no link to
+        [["PEER", 10], ["PEER", 11]],  # a repeat
+        [["PEER", 10], ["EXTRA", 10]],  # one bad entry spoils the lot
     ],
 )
 def test_a_malformed_rtt_in_a_record_is_ignored_and_the_link_shows_its_cost(bad):
     a, b = Identity.generate(), Identity.generate()
     names = {"PEER": b.node_id, "STRANGER": Identity.generate().node_id, "EXTRA": "x" * 32}
-    bad = {names.get(k, k): v for k, v in bad.items()} if isinstance(bad, dict) else bad
-    remote = record(a, {b.node_id: 2}, ext={RTT_EXT: bad})  # a valid record: ext is free-form
+
+    def named(value):
+        if isinstance(value, list):
+            return [named(item) for item in value]
+        if isinstance(value, dict):
+            return {names.get(k, k): v for k, v in value.items()}
+        return names.get(value, value)
+
+    signed = Record.build(a, 1, NOW, 60_000, "n", "1.0", [], {b.node_id: 2}, {},
+                          {RTT_EXT: named(bad)})  # fmt: skip
+    remote = parse_record(signed.body, signed.signature, NOW)  # valid: ext is free-form
     assert rtt_of(remote) == {}
     snapshot = mesh_map(Identity.generate().node_id, [remote], {}, NOW)
     (link,) = snapshot["links"]
@@ -105,7 +128,7 @@ def test_a_malformed_rtt_in_a_record_is_ignored_and_the_link_shows_its_cost(bad)
 def test_too_many_rtts_in_a_record_are_ignored():
     a = Identity.generate()
     peers = sorted(Identity.generate().node_id for _ in range(MAX_RTT_ENTRIES + 1))
-    remote = record(a, dict.fromkeys(peers, 1), ext={RTT_EXT: dict.fromkeys(peers, 5)})
+    remote = record(a, dict.fromkeys(peers, 1), ext={RTT_EXT: [[p, 5] for p in peers]})
     assert rtt_of(remote) == {}
 
 

@@ -7,11 +7,14 @@ a node per record, and a link per pair of nodes that names the other, drawn once
 
 The RTT of a link is known first-hand only for this node's own links: each link's session
 measures it from its pings. For the links of other nodes, each node may carry what its own
-sessions measured in its record, ``ext["rtt"] = {neighbour id: microseconds}`` (section 8.1):
+sessions measured in its record, ``ext["rtt"] = [[neighbour id, microseconds], ...]`` (8.7):
 records are re-originated every lifetime / 3 and on link changes, so such an RTT is "as of
 the last record", not live. ``rtt_ext`` builds that value, within bounds a receiver checks
 (``rtt_of``); a malformed one is ignored whole, and the link shows its cost only. The value
-never changes a route: routing reads costs, never ``ext``.
+never changes a route: routing reads costs, never ``ext``. It is an array of pairs, as
+``links`` is, not a map: a version-1 decoder takes no map of over 16 entries anywhere in a
+record (``records.decode_body``), so a map of a node's 17 RTTs would make its whole record
+malformed at every receiver.
 
 Pure: takes records, RTTs and the time, returns plain dicts; imports no IO.
 """
@@ -34,37 +37,44 @@ MAX_RTT_ENTRIES = 64
 MAX_RTT_US = 60_000_000
 
 
-def rtt_ext(rtts: Mapping[str, float | None]) -> dict[str, int]:
-    """Return the ``ext["rtt"]`` of our record: ``{peer id: µs}`` for the links measured.
+def rtt_ext(rtts: Mapping[str, float | None]) -> list[list]:
+    """Return the ``ext["rtt"]`` of our record: ``[[peer id, µs], ...]`` for links measured.
 
     ``rtts`` maps each linked peer to its session's RTT in seconds (None: not measured yet).
-    The first ``MAX_RTT_ENTRIES`` peers by id are kept, in id order (canonical: sorted keys).
+    The first ``MAX_RTT_ENTRIES`` peers by id are kept, in id order.
     """
     measured = []
     for peer, seconds in sorted(rtts.items()):
         if seconds is None or not 0 <= seconds * 1e6 <= MAX_RTT_US:  # also refuses NaN
             continue
-        measured.append((peer, int(round(seconds * 1e6))))
-    return dict(measured[:MAX_RTT_ENTRIES])
+        measured.append([peer, int(round(seconds * 1e6))])
+    return measured[:MAX_RTT_ENTRIES]
 
 
 def rtt_of(record: Record) -> dict[str, int]:
     """Return the link RTTs (µs) ``record`` carries, or ``{}`` if it has none or a bad one.
 
-    A value must be a map of at most ``MAX_RTT_ENTRIES`` entries, each the id of a neighbour
-    the record lists and an integer in ``0..MAX_RTT_US``; anything else is ignored whole, as
-    a peer's garbage must not reach the operator's page.
+    A value must be an array of at most ``MAX_RTT_ENTRIES`` pairs ``[neighbour id, µs]``,
+    ids strictly ascending, each a neighbour the record lists, each RTT an integer in
+    ``0..MAX_RTT_US``; anything else is ignored whole: a peer's garbage shows as nothing.
     """
     value = next((v for key, v in record.ext if key == RTT_EXT), None)
-    if type(value) is not dict or len(value) > MAX_RTT_ENTRIES:
+    if type(value) not in (list, tuple) or len(value) > MAX_RTT_ENTRIES:
         return {}
     neighbours = {peer for peer, _ in record.links}
-    for peer, micros in value.items():
-        if not (type(peer) is str and is_node_id(peer) and peer in neighbours):
+    found: dict[str, int] = {}
+    last = ""
+    for pair in value:
+        if type(pair) not in (list, tuple) or len(pair) != 2:
+            return {}
+        peer, micros = pair
+        if not (type(peer) is str and peer > last and is_node_id(peer) and peer in neighbours):
             return {}
         if not (type(micros) is int and 0 <= micros <= MAX_RTT_US):
             return {}
-    return dict(value)
+        found[peer] = micros
+        last = peer
+    return found
 
 
 def mesh_map(
