@@ -323,8 +323,8 @@ def test_the_browser_draws_the_mesh_lists_the_app_and_sends_a_request(in_process
     )
     assert in_thread(page.evaluate, "document.querySelector('g.node.self [data-node-name]')"
                      ".textContent") == "alpha"  # fmt: skip
-    page_shows(page, "(document.querySelector('[data-app=\"shop\"] .about') || {}).textContent"
-               "?.includes(\"The shop's front page\")", "the app directory with its ABOUT")  # fmt: skip
+    about = "document.querySelector('[data-app=\"shop\"] .about').textContent"
+    page_shows(page, about + '.includes("The shop\'s front page")', "the apps with their ABOUT")
     assert "gamma" in in_thread(
         page.evaluate, "document.querySelector('[data-app=\"shop\"] .hosts').textContent"
     )
