@@ -47,6 +47,7 @@ PURE_CORE = (
     "xio.peering.membership",
     "xio.peering.admission",
     "xio.peering.store",
+    "xio.node.meshmap",
 )
 
 # Top-level modules the pure core may not reach: I/O libraries, file IO and clocks.

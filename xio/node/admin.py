@@ -15,11 +15,13 @@ from typing import Protocol
 from ..errors import BadRequest
 from ..peering.routing import RoutingTable
 from ..resource import Resource
+from .ui import asset_response
 
 #: The pages under /_xio/ that answer every client: "ws", the link endpoint peers dial from
-#: anywhere (its upgrade is served by the HTTP server itself; a plain GET is a 426). A page
-#: added here must show nothing of peers, links or routes.
-PUBLIC_PAGES = frozenset({"ws"})
+#: anywhere (its upgrade is served by the HTTP server itself; a plain GET is a 426), and "ui",
+#: the mesh map's static files, which hold no data: the page fetches /_xio/map with the
+#: operator's token. A page added here must show nothing of peers, links or routes.
+PUBLIC_PAGES = frozenset({"ws", "ui"})
 
 
 class AdminNode(Protocol):
@@ -31,6 +33,7 @@ class AdminNode(Protocol):
     def peer_status(self) -> list[dict]: ...
     def route_status(self) -> list[dict]: ...
     def mesh_publish(self, text: str) -> dict: ...
+    def mesh_map(self) -> dict: ...
 
 
 def admin_resource(node: AdminNode) -> Resource:
@@ -73,6 +76,21 @@ def admin_resource(node: AdminNode) -> Resource:
                 entry(app, cost, host, excluded="not in --pin-app") for cost, host in hosts
             )
         return apps
+
+    @admin.bind("map", methods=["GET"])
+    def mesh_map(req):
+        """The mesh as this node sees it: nodes, links with cost and RTT (xio.node.meshmap)."""
+        return node.mesh_map()
+
+    @admin.bind("ui", methods=["GET"])
+    def ui_page(req):
+        """The mesh map: draws /_xio/map live, lists the apps, sends a request (xio.node.ui)."""
+        return asset_response("index.html")
+
+    @admin.bind("ui/:file", methods=["GET"])
+    def ui_file(req):
+        """The mesh map page's script and style."""
+        return asset_response(req.params["file"])
 
     @admin.bind("mesh", methods=["POST"])
     def mesh(req):

@@ -65,6 +65,7 @@ from .discovery import DiscoveryDialing
 from .exchange import SUMMARY_CAP, RecordExchange, paced
 from .frames import response_to_frame
 from .linktable import LinkTable
+from .meshmap import RTT_EXT, mesh_map, rtt_ext
 from .originator import Originator, RecordContent
 from .router import Router
 from .routes import RouteKeeper
@@ -343,6 +344,16 @@ class Node:
             })  # fmt: skip
         return result
 
+    def mesh_map(self) -> dict:
+        """Return the mesh as this node sees it: nodes, links, RTTs (``GET /_xio/map``)."""
+        own = self.store.own
+        records = [*self.store.records(), *([own.record] if own is not None else [])]
+        return mesh_map(self.id, records, self._link_rtts(), int(time.time() * 1000),
+                        self.table.reachable_set())  # fmt: skip
+
+    def _link_rtts(self) -> dict[str, float | None]:
+        return {peer: link.session.rtt for peer, link in self.links.items()}
+
     # -- discovery (mDNS) ---------------------------------------------------------------
 
     def _start_discovery(self) -> None:
@@ -496,10 +507,13 @@ class Node:
     def _record_content(self) -> RecordContent:
         apps = {name: _summary(app) for name, app in self.apps.items()}
         links = {peer: 1 for peer in self.links}
+        rtts = rtt_ext(self._link_rtts())  # as of this record (xio.node.meshmap)
+        ext = {RTT_EXT: rtts} if rtts else {}
         if self.closed is None:
-            return RecordContent(self.name, __version__, self.advertised_urls(), links, apps)
+            return RecordContent(self.name, __version__, self.advertised_urls(), links, apps, ext)
         return RecordContent(self.name, __version__, self.advertised_urls(), links,
-                             self.closed.advertised_apps(apps), self.closed.record_ext())  # fmt: skip
+                             self.closed.advertised_apps(apps),
+                             {**self.closed.record_ext(), **ext})  # fmt: skip
 
     def originate(self) -> None:
         """Sign a fresh record of this node and flood it to every link, now."""

@@ -1,6 +1,7 @@
 """The node's HTTP front: which part of the mesh answers a path.
 
-    /                        the mesh's apps and where they run (or the main app, if any)
+    /                        the mesh's apps and where they run (or the main app, if any);
+                             the mesh map page (/_xio/ui) for an admin's browser
     /_xio/...                this node's admin resources: loopback clients only, or every
                              client with the admin token (xio.node.access); /_xio/ws: anyone
     /~<node>/<app>/<path>    app ``<app>`` on that node only (node id or unique name)
@@ -57,6 +58,7 @@ from .access import admin_refusal
 from .admin import PUBLIC_PAGES, AdminNode, admin_resource
 from .config import NodeConfig
 from .headers import end_to_end, first_bad_header
+from .ui import asset_response, prefers_html
 
 log = logging.getLogger("xio.node")
 
@@ -66,6 +68,8 @@ MAX_TIMEOUT = 3600.0
 _TRAIL_ROOM = 16 * 1024
 #: What a raw path keeps as it is: RFC 3986 pchar, "/" and "%" (escapes are checked apart).
 _PATH_SAFE = "/%!$&'()*+,;=:@"
+#: The answer at "/" depends on both: the page for an admin's browser, else the JSON listing.
+_VARY = {"Vary": "Accept, Authorization"}
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
@@ -153,8 +157,13 @@ class Router:
             return self.admin.handle(req)
         node = self.node
         if not first and node.main_app is None:
+            if (req.method in ("GET", "HEAD") and prefers_html(req.header("Accept"))
+                    and self._may_see_topology(req)):  # fmt: skip
+                page = asset_response("index.html")  # a browser of an admin: the mesh map
+                page.headers.update(_VARY)
+                return page
             return (
-                Response(self.listing(hosts=self._may_see_topology(req)))
+                Response(self.listing(hosts=self._may_see_topology(req)), headers=_VARY)
                 if req.method in ("GET", "HEAD")
                 else error_response(
                     HTTPError(405, "the mesh listing answers GET", headers={"Allow": "GET, HEAD"})
