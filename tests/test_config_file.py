@@ -126,6 +126,12 @@ def test_relative_paths_in_the_file_are_relative_to_its_folder(tmp_path):
     assert args.app == [str(tmp_path / "apps/shop"), "/srv/x.py", "pkg.mod:app"]
 
 
+def test_a_missing_file_is_an_error_naming_it(tmp_path):
+    missing = tmp_path / "nowhere.toml"
+    with pytest.raises(ConfigError, match=f"--config {missing}: No such file"):
+        settings.resolve(node_parser(), ["--config", str(missing)], {})
+
+
 def test_which_file_is_read():
     assert settings.config_file("none", {}) is None
     assert settings.config_file(None, {"XIO_CONFIG": ""}) is None
