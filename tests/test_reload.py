@@ -8,7 +8,7 @@ import xio
 from xio.node.config import NodeConfig, parse_peer
 from xio.node.reload import plan_reload
 
-from .conftest import wait_until
+from .conftest import ROOT, wait_until
 
 
 def test_a_plan_keeps_the_peers_that_stay_and_what_needs_a_restart():
@@ -77,3 +77,19 @@ def test_a_reload_of_what_needs_a_restart_says_so_and_keeps_the_old(tmp_path, st
     wait_until(lambda: "needs a restart" in a.output(), what="the reload to say so")
     assert "advertise_addresses changed, which needs a restart" in a.output()
     assert xio.client(a.url).get("/_xio/node").status == 200
+
+
+def test_sighup_adds_an_app_and_raises_a_limit(tmp_path, start_node):
+    inventory = ROOT / "tests/apps/inventory"
+    path = tmp_path / "a.toml"
+    path.write_text('max_body = "1KiB"\n')
+    a = start_node("a", "--config", str(path))
+    client = xio.client(a.url)
+    assert client.post("/_xio/node", b"x" * 2048).status == 413
+    assert client.get("/inventory/items/3").status == 404
+    path.write_text(f'max_body = "4KiB"\napp = ["{inventory}"]\n')
+    a.signal(signal.SIGHUP)
+    wait_until(lambda: client.get("/inventory/items/3").status == 200,
+               what="the app added by the reload to answer")  # fmt: skip
+    assert client.post("/_xio/node", b"x" * 2048).status != 413
+    assert "reloaded: apps added: inventory; changed: max_body" in a.output()
