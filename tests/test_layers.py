@@ -38,6 +38,7 @@ PURE_CORE = (
     "xio.peering.names",
     "xio.peering.reasons",
     "xio.peering.link_events",
+    "xio.node.reload",
     "xio.peering.mdns_names",
     "xio.peering.trace",
     "xio.peering.cipher",

@@ -6,6 +6,7 @@ xio-node id                print this machine's node id (from --state-dir)
 xio-node mesh ...          the mesh authority: admit and revoke nodes (mesh_cli.py)
 xio-node doctor            check why nodes on this LAN do (not) find each other (mDNS)
 xio-node status|peers|routes|trace   ask a running node (status_cli.py)
+xio-node check-config      print the settings in force and where each came from (settings.py)
 
 Every value is checked as it is parsed (ports, durations, sizes, peers, TLS and CA files), so a
 bad command line is one line on stderr and exit status 2, before anything starts; a state
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import logging
 import os
 import re
@@ -27,7 +29,8 @@ from pathlib import Path
 from ..errors import ConfigError, StateError
 from ..resource import Resource
 from ..version import __version__
-from .config import parse_pin
+from . import settings
+from .config import parse_pin, read_admin_token
 from .node import NodeConfig, parse_peer
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -42,7 +45,10 @@ SUBCOMMANDS = """subcommands:
   xio-node status|peers|routes [--via URL] [--admin-token FILE] [--json]
                         ask a running node what it is, its links, its routes
   xio-node trace PATH_OR_URL [-X METHOD] [--via URL]
-                        send one traced request and print each hop, like traceroute"""
+                        send one traced request and print each hop, like traceroute
+  xio-node check-config [--config FILE] [--json] [options]
+                        print every setting, its value and where it came from; exit 2 if
+                        the configuration is invalid (README, "Configuration")"""
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -333,8 +339,11 @@ def closed_mesh_line(closed) -> str:
             f"{cert.name!r}, may host {apps}")  # fmt: skip
 
 
-def run_node(node, prog: str = "xio-node") -> int:
-    """Start ``node``, serve until SIGINT or SIGTERM, stop cleanly; return the exit status."""
+def run_node(node, prog: str = "xio-node", reload: Callable[[], None] | None = None) -> int:
+    """Start ``node``, serve until SIGINT or SIGTERM, stop cleanly; return the exit status.
+
+    SIGHUP calls ``reload`` (``xio-node``: re-read the configuration), or is logged and ignored.
+    """
     import gc
 
     import gevent
@@ -358,9 +367,14 @@ def run_node(node, prog: str = "xio-node") -> int:
     print(f"xio: {listening(node)}", file=sys.stderr, flush=True)
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, node.stop)
+    gevent.signal_handler(signal.SIGHUP, reload or _reload_unsupported)  # not the default: exit
     node.serve_forever()
     logging.getLogger("xio.node").info("stopped")
     return 0
+
+
+def _reload_unsupported() -> None:
+    logging.getLogger("xio.node").warning("SIGHUP: nothing to reload (no config file here)")
 
 
 def listening(node) -> str:
@@ -402,9 +416,12 @@ def main(argv: list[str] | None = None, demo: Callable[[str], Resource] | None =
         from .doctor import main as doctor
 
         return doctor(argv[1:])
+    check = argv[:1] == ["check-config"]  # the node's own options, checked and shown
+    argv = argv[1:] if check else argv
     description = ("Run an xio node. It announces itself and links to the nodes it finds on "
                    "the LAN (mDNS) unless given --no-mdns or --demo.")  # fmt: skip
-    parser = ArgumentParser(prog="xio-node", description=description, epilog=SUBCOMMANDS,
+    parser = ArgumentParser(prog="xio-node check-config" if check else "xio-node",
+                            description=description, epilog=SUBCOMMANDS,
                             formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     node_arguments(parser, mdns_default="on by default, except with --demo")
     parser.add_argument("--app", action="append", default=[], metavar="SPEC",
@@ -415,35 +432,76 @@ def main(argv: list[str] | None = None, demo: Callable[[str], Resource] | None =
                         "its own, so busy handlers do not stall the node (repeatable)")  # fmt: skip
     parser.add_argument("--demo", action="store_true",
                         help="host the demo app on 127.0.0.1, discovery off")  # fmt: skip
-    args = parser.parse_args(argv)
+    settings.add_arguments(parser, check=check)
+    if check and "--example" in argv:
+        print(settings.example_file(parser))
+        return 0
+    environ = dict(os.environ)  # as at start: a reload (SIGHUP) reads the same variables
+    try:  # defaults < config file < XIO_* environment < flags (settings.py)
+        args, resolved = settings.resolve(parser, argv, environ)
+    except ConfigError as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return 2
     setup_logging(args.log_level)
+    for warning in resolved.warnings:
+        logging.getLogger("xio.node").warning("%s", warning)
     patch_for_handlers()
     from .hosting import load_app
     from .node import Node
 
+    load = functools.cache(load_app)  # a reload loads only the apps it adds
+    make_demo = functools.cache(demo) if demo is not None else None
     try:
-        if args.demo and "--host" not in argv:
-            args.host = "127.0.0.1"
-        args.name = args.name or ("demo" if args.demo else _hostname())
-        mdns = bool(args.mdns) if args.mdns is not None else not args.demo
-        state_dir = args.state_dir or (None if args.demo else default_state_dir(args.name))
-        apps = dict(load_app(spec) for spec in args.app)
-        for name, count in args.threads:
-            if name not in apps:
-                raise ConfigError(f"--threads {name}={count}: no app {name!r} is hosted")
-            apps[name].threads = count
-        if args.demo:
-            if demo is None:
-                raise ConfigError("--demo: this entry point has no demo app (run xio-node)")
-            apps.setdefault("demo", demo(args.name))
-        node = Node(config_from(args, state_dir=state_dir, mdns=mdns), apps)
+        config, apps = _node_setup(args, resolved, load, make_demo)
+        if check:
+            if config.admin_token_file is not None:
+                read_admin_token(config.admin_token_file)
+            print(settings.check_report(args, resolved, as_json=args.json))
+            return 0
+        node = Node(config, apps)
     except StateError as exc:  # not a bad command line: another node, or the disk
         print(f"xio-node: {exc}", file=sys.stderr)
         return 1
     except (ConfigError, OSError) as exc:
-        print(f"xio-node: {exc}", file=sys.stderr)
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
         return 2
-    return run_node(node)
+    return run_node(node, reload=lambda: _reload(node, parser, argv, environ, load, make_demo))
+
+
+def _node_setup(args, resolved, load, demo) -> tuple[NodeConfig, dict[str, Resource]]:
+    """Return the ``NodeConfig`` and the apps that resolved arguments say (at start, reload)."""
+    if args.demo and resolved.sources.get("host") == "default":
+        args.host = "127.0.0.1"
+    args.name = args.name or ("demo" if args.demo else _hostname())
+    mdns = bool(args.mdns) if args.mdns is not None else not args.demo
+    state_dir = args.state_dir or (None if args.demo else default_state_dir(args.name))
+    apps = dict(load(spec) for spec in args.app)
+    for name, count in args.threads:
+        if name not in apps:
+            raise ConfigError(f"--threads {name}={count}: no app {name!r} is hosted")
+        apps[name].threads = count
+    if args.demo:
+        if demo is None:
+            raise ConfigError("--demo: this entry point has no demo app (run xio-node)")
+        apps.setdefault("demo", demo(args.name))
+    return config_from(args, state_dir=state_dir, mdns=mdns), apps
+
+
+def _reload(node, parser, argv, environ, load, demo) -> None:
+    """Re-read the configuration on SIGHUP and apply it; keep the old one if it is invalid."""
+    log = logging.getLogger("xio.node")
+    log.info("SIGHUP: reloading the configuration")
+    try:
+        args, resolved = settings.resolve(parser, argv, environ)
+        config, apps = _node_setup(args, resolved, load, demo)
+    except (ConfigError, OSError) as exc:
+        log.warning("reload refused, the configuration in force is kept: %s", exc)
+        return
+    except (Exception, SystemExit) as exc:  # a reload must never end the node
+        log.warning("reload refused, the configuration in force is kept: %r", exc)
+        return
+    logging.getLogger().setLevel(args.log_level.upper())
+    node.reload(config, apps)
 
 
 def _print_id(argv: list[str]) -> int:

@@ -26,6 +26,7 @@ what ties them together: its identity, its apps, and the budgets every part draw
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -67,6 +68,7 @@ from .frames import response_to_frame
 from .linktable import LinkTable
 from .meshmap import RTT_EXT, mesh_map, rtt_ext
 from .originator import Originator, RecordContent
+from .reload import ReloadPlan, plan_reload
 from .router import Router
 from .routes import RouteKeeper
 
@@ -171,7 +173,9 @@ class Node:
         config = self.config
         endpoint = WebSocketEndpoint(self.accept, path=WS_PATH, max_message=codec.MAX_FRAME,
                                      admit=self._admit_link)  # fmt: skip
-        wsgi = WSGIApp(self.router.handle, max_body=config.max_body, body_budget=self.body_bytes)
+        wsgi = self.wsgi = WSGIApp(
+            self.router.handle, max_body=config.max_body, body_budget=self.body_bytes
+        )
         limits = HTTPLimits(
             header_timeout=config.header_timeout, body_timeout=config.body_timeout,
             idle_timeout=config.idle_timeout, max_connections=config.max_connections,
@@ -224,6 +228,51 @@ class Node:
         if self.state_lock is not None:
             self.state_lock.release()
         self._stopped.set()  # last: serve_forever returns, and the process may end, after this
+
+    def reload(self, config: NodeConfig, apps: dict[str, Resource]) -> ReloadPlan:
+        """Apply a new configuration (SIGHUP) without dropping the links that stay (reload.py).
+
+        Keys that need a restart (host, port, state_dir, TLS, mesh...) keep their old values.
+        """
+        plan = plan_reload(self.config, config, self.apps, apps, parse_peer)
+        if plan.restart:
+            log.warning("reload: %s changed, which needs a restart: kept as it is until then",
+                        ", ".join(plan.restart))  # fmt: skip
+        self.config = config = plan.config  # request_timeout, max_ttl, advertise: read live
+        for spec in plan.peers_removed:
+            url, pinned = parse_peer(spec)
+            for dialer in [d for d in self.dialers if (d.url, d.expected_peer_id) == (url, pinned)]:
+                dialer.stop()
+                self.dialers.remove(dialer)
+                peer_link = self.links.get(dialer.peer_id) if dialer.peer_id else None
+                for link in {peer_link, *[ln for ln in self.link_table.all if ln.url == url]}:
+                    if link is not None:
+                        link.close("peer_removed")
+        for spec in plan.peers_added:
+            dialer = self._dialer(*parse_peer(spec), self.dial)
+            self.dialers.append(dialer)
+            dialer.start()
+        for name in plan.apps_removed:
+            del self.apps[name]
+        self.apps.update(apps)
+        self.in_flight.limit, self.body_bytes.limit = config.max_in_flight, config.body_budget
+        if self.server is not None:
+            self.wsgi.max_body = config.max_body
+        self.link_table.max_inbound = config.max_inbound_links
+        self.store.limits = dataclasses.replace(
+            self.store.limits, max_records=config.store_max_records,
+            max_bytes=config.store_max_bytes, origin_quota=config.origin_quota,
+        )  # fmt: skip
+        self.link_limits = dataclasses.replace(
+            self.link_limits, link_timeout=config.link_timeout,
+            write_timeout=config.write_timeout, queue_bytes=config.link_queue_bytes,
+            max_ttl_ms=int(config.max_ttl * 1000),
+        )  # fmt: skip
+        if plan.apps_added or plan.apps_removed or "advertise" in plan.live:
+            self.routes.invalidate()  # our own apps are an input of routing
+            self.originate()  # the record lists the apps and the URLs
+        log.warning("reloaded: %s", plan.summary())
+        return plan
 
     def loop_failed(self, loop: str, exc: Exception) -> None:
         """Count an error that a long-lived loop survived (shown under /_xio/node)."""

@@ -192,6 +192,7 @@ LINK_CLOSES = (
     Reason("connection_lost", "the connection broke (reset, end of stream)"),
     Reason("internal_error", "a bug of ours while handling the link (close 1011)"),
     Reason("local_close", "closed by this node without a reason given"),
+    Reason("peer_removed", "the peer was taken out of --peers by a reload (SIGHUP)"),
 )
 
 # -- membership of a closed mesh: under "membership" -----------------------------------------
