@@ -70,9 +70,14 @@ def test_route_rows_are_nearest_first_with_the_next_hop_by_name():
     ]
 
 
-def test_the_default_node_is_loopback_on_xio_port_or_7700():
-    assert status_cli.default_via({}) == "http://127.0.0.1:7700"
+def test_the_default_node_is_loopback_on_xio_port_or_the_configured_port_or_7700(tmp_path):
+    assert status_cli.default_via({"XIO_CONFIG": ""}) == "http://127.0.0.1:7700"
     assert status_cli.default_via({"XIO_PORT": "7811"}) == "http://127.0.0.1:7811"
+    config = tmp_path / "node.toml"
+    config.write_text("name = 'a'\nport = 7812\n")
+    assert status_cli.default_via({"XIO_CONFIG": str(config)}) == "http://127.0.0.1:7812"
+    both = {"XIO_CONFIG": str(config), "XIO_PORT": "7811"}
+    assert status_cli.default_via(both) == "http://127.0.0.1:7811"  # as for the node itself
 
 
 # -- a real mesh --------------------------------------------------------------------------------

@@ -200,10 +200,22 @@ def trace_rows(header_value: str, names: dict[str, str], answered_by: str | None
 
 
 def default_via(environ=None) -> str:
-    """Return the node's URL when --via is not given: loopback, ``XIO_PORT`` or 7700."""
+    """Return the node's URL when --via is not given: loopback, on ``XIO_PORT``, else the
+    port of the node's config file (``XIO_CONFIG`` or /etc/xio/node.toml), else 7700."""
     environ = os.environ if environ is None else environ
-    port = (environ.get("XIO_PORT") or "").strip() or str(DEFAULT_PORT)
+    port = (environ.get("XIO_PORT") or "").strip() or str(_configured_port(environ))
     return f"http://127.0.0.1:{port}"
+
+
+def _configured_port(environ) -> int:
+    from .settings import _tomllib, config_file
+
+    path = config_file(None, environ)
+    try:
+        port = _tomllib().loads(path.read_text(encoding="utf-8")).get("port") if path else None
+    except (OSError, ValueError):  # check-config says what is wrong with the file
+        port = None
+    return port if type(port) is int and 0 < port < 65536 else DEFAULT_PORT
 
 
 def _headers(token_file: str | None) -> dict[str, str]:
