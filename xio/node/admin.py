@@ -14,7 +14,9 @@ from typing import Protocol
 
 from ..errors import BadRequest
 from ..peering.routing import RoutingTable
+from ..request import Response
 from ..resource import Resource
+from . import metrics as _metrics
 
 #: The pages under /_xio/ that answer every client: "ws", the link endpoint peers dial from
 #: anywhere (its upgrade is served by the HTTP server itself; a plain GET is a 426). A page
@@ -31,6 +33,8 @@ class AdminNode(Protocol):
     def peer_status(self) -> list[dict]: ...
     def route_status(self) -> list[dict]: ...
     def mesh_publish(self, text: str) -> dict: ...
+
+    metrics: _metrics.Metrics
 
 
 def admin_resource(node: AdminNode) -> Resource:
@@ -73,6 +77,14 @@ def admin_resource(node: AdminNode) -> Resource:
                 entry(app, cost, host, excluded="not in --pin-app") for cost, host in hosts
             )
         return apps
+
+    @admin.bind("metrics", methods=["GET"])
+    def metrics(req):
+        """This node's metrics in the Prometheus text format 0.0.4 (README, "Metrics")."""
+        found = node.discovery.events
+        text = _metrics.render(_metrics.families(node.metrics, node.status(), node.peer_status(),
+                                                 found))  # fmt: skip
+        return Response(text, 200, _metrics.CONTENT_TYPE)
 
     @admin.bind("mesh", methods=["POST"])
     def mesh(req):
