@@ -12,7 +12,7 @@ import xio
 from xio.node import metrics
 from xio.node.metrics import CONTENT_TYPE, Family, Histogram, render
 
-from .mesh import call
+from .mesh import call, ws_url
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -125,3 +125,13 @@ def test_a_histogram_counts_each_observation_in_the_first_bucket_at_or_above_it(
 def test_method_label_keeps_known_verbs():
     assert metrics.method_label("GET") == "GET"
     assert metrics.method_label("PROPFIND") == "OTHER"
+
+
+def test_discovery_events_are_counted_as_mdns_reports_them(in_process_mesh):
+    a = in_process_mesh.start("a")
+    b = in_process_mesh.start("b")
+    a.discovery.discovered(b.id, [ws_url(b)])  # as mDNS calls it
+    a.discovery.vanished(b.id)
+    events = scrape(a)["xio_discovery_events_total"]
+    assert (value(events, event="found"), value(events, event="lost")) == (1, 1)
+    assert value(events, event="unreachable") == 0
