@@ -45,6 +45,7 @@ PURE_CORE = (
     "xio.peering.e2e",
     "xio.peering.integrity",
     "xio.node.access",
+    "xio.node.metrics",
     "xio.peering.membership",
     "xio.peering.admission",
     "xio.peering.store",

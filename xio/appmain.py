@@ -25,7 +25,7 @@ def run(app, argv: list[str] | None = None) -> int:
     parser = cli.ArgumentParser(prog=app.app_name, description=f"Serve the xio app {app.app_name}.")
     cli.node_arguments(parser, port=8080, host="0.0.0.0", mdns_default="off by default")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    cli.setup_logging(args.log_level)
+    cli.setup_logging(args.log_level, args.log_format, args.access_log)
     cli.patch_for_handlers()
     try:
         check_app_name(app.app_name)

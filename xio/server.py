@@ -64,6 +64,9 @@ _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 _COALESCE_LIMIT = 64 * 1024
 _PIECE = 64 * 1024  # a chunked body is read, and taken from the budget, this much at a time
 _FD_SHARE = 0.75  # connections never take more than this share of the fd limit
+#: ``sample(status) -> bool``: whether a request's access line is written (None: every one);
+#: set by ``xio.node.logs`` from ``--access-log``, and called before the line is built.
+access_sample: Callable[[object], bool] | None = None
 
 #: pywsgi's internals this module overrides (methods) or relies on (attributes set by
 #: gevent), with the parameters expected: a canary test fails when gevent changes them.
@@ -393,8 +396,10 @@ class _Handler(WSGIHandler):
 
     def log_request(self):
         if access_log.isEnabledFor(logging.INFO):
-            delta = (self.time_finish or 0) - (self.time_start or 0)
             status = getattr(self, "code", None) or "-"
+            if access_sample is not None and not access_sample(status):
+                return
+            delta = (self.time_finish or 0) - (self.time_start or 0)
             path = self.environ.get("PATH_INFO", "") if self.environ else ""
             access_log.info(
                 "%s %s %s %s %.2fms",

@@ -14,7 +14,9 @@ from typing import Protocol
 
 from ..errors import BadRequest
 from ..peering.routing import RoutingTable
+from ..request import Response
 from ..resource import Resource
+from . import metrics as _metrics
 from .ui import asset_response
 
 #: The pages under /_xio/ that answer every client: "ws", the link endpoint peers dial from
@@ -34,6 +36,8 @@ class AdminNode(Protocol):
     def route_status(self) -> list[dict]: ...
     def mesh_publish(self, text: str) -> dict: ...
     def mesh_map(self) -> dict: ...
+
+    metrics: _metrics.Metrics
 
 
 def admin_resource(node: AdminNode) -> Resource:
@@ -91,6 +95,14 @@ def admin_resource(node: AdminNode) -> Resource:
     def ui_file(req):
         """The mesh map page's script and style."""
         return asset_response(req.params["file"])
+
+    @admin.bind("metrics", methods=["GET"])
+    def metrics(req):
+        """This node's metrics in the Prometheus text format 0.0.4 (README, "Metrics")."""
+        found = node.discovery.events
+        text = _metrics.render(_metrics.families(node.metrics, node.status(), node.peer_status(),
+                                                 found))  # fmt: skip
+        return Response(text, 200, _metrics.CONTENT_TYPE)
 
     @admin.bind("mesh", methods=["POST"])
     def mesh(req):

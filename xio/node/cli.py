@@ -31,6 +31,7 @@ from ..resource import Resource
 from ..version import __version__
 from . import settings
 from .config import parse_pin, read_admin_token
+from .logs import FORMATS, parse_access_log
 from .node import NodeConfig, parse_peer
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -120,6 +121,12 @@ def node_arguments(
     parser.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS,
                         metavar="LEVEL",
                         help="debug, info, warning or error (default info)")  # fmt: skip
+    parser.add_argument("--log-format", default="text", choices=FORMATS,
+                        help="text (default; no timestamps under systemd, journald adds them) "
+                        "or json: one JSON object per line")  # fmt: skip
+    parser.add_argument("--access-log", default="on", type=parse_access_log, metavar="on|off|SHARE",
+                        help="one line per HTTP request: on (default), off, or the share of "
+                        "requests logged, e.g. 0.1 (5xx always); whatever --log-level says")  # fmt: skip
     limit_arguments(parser.add_argument_group("budgets and limits (all ours, none a peer's)"))
 
 
@@ -314,13 +321,11 @@ def tune_process() -> None:
         pass  # not glibc: nothing to tune
 
 
-def setup_logging(level: str) -> None:
-    """Log to stderr, one line per record."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(level: str, log_format: str = "text", access_log: str = "on") -> None:
+    """Log to stderr, one line per record, in ``log_format`` (``xio.node.logs``)."""
+    from . import logs
+
+    logs.setup(level, log_format, access_log)
 
 
 #: Said at every start in open mode (no --mesh-pub).
@@ -359,12 +364,15 @@ def run_node(node, prog: str = "xio-node", reload: Callable[[], None] | None = N
     # What exists now (code, apps, the first tables) lives as long as the process: keep it out
     # of the collector's full passes, which otherwise cost tens of ms on a big heap.
     gc.freeze()
+    from . import logs
+
+    logs.set_node(node.name)
     closed = getattr(node, "closed", None)
-    if closed is None:
-        print(OPEN_MESH_WARNING, file=sys.stderr, flush=True)  # before the line tests wait for
+    if closed is None:  # before the line tests wait for
+        logs.announce(OPEN_MESH_WARNING, "open_mesh", "warning")
     else:
-        print(closed_mesh_line(closed), file=sys.stderr, flush=True)
-    print(f"xio: {listening(node)}", file=sys.stderr, flush=True)
+        logs.announce(closed_mesh_line(closed), "closed_mesh")
+    logs.announce(f"xio: {listening(node)}", "listening")
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, node.stop)
     gevent.signal_handler(signal.SIGHUP, reload or _reload_unsupported)  # not the default: exit
@@ -442,7 +450,7 @@ def main(argv: list[str] | None = None, demo: Callable[[str], Resource] | None =
     except ConfigError as exc:
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         return 2
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format, args.access_log)
     for warning in resolved.warnings:
         logging.getLogger("xio.node").warning("%s", warning)
     patch_for_handlers()
@@ -500,7 +508,7 @@ def _reload(node, parser, argv, environ, load, demo) -> None:
     except (Exception, SystemExit) as exc:  # a reload must never end the node
         log.warning("reload refused, the configuration in force is kept: %r", exc)
         return
-    logging.getLogger().setLevel(args.log_level.upper())
+    setup_logging(args.log_level, args.log_format, args.access_log)  # level, format, access
     node.reload(config, apps)
 
 

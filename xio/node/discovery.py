@@ -12,6 +12,7 @@ too, until it is announced again, since a killed node sends no goodbye.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 
 import gevent
@@ -53,10 +54,14 @@ class DiscoveryDialing:
         self.dialers: dict[str, Dialer] = {}  # peer id -> dialer started by mDNS
         self.failures: dict[str, int] = {}
         self.stopped = False
+        self.events: Counter[str] = Counter()  # found, lost, unreachable: not reasons (metrics)
 
     def discovered(self, node_id: str, urls: list[str]) -> None:
         """Link to a node found by mDNS, unless linked, dialling it already, or full."""
-        if node_id == self.own_id or not urls or node_id in self.links:
+        if node_id == self.own_id or not urls:
+            return
+        self.events["found"] += 1
+        if node_id in self.links:
             return
         if node_id in self.dialers or self.stopped or node_id in self._pinned():
             return
@@ -70,6 +75,7 @@ class DiscoveryDialing:
 
     def vanished(self, node_id: str) -> None:
         """Forget a node that said goodbye (or stays unreachable): stop dialling, unlink."""
+        self.events["lost"] += 1
         dialer = self.dialers.pop(node_id, None)
         self.failures.pop(node_id, None)
         if dialer is None:
@@ -92,6 +98,7 @@ class DiscoveryDialing:
             failures = self.failures.get(node_id, 0) + 1
             self.failures[node_id] = failures
             if failures >= GIVE_UP:  # gone without a goodbye (killed, unplugged)
+                self.events["unreachable"] += 1
                 log.info("discovered node %s unreachable %d times: forgotten", node_id, failures)
                 gevent.spawn(self.vanished, node_id)
             raise

@@ -67,6 +67,7 @@ from .exchange import SUMMARY_CAP, RecordExchange, paced
 from .frames import response_to_frame
 from .linktable import LinkTable
 from .meshmap import RTT_EXT, mesh_map, rtt_ext
+from .metrics import Metrics, method_label
 from .originator import Originator, RecordContent
 from .reload import ReloadPlan, plan_reload
 from .router import Router
@@ -116,6 +117,7 @@ class Node:
         self.loops = {name: {"errors": 0, "last_error": ""} for name in LOOPS}
         self.in_flight = Budget("in_flight", config.max_in_flight)
         self.body_bytes = Budget("body_bytes", config.body_budget)
+        self.metrics = Metrics()  # what only /_xio/metrics reports (xio.node.metrics)
         # One context for every wss:// dial; a bad --peer-ca fails here, at start, not per dial.
         self._peer_tls = peer_tls_context(config.peer_ca) if config.peer_ca else None
         self._build_mesh_parts(config)
@@ -548,6 +550,7 @@ class Node:
         return {peer: 1 for peer in self.links}, list(self.apps), self.name
 
     def _table_computed(self, table: RoutingTable) -> None:
+        self.metrics.route_compute.observe(self.routes.stats()["last_ms"] / 1000)
         self.store.set_context(neighbours=self.links.keys(), reachable=table.reachable_set())
         for new in self.app_hosts.update(table, int(time.time() * 1000)):
             log.warning("app %r has a second host: node %s (%s) beside %s", new.app,
@@ -600,17 +603,25 @@ class Node:
 
         The forwarder has checked its end-to-end MAC: ``frame.src`` is the authentic ingress.
         """
+        started = time.perf_counter()
         trail = via_of(frame.headers)
         app = self.apps.get(frame.app)
         if app is None:
             description = f"app {frame.app!r} is not hosted on node {self.name}"
-            return error_frame(404, description, via=extend_via(trail, self.id))
-        req = Request(frame.method, frame.path, query=frame.query,
-                      headers=Headers(frame.headers), body=frame.body,
-                      client=self._caller(frame.src))  # fmt: skip
-        response = self.answer_locally(app, req, deadline, trail)
-        return response_to_frame(response, req.headers.get("Accept"), self.forwarder.counts,
-                                 request_id=frame.request_id)  # fmt: skip
+            answer = error_frame(404, description, via=extend_via(trail, self.id))
+        else:
+            req = Request(frame.method, frame.path, query=frame.query,
+                          headers=Headers(frame.headers), body=frame.body,
+                          client=self._caller(frame.src))  # fmt: skip
+            response = self.answer_locally(app, req, deadline, trail)
+            answer = response_to_frame(response, req.headers.get("Accept"),
+                                       self.forwarder.counts,
+                                       request_id=frame.request_id)  # fmt: skip
+        # A peer names any app: only hosted ones get a label of their own.
+        self.metrics.requests.observe(frame.app if app is not None else "_unknown",
+                                      method_label(frame.method), answer.status, "link",
+                                      time.perf_counter() - started)  # fmt: skip
+        return answer
 
     def _caller(self, src: str) -> Caller:
         """Return ``req.client`` of a request from ``src``, whose MAC the forwarder checked."""

@@ -58,6 +58,7 @@ from .access import admin_refusal
 from .admin import PUBLIC_PAGES, AdminNode, admin_resource
 from .config import NodeConfig
 from .headers import end_to_end, first_bad_header
+from .metrics import Metrics, method_label
 from .ui import asset_response, prefers_html
 
 log = logging.getLogger("xio.node")
@@ -91,6 +92,7 @@ class RouterNode(AdminNode, Protocol):
     in_flight: Budget
     refused: Counter[str]
     forwarder: RouterForwarder
+    metrics: Metrics
 
     @property
     def config(self) -> NodeConfig: ...
@@ -108,23 +110,46 @@ class Router:
         self._admin_token = admin_token  # None: /_xio/ answers loopback clients only
 
     def handle(self, req: Request) -> Response:
-        """Answer ``req``; never raise."""
+        """Answer ``req``; never raise; count it for /_xio/metrics (xio.node.metrics)."""
+        started = time.perf_counter()
+        app = self._app_label(req.url_path)  # before routing rewrites url_path
+        response, forwarded = self._handle(req)
+        where = "forwarded" if forwarded else "local"
+        self.node.metrics.requests.observe(app, method_label(req.method), response.status,
+                                           where, time.perf_counter() - started)  # fmt: skip
+        return response
+
+    def _app_label(self, path: str) -> str:
+        """Return the app a path names if it is hosted here or routed to, else a bucket."""
+        first, _, rest = path.lstrip("/").partition("/")
+        if first.startswith("~"):
+            first = rest.partition("/")[0]
+        node = self.node
+        if first in node.apps or node.table.hosts_of(first):
+            return first
+        if first == "_xio" or (not first and node.main_app is None):
+            return "_xio"
+        return "_main" if node.main_app is not None else "_unknown"
+
+    def _handle(self, req: Request) -> tuple[Response, bool]:
+        """Answer ``req``; say whether the answer came over a link (it carries X-Xio-Via)."""
         if req.url_path.startswith("/_xio/"):
             # The admin resources answer at once and hold nothing: an operator must be able to
             # look at a node whose budget is spent.
-            return self._answer(req)
+            return self._answer(req), False
         in_flight = self.node.in_flight
         if not in_flight.take():  # the node-wide budget, shared with every link
             self.node.refused["in_flight_budget"] += 1
             busy = "too many requests in flight at this node"
-            return error_response(HTTPError(503, busy, headers={"Retry-After": "1"}))
+            return error_response(HTTPError(503, busy, headers={"Retry-After": "1"})), False
         try:
             response = self._answer(req)
         finally:
             in_flight.give()
-        if VIA in response.headers and not self._may_see_topology(req):
+        forwarded = VIA in response.headers
+        if forwarded and not self._may_see_topology(req):
             del response.headers[VIA]  # the ids of the nodes on the way: topology
-        return response
+        return response, forwarded
 
     def _may_see_topology(self, req: Request) -> bool:
         """Tell whether ``req``'s client may learn which nodes serve what: an admin client.
