@@ -14,12 +14,17 @@ from typing import Protocol
 
 from ..errors import BadRequest
 from ..peering.routing import RoutingTable
+from ..request import Response
 from ..resource import Resource
+from .health import ReadinessFacts, liveness, readiness
 
 #: The pages under /_xio/ that answer every client: "ws", the link endpoint peers dial from
-#: anywhere (its upgrade is served by the HTTP server itself; a plain GET is a 426). A page
-#: added here must show nothing of peers, links or routes.
-PUBLIC_PAGES = frozenset({"ws"})
+#: anywhere (its upgrade is served by the HTTP server itself; a plain GET is a 426), and
+#: "health", what load balancers and probes read (xio.node.health). A page added here must
+#: show nothing of peers, links or routes.
+PUBLIC_PAGES = frozenset({"ws", "health"})
+#: Health answers are of this instant: never from a cache.
+_NO_STORE = {"Cache-Control": "no-store"}
 
 
 class AdminNode(Protocol):
@@ -31,6 +36,7 @@ class AdminNode(Protocol):
     def peer_status(self) -> list[dict]: ...
     def route_status(self) -> list[dict]: ...
     def mesh_publish(self, text: str) -> dict: ...
+    def readiness_facts(self) -> ReadinessFacts: ...
 
 
 def admin_resource(node: AdminNode) -> Resource:
@@ -73,6 +79,18 @@ def admin_resource(node: AdminNode) -> Resource:
                 entry(app, cost, host, excluded="not in --pin-app") for cost, host in hosts
             )
         return apps
+
+    @admin.bind("health/live", methods=["GET", "HEAD"])
+    def live(req):
+        """200 while the process serves (a liveness probe)."""
+        status, body = liveness()
+        return Response(body, status, headers=dict(_NO_STORE))
+
+    @admin.bind("health/ready", methods=["GET", "HEAD"])
+    def ready(req):
+        """200 when this node should get traffic; 503 with a reason, or draining, if not."""
+        status, body = readiness(node.readiness_facts())
+        return Response(body, status, headers=dict(_NO_STORE))
 
     @admin.bind("mesh", methods=["POST"])
     def mesh(req):

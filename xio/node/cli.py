@@ -130,6 +130,8 @@ LIMITS = (
     ("--max-ttl", "max_ttl", "seconds", "longest deadline a request may have"),
     ("--min-originate-interval", "min_originate_interval", "seconds", "hold-down between "
      "records made because links changed"),
+    ("--drain-timeout", "drain_timeout", "seconds", "on SIGTERM or SIGINT: time given to the "
+     "requests in flight before the node exits (a second signal: at once)"),
     ("--header-timeout", "header_timeout", "seconds", "HTTP: time for a request line and headers"),
     ("--body-timeout", "body_timeout", "seconds", "HTTP: time for a whole request body"),
     ("--idle-timeout", "idle_timeout", "seconds", "HTTP: close a keep-alive connection idle "
@@ -351,9 +353,23 @@ def run_node(node, prog: str = "xio-node") -> int:
     else:
         print(closed_mesh_line(closed), file=sys.stderr, flush=True)
     print(f"xio: {listening(node)}", file=sys.stderr, flush=True)
+    from .sdnotify import Notifier
+
+    node.notifier = Notifier.from_environ()  # systemd's NOTIFY_SOCKET, if any
+    node.notifier.ready(node.describe_status())  # listening, first record out (start())
+    node.notifier.start(node.describe_status)
+
+    def on_signal() -> None:  # the first drains (README "Stopping"), a second stops at once
+        if node.draining:
+            logging.getLogger("xio.node").warning("second signal: stopping now")
+            gevent.spawn(node.stop)
+        else:
+            gevent.spawn(node.drain)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(signum, node.stop)
+        gevent.signal_handler(signum, on_signal)
     node.serve_forever()
+    node.notifier.stop()
     logging.getLogger("xio.node").info("stopped")
     return 0
 

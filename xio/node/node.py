@@ -62,12 +62,15 @@ from .apphosts import AppHosts
 from .closed import REVOKE_CAP, ClosedMesh
 from .config import WS_PATH, NodeConfig, parse_peer, read_admin_token
 from .discovery import DiscoveryDialing
+from .drain import DrainClock
 from .exchange import SUMMARY_CAP, RecordExchange, paced
 from .frames import response_to_frame
+from .health import ReadinessFacts
 from .linktable import LinkTable
 from .originator import Originator, RecordContent
 from .router import Router
 from .routes import RouteKeeper
+from .sdnotify import Notifier
 
 log = logging.getLogger("xio.node")
 
@@ -122,6 +125,8 @@ class Node:
             make_dialer=self._dialer, dial=self.dial, max_peers=config.max_peers,
         )  # fmt: skip
         self._stopping = False
+        self.draining = False  # drain() began: readiness is 503, the record has no apps
+        self.notifier = Notifier(None)  # xio-node sets systemd's (run_node)
         self._stopped = Event()
         self._greenlets: list = []
         self.server: Server | None = None
@@ -223,6 +228,65 @@ class Node:
         if self.state_lock is not None:
             self.state_lock.release()
         self._stopped.set()  # last: serve_forever returns, and the process may end, after this
+
+    def drain(self, timeout: float | None = None) -> str:
+        """Stop gracefully: serve what is in flight (``timeout`` s at most), then ``stop``.
+
+        The steps and when the wait ends: xio.node.drain. Returns ``"drained"`` or
+        ``"timed_out"`` (or ``"stopped"`` if ``stop`` came first).
+        """
+        timeout = self.config.drain_timeout if timeout is None else timeout
+        if self.draining or self._stopping:
+            return "stopped"
+        self.draining = True
+        started = time.monotonic()
+        self.notifier.stopping()
+        log.warning("draining: %d request(s) in flight, up to %gs", self._busy(), timeout)
+        if self.server is not None:
+            self.server.stop_accepting()
+        try:  # our apps leave the mesh: peers route their new requests away
+            self.originator.originate()
+        except Exception as exc:
+            log.exception("originating the final record failed")
+            self.loop_failed("refresh", exc)
+        if self.mdns is not None:
+            self.mdns.stop()  # its goodbyes
+        clock = DrainClock(started, timeout)
+        outcome = None
+        while outcome is None and not self._stopping:
+            gevent.sleep(0.05)
+            outcome = clock.step(time.monotonic(), self._busy())
+        if self._stopping:
+            return "stopped"
+        left = self._busy()
+        log.warning("drained in %.2fs%s", time.monotonic() - started,
+                    f": {left} request(s) still in flight, cut" if left else "")  # fmt: skip
+        self.stop()
+        return outcome
+
+    def _busy(self) -> int:
+        """Return the requests in flight: HTTP and links, and HTTP answers being written."""
+        return self.in_flight.used + (self.server.active if self.server is not None else 0)
+
+    def readiness_facts(self) -> ReadinessFacts:
+        """Return what ``/_xio/health/ready`` decides on (xio.node.health)."""
+        linked = given_up = 0
+        for dialer in self.dialers:
+            if dialer.peer_id and dialer.peer_id in self.links:
+                linked += 1
+            elif dialer.failures or dialer.last_error:
+                given_up += 1
+        return ReadinessFacts(
+            draining=self.draining or self._stopping, listening=self.server is not None,
+            originated=self.originator.originated > 0, peers_configured=len(self.dialers),
+            peers_linked=linked, peers_given_up=given_up,
+            uptime=time.time() - self.started_at,
+        )  # fmt: skip
+
+    def describe_status(self) -> str:
+        """Return the one-line STATUS systemd shows: "serving, 3 links, 12 routes"."""
+        state = "draining" if self.draining else "serving"
+        return f"{state}, {len(self.links)} links, {len(self.table.reachable_set())} routes"
 
     def loop_failed(self, loop: str, exc: Exception) -> None:
         """Count an error that a long-lived loop survived (shown under /_xio/node)."""
@@ -468,6 +532,7 @@ class Node:
         self.store.set_context(neighbours=self.links.keys(),
                                reachable=self.routes.table.reachable_set())  # fmt: skip
         self.originator.changed()
+        self.notifier.status(self.describe_status())
 
     def _public_key_of(self, node_id: str) -> bytes | None:
         record = self.store.get(node_id)
@@ -494,7 +559,8 @@ class Node:
                         table.name_of(new.node), new.node, ", ".join(new.others))  # fmt: skip
 
     def _record_content(self) -> RecordContent:
-        apps = {name: _summary(app) for name, app in self.apps.items()}
+        # Draining: the final record has no apps, so peers send their new requests elsewhere.
+        apps = {} if self.draining else {name: _summary(app) for name, app in self.apps.items()}
         links = {peer: 1 for peer in self.links}
         if self.closed is None:
             return RecordContent(self.name, __version__, self.advertised_urls(), links, apps)
