@@ -271,8 +271,9 @@ class Node:
     def readiness_facts(self) -> ReadinessFacts:
         """Return what ``/_xio/health/ready`` decides on (xio.node.health)."""
         linked = given_up = 0
+        dialled = {link.url for link in self.links.values()}  # established links we dialled
         for dialer in self.dialers:
-            if dialer.peer_id and dialer.peer_id in self.links:
+            if dialer.url in dialled or (dialer.peer_id and dialer.peer_id in self.links):
                 linked += 1
             elif dialer.failures or dialer.last_error:
                 given_up += 1
