@@ -241,7 +241,7 @@ class Node:
         self.draining = True
         started = time.monotonic()
         self.notifier.stopping()
-        log.warning("draining: %d request(s) in flight, up to %gs", self._busy(), timeout)
+        log.warning("draining: %d request(s) in flight, up to %gs", self.in_flight.used, timeout)
         if self.server is not None:
             self.server.stop_accepting()
         try:  # our apps leave the mesh: peers route their new requests away
@@ -258,14 +258,15 @@ class Node:
             outcome = clock.step(time.monotonic(), self._busy())
         if self._stopping:
             return "stopped"
-        left = self._busy()
+        left = self.in_flight.used
         log.warning("drained in %.2fs%s", time.monotonic() - started,
                     f": {left} request(s) still in flight, cut" if left else "")  # fmt: skip
         self.stop()
         return outcome
 
     def _busy(self) -> int:
-        """Return the requests in flight: HTTP and links, and HTTP answers being written."""
+        """Return a count that is 0 when nothing is in flight (an HTTP request counts twice:
+        in the budget while answered, in the server's ``active`` while written)."""
         return self.in_flight.used + (self.server.active if self.server is not None else 0)
 
     def readiness_facts(self) -> ReadinessFacts:
