@@ -43,6 +43,8 @@ PURE_CORE = (
     "xio.peering.e2e",
     "xio.peering.integrity",
     "xio.node.access",
+    "xio.node.health",
+    "xio.node.drain",
     "xio.peering.membership",
     "xio.peering.admission",
     "xio.peering.store",
