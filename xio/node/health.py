@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PEER_GRACE", "ReadinessFacts", "liveness", "readiness"]
+__all__ = ["PEER_GRACE", "ReadinessFacts", "count_peers", "liveness", "readiness"]
 
 #: Seconds after start past which a configured peer that is still not linked is given up.
 PEER_GRACE = 10.0
@@ -39,6 +39,21 @@ class ReadinessFacts:
     peers_linked: int
     peers_given_up: int  # configured, not linked, and at least one dial ended without a link
     uptime: float  # seconds since start
+
+
+def count_peers(dialers, links: dict) -> tuple[int, int]:
+    """Return how many configured peers (their ``Dialer`` s) are linked, and given up.
+
+    ``links`` maps a peer id to its established link; a link we dialled carries our URL.
+    """
+    linked = given_up = 0
+    dialled = {link.url for link in links.values()}
+    for dialer in dialers:
+        if dialer.url in dialled or (dialer.peer_id and dialer.peer_id in links):
+            linked += 1
+        elif dialer.failures or dialer.last_error:  # a dial ended without a link
+            given_up += 1
+    return linked, given_up
 
 
 def liveness() -> tuple[int, dict]:

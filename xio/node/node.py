@@ -20,6 +20,8 @@ what ties them together: its identity, its apps, and the budgets every part draw
   snapshots, so no page reaches into a part.
 - Every long-lived loop (origination, expiry, routing, dialling) catches, counts and goes on;
   ``loops`` under ``/_xio/node`` shows what failed.
+- ``drain`` (SIGTERM) withdraws the apps and waits for what is in flight before ``stop``
+  (drain.py); ``/_xio/health/*`` reads ``readiness_facts`` (health.py).
 - In closed mode (``--mesh-pub``, ``--cert``) a ``ClosedMesh`` (closed.py) judges every peer's
   hello and every record, and takes the revocations; without it the node is in open mode.
 """
@@ -65,7 +67,7 @@ from .discovery import DiscoveryDialing
 from .drain import DrainClock
 from .exchange import SUMMARY_CAP, RecordExchange, paced
 from .frames import response_to_frame
-from .health import ReadinessFacts
+from .health import ReadinessFacts, count_peers
 from .linktable import LinkTable
 from .originator import Originator, RecordContent
 from .router import Router
@@ -271,13 +273,7 @@ class Node:
 
     def readiness_facts(self) -> ReadinessFacts:
         """Return what ``/_xio/health/ready`` decides on (xio.node.health)."""
-        linked = given_up = 0
-        dialled = {link.url for link in self.links.values()}  # established links we dialled
-        for dialer in self.dialers:
-            if dialer.url in dialled or (dialer.peer_id and dialer.peer_id in self.links):
-                linked += 1
-            elif dialer.failures or dialer.last_error:
-                given_up += 1
+        linked, given_up = count_peers(self.dialers, self.links)
         return ReadinessFacts(
             draining=self.draining or self._stopping, listening=self.server is not None,
             originated=self.originator.originated > 0, peers_configured=len(self.dialers),
