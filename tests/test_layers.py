@@ -46,6 +46,8 @@ PURE_CORE = (
     "xio.peering.integrity",
     "xio.node.access",
     "xio.node.metrics",
+    "xio.node.health",
+    "xio.node.drain",
     "xio.peering.membership",
     "xio.peering.admission",
     "xio.peering.store",

@@ -240,6 +240,7 @@ class _Handler(WSGIHandler):
     """pywsgi's handler with xio's request head reader, deadlines, access log and upgrades."""
 
     served = 0  # requests answered on this connection
+    _counted = False  # counted in the server's ``active``
 
     def handle_one_request(self):
         # pywsgi's own reads the head with the stdlib's parser and no deadline; this one
@@ -254,8 +255,11 @@ class _Handler(WSGIHandler):
         # Timeout object and no exception built per request (a tenth of a request's cost).
         loop, me = server.loop, getcurrent()
         if self.served:
+            if server.draining:  # stopping: a keep-alive connection ends after its answer
+                return None
             idle = loop.timer(limits.idle_timeout)
             idle.start(me.throw, _Idle)
+            server.idle.add(me)  # a drain ends the wait at once (stop_accepting)
             try:
                 if not self.rfile.peek(1):
                     return None
@@ -265,6 +269,7 @@ class _Handler(WSGIHandler):
             except OSError:
                 return None
             finally:
+                server.idle.discard(me)
                 idle.close()
             self.time_start = time.time()
         self.environ = self.command = None  # a refusal is not logged as the last request
@@ -287,7 +292,12 @@ class _Handler(WSGIHandler):
         self.application = self.server.application
         loop = self.server.loop
         iteration = loop.iteration
-        self.handle_one_response()
+        server.active += 1  # a drain waits for the answers being written (an upgrade leaves)
+        self._counted = True
+        try:
+            self.handle_one_response()
+        finally:
+            self._uncount()
         if self.close_connection or self.rfile.closed:
             return None
         # A keep-alive connection whose next request is already buffered is served again
@@ -297,6 +307,19 @@ class _Handler(WSGIHandler):
         if loop.iteration == iteration:
             gevent.sleep(0)
         return True
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.server.active -= 1
+
+    def start_response(self, status, headers, exc_info=None):
+        # While the node drains, every answer tells the client this connection ends with it
+        # (pywsgi writes "Connection: close" for HTTP/1.0 only).
+        if self.server.draining and not str(status).startswith("101"):
+            if not any(name.lower() == "connection" for name, _ in headers):
+                headers = [*headers, ("Connection", "close")]
+        return super().start_response(status, headers, exc_info)
 
     def _read_head(self, limits: HTTPLimits) -> bool:
         """Read and check the request line and headers; False when the client left."""
@@ -345,6 +368,7 @@ class _Handler(WSGIHandler):
         # The hook answers (a 101, or a refusal) through start_response; once that answer is
         # written the socket is the hook's, served until the connection ends.
         sock = self.socket or self.environ["wsgi.input"].rfile._sock
+        self._uncount()  # a link is not an answer a drain waits for
         self.result, serve = upgrade.accept(self.environ, self.start_response, sock)
         self.process_result()
         self.socket = None
@@ -438,6 +462,9 @@ class _NoDelayServer(WSGIServer):
         self.connections = 0
         self.per_client: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()  # by reason: http_<status>, http_connections
+        self.draining = False  # set by Server.stop_accepting
+        self.active = 0  # requests being answered (not WebSocket links)
+        self.idle: set = set()  # handler greenlets waiting for a keep-alive's next request
 
     def _admit(self, sock, address, plain: bool) -> str | None:
         # Counted before anything is read (TLS handshake included), refused with a 503
@@ -506,6 +533,11 @@ class _NoDelayServer(WSGIServer):
         except OSError:  # a Unix socket has no Nagle to turn off
             pass
         WSGIServer.handle(self, sock, address)
+
+
+def _wake_idle(idle: set, greenlet) -> None:
+    if greenlet in idle:
+        greenlet.throw(_Idle)
 
 
 def _connection_cap(wanted: int) -> int:
@@ -598,6 +630,24 @@ class Server:
     def serve_forever(self) -> None:
         """Serve until ``stop`` is called."""
         self._server.serve_forever()
+
+    @property
+    def active(self) -> int:
+        """Return how many requests are being answered now (WebSocket links not counted)."""
+        return self._server.active
+
+    def stop_accepting(self) -> None:
+        """Begin a drain: close the listener, end idle keep-alive connections now, and end
+        every other one after its current answer (which says ``Connection: close``).
+
+        Requests in progress and WebSocket links go on; ``stop`` ends them.
+        """
+        server = self._server
+        server.draining = True
+        server.close()
+        for greenlet in list(server.idle):
+            # Checked again when it runs: a handler that left its wait meanwhile is reading.
+            server.loop.run_callback(_wake_idle, server.idle, greenlet)
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop accepting, give requests in progress ``timeout`` seconds, then close."""

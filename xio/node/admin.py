@@ -17,13 +17,17 @@ from ..peering.routing import RoutingTable
 from ..request import Response
 from ..resource import Resource
 from . import metrics as _metrics
+from .health import ReadinessFacts, liveness, readiness
 from .ui import asset_response
 
 #: The pages under /_xio/ that answer every client: "ws", the link endpoint peers dial from
-#: anywhere (its upgrade is served by the HTTP server itself; a plain GET is a 426), and "ui",
+#: anywhere (its upgrade is served by the HTTP server itself; a plain GET is a 426); "ui",
 #: the mesh map's static files, which hold no data: the page fetches /_xio/map with the
-#: operator's token. A page added here must show nothing of peers, links or routes.
-PUBLIC_PAGES = frozenset({"ws", "ui"})
+#: operator's token; and "health", what load balancers and probes read (xio.node.health).
+#: A page added here must show nothing of peers, links or routes.
+PUBLIC_PAGES = frozenset({"ws", "ui", "health"})
+#: Health answers are of this instant: never from a cache.
+_NO_STORE = {"Cache-Control": "no-store"}
 
 
 class AdminNode(Protocol):
@@ -36,6 +40,7 @@ class AdminNode(Protocol):
     def route_status(self) -> list[dict]: ...
     def mesh_publish(self, text: str) -> dict: ...
     def mesh_map(self) -> dict: ...
+    def readiness_facts(self) -> ReadinessFacts: ...
 
     metrics: _metrics.Metrics
 
@@ -103,6 +108,18 @@ def admin_resource(node: AdminNode) -> Resource:
         text = _metrics.render(_metrics.families(node.metrics, node.status(), node.peer_status(),
                                                  found))  # fmt: skip
         return Response(text, 200, _metrics.CONTENT_TYPE)
+
+    @admin.bind("health/live", methods=["GET", "HEAD"])
+    def live(req):
+        """200 while the process serves (a liveness probe)."""
+        status, body = liveness()
+        return Response(body, status, headers=dict(_NO_STORE))
+
+    @admin.bind("health/ready", methods=["GET", "HEAD"])
+    def ready(req):
+        """200 when this node should get traffic; 503 with a reason, or draining, if not."""
+        status, body = readiness(node.readiness_facts())
+        return Response(body, status, headers=dict(_NO_STORE))
 
     @admin.bind("mesh", methods=["POST"])
     def mesh(req):

@@ -148,6 +148,8 @@ LIMITS = (
     ("--max-ttl", "max_ttl", "seconds", "longest deadline a request may have"),
     ("--min-originate-interval", "min_originate_interval", "seconds", "hold-down between "
      "records made because links changed"),
+    ("--drain-timeout", "drain_timeout", "seconds", "on SIGTERM or SIGINT: time given to the "
+     "requests in flight before the node exits (a second signal: at once)"),
     ("--header-timeout", "header_timeout", "seconds", "HTTP: time for a request line and headers"),
     ("--body-timeout", "body_timeout", "seconds", "HTTP: time for a whole request body"),
     ("--idle-timeout", "idle_timeout", "seconds", "HTTP: close a keep-alive connection idle "
@@ -373,10 +375,31 @@ def run_node(node, prog: str = "xio-node", reload: Callable[[], None] | None = N
     else:
         logs.announce(closed_mesh_line(closed), "closed_mesh")
     logs.announce(f"xio: {listening(node)}", "listening")
+    from .sdnotify import Notifier
+
+    node.notifier = Notifier.from_environ()  # systemd's NOTIFY_SOCKET, if any
+    node.notifier.ready(node.describe_status())  # listening, first record out (start())
+    node.notifier.start(node.describe_status)
+
+    def on_signal() -> None:  # the first drains (README "Stopping"), a second stops at once
+        if node.draining:
+            logging.getLogger("xio.node").warning("second signal: stopping now")
+            gevent.spawn(node.stop)
+        else:
+            gevent.spawn(node.drain)
+
+    def on_hangup() -> None:  # not the default action, which ends the process
+        node.notifier.reloading()
+        try:
+            (reload or _reload_unsupported)()
+        finally:
+            node.notifier.reloaded(node.describe_status())
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(signum, node.stop)
-    gevent.signal_handler(signal.SIGHUP, reload or _reload_unsupported)  # not the default: exit
+        gevent.signal_handler(signum, on_signal)
+    gevent.signal_handler(signal.SIGHUP, on_hangup)
     node.serve_forever()
+    node.notifier.stop()
     logging.getLogger("xio.node").info("stopped")
     return 0
 

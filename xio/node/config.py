@@ -70,6 +70,7 @@ class NodeConfig:
     write_timeout: float = 5.0  # a link whose frames wait this long with no progress is closed
     max_ttl: float = 3600.0  # a request's deadline is never further away than this
     min_originate_interval: float = 1.0  # hold-down between originations caused by changes
+    drain_timeout: float = 10.0  # SIGTERM: requests in flight get this long (xio.node.drain)
     # The HTTP front (xio.server.HTTPLimits; README, "HTTP limits").
     header_timeout: float = _HTTP_DEFAULTS.header_timeout
     body_timeout: float = _HTTP_DEFAULTS.body_timeout

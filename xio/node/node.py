@@ -20,6 +20,8 @@ what ties them together: its identity, its apps, and the budgets every part draw
   snapshots, so no page reaches into a part.
 - Every long-lived loop (origination, expiry, routing, dialling) catches, counts and goes on;
   ``loops`` under ``/_xio/node`` shows what failed.
+- ``drain`` (SIGTERM) withdraws the apps and waits for what is in flight before ``stop``
+  (drain.py); ``/_xio/health/*`` reads ``readiness_facts`` (health.py).
 - In closed mode (``--mesh-pub``, ``--cert``) a ``ClosedMesh`` (closed.py) judges every peer's
   hello and every record, and takes the revocations; without it the node is in open mode.
 """
@@ -63,8 +65,10 @@ from .apphosts import AppHosts
 from .closed import REVOKE_CAP, ClosedMesh
 from .config import WS_PATH, NodeConfig, parse_peer, read_admin_token
 from .discovery import DiscoveryDialing
+from .drain import DrainClock
 from .exchange import SUMMARY_CAP, RecordExchange, paced
 from .frames import response_to_frame
+from .health import ReadinessFacts, count_peers
 from .linktable import LinkTable
 from .meshmap import RTT_EXT, mesh_map, rtt_ext
 from .metrics import Metrics, method_label
@@ -72,6 +76,7 @@ from .originator import Originator, RecordContent
 from .reload import ReloadPlan, plan_reload
 from .router import Router
 from .routes import RouteKeeper
+from .sdnotify import Notifier
 
 log = logging.getLogger("xio.node")
 
@@ -127,6 +132,8 @@ class Node:
             make_dialer=self._dialer, dial=self.dial, max_peers=config.max_peers,
         )  # fmt: skip
         self._stopping = False
+        self.draining = False  # drain() began: readiness is 503, the record has no apps
+        self.notifier = Notifier(None)  # xio-node sets systemd's (run_node)
         self._stopped = Event()
         self._greenlets: list = []
         self.server: Server | None = None
@@ -275,6 +282,61 @@ class Node:
             self.originate()  # the record lists the apps and the URLs
         log.warning("reloaded: %s", plan.summary())
         return plan
+
+    def drain(self, timeout: float | None = None) -> str:
+        """Stop gracefully: serve what is in flight (``timeout`` s at most), then ``stop``.
+
+        The steps and when the wait ends: xio.node.drain. Returns ``"drained"`` or
+        ``"timed_out"`` (or ``"stopped"`` if ``stop`` came first).
+        """
+        timeout = self.config.drain_timeout if timeout is None else timeout
+        if self.draining or self._stopping:
+            return "stopped"
+        self.draining = True
+        started = time.monotonic()
+        self.notifier.stopping()
+        log.warning("draining: %d request(s) in flight, up to %gs", self.in_flight.used, timeout)
+        if self.server is not None:
+            self.server.stop_accepting()
+        try:  # our apps leave the mesh: peers route their new requests away
+            self.originator.originate()
+        except Exception as exc:
+            log.exception("originating the final record failed")
+            self.loop_failed("refresh", exc)
+        if self.mdns is not None:
+            self.mdns.stop()  # its goodbyes
+        clock = DrainClock(started, timeout)
+        outcome = None
+        while outcome is None and not self._stopping:
+            gevent.sleep(0.05)
+            outcome = clock.step(time.monotonic(), self._busy())
+        if self._stopping:
+            return "stopped"
+        left = self.in_flight.used
+        log.warning("drained in %.2fs%s", time.monotonic() - started,
+                    f": {left} request(s) still in flight, cut" if left else "")  # fmt: skip
+        self.stop()
+        return outcome
+
+    def _busy(self) -> int:
+        """Return a count that is 0 when nothing is in flight (an HTTP request counts twice:
+        in the budget while answered, in the server's ``active`` while written)."""
+        return self.in_flight.used + (self.server.active if self.server is not None else 0)
+
+    def readiness_facts(self) -> ReadinessFacts:
+        """Return what ``/_xio/health/ready`` decides on (xio.node.health)."""
+        linked, given_up = count_peers(self.dialers, self.links)
+        return ReadinessFacts(
+            draining=self.draining or self._stopping, listening=self.server is not None,
+            originated=self.originator.originated > 0, peers_configured=len(self.dialers),
+            peers_linked=linked, peers_given_up=given_up,
+            uptime=time.time() - self.started_at,
+        )  # fmt: skip
+
+    def describe_status(self) -> str:
+        """Return the one-line STATUS systemd shows: "serving, 3 links, 12 routes"."""
+        state = "draining" if self.draining else "serving"
+        return f"{state}, {len(self.links)} links, {len(self.table.reachable_set())} routes"
 
     def loop_failed(self, loop: str, exc: Exception) -> None:
         """Count an error that a long-lived loop survived (shown under /_xio/node)."""
@@ -530,6 +592,7 @@ class Node:
         self.store.set_context(neighbours=self.links.keys(),
                                reachable=self.routes.table.reachable_set())  # fmt: skip
         self.originator.changed()
+        self.notifier.status(self.describe_status())
 
     def _public_key_of(self, node_id: str) -> bytes | None:
         record = self.store.get(node_id)
@@ -557,7 +620,8 @@ class Node:
                         table.name_of(new.node), new.node, ", ".join(new.others))  # fmt: skip
 
     def _record_content(self) -> RecordContent:
-        apps = {name: _summary(app) for name, app in self.apps.items()}
+        # Draining: the final record has no apps, so peers send their new requests elsewhere.
+        apps = {} if self.draining else {name: _summary(app) for name, app in self.apps.items()}
         links = {peer: 1 for peer in self.links}
         rtts = rtt_ext(self._link_rtts())  # as of this record (xio.node.meshmap)
         ext = {RTT_EXT: rtts} if rtts else {}
