@@ -74,12 +74,12 @@ def test_environment_lists_split_on_spaces_and_commas(tmp_path):
 
 
 def test_every_option_has_a_key_even_one_added_elsewhere(tmp_path):
-    keys = set(settings.settings_of(node_parser("--drain-timeout")))
+    keys = set(settings.settings_of(node_parser("--future-timeout")))
     assert {attribute for _, attribute, _, _ in cli.LIMITS} <= keys
     assert {"max_body", "request_timeout", "peers", "app", "mesh_pub", "mdns", "log_level",
-            "drain_timeout"} <= keys  # fmt: skip
-    args, resolved = resolve(tmp_path, "drain_timeout = 9\n", (), {}, "--drain-timeout")
-    assert args.drain_timeout == 9.0 and resolved.sources["drain_timeout"].endswith(":1")
+            "drain_timeout", "log_format", "access_log", "future_timeout"} <= keys  # fmt: skip
+    args, resolved = resolve(tmp_path, "future_timeout = 9\n", (), {}, "--future-timeout")
+    assert args.future_timeout == 9.0 and resolved.sources["future_timeout"].endswith(":1")
 
 
 BAD = [
