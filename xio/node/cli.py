@@ -381,8 +381,11 @@ def run_node(node, prog: str = "xio-node", reload: Callable[[], None] | None = N
     node.notifier.ready(node.describe_status())  # listening, first record out (start())
     node.notifier.start(node.describe_status)
 
+    signals: list[int] = []  # counted here: the drain greenlet may not have run yet
+
     def on_signal() -> None:  # the first drains (README "Stopping"), a second stops at once
-        if node.draining:
+        signals.append(1)
+        if len(signals) > 1:
             logging.getLogger("xio.node").warning("second signal: stopping now")
             gevent.spawn(node.stop)
         else:

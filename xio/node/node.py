@@ -65,7 +65,7 @@ from .apphosts import AppHosts
 from .closed import REVOKE_CAP, ClosedMesh
 from .config import WS_PATH, NodeConfig, parse_peer, read_admin_token
 from .discovery import DiscoveryDialing
-from .drain import DrainClock
+from .drain import QUIET, DrainClock
 from .exchange import SUMMARY_CAP, RecordExchange, paced
 from .frames import response_to_frame
 from .health import ReadinessFacts, count_peers
@@ -305,7 +305,8 @@ class Node:
             self.loop_failed("refresh", exc)
         if self.mdns is not None:
             self.mdns.stop()  # its goodbyes
-        clock = DrainClock(started, timeout)
+        # With no link, nothing routed here can still be on its way: no quiet spell to wait.
+        clock = DrainClock(started, timeout, quiet=QUIET if self.link_table.all else 0.0)
         outcome = None
         while outcome is None and not self._stopping:
             gevent.sleep(0.05)
