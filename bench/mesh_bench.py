@@ -52,6 +52,8 @@ def start_node(
     command = [sys.executable, "-m", main, "--name", name, "--host", "127.0.0.1",
                "--port", str(port), "--state-dir", str(state / name), "--no-mdns",
                "--log-level", "warning", *args]  # fmt: skip
+    if (root / "xio" / "node" / "logs.py").exists():  # since issue 11 the access log is apart
+        command += ["--access-log", os.environ.get("XIO_BENCH_ACCESS_LOG", "off")]
     if pin and shutil.which("taskset"):
         command = ["taskset", "-c", NODE_CPU, *command]
     log = (state / f"{name}.log").open("wb")
