@@ -87,10 +87,10 @@ def test_without_systemd_nothing_is_sent_and_a_dead_socket_raises_nothing(tmp_pa
     silent = Notifier.from_environ({})
     assert silent.address is None
     silent.ready("serving")
-    assert silent.sent == []
+    assert list(silent.sent) == []
     gone = Notifier(str(tmp_path / "nobody-listens"))
     gone.ready("serving")  # logged once, never raised: systemd's absence must not stop a node
-    assert gone.sent == []
+    assert list(gone.sent) == []
 
 
 def test_a_reload_says_reloading_then_ready():
@@ -104,3 +104,19 @@ def test_a_reload_says_reloading_then_ready():
         assert first[0] == "RELOADING=1" and first[1].startswith("MONOTONIC_USEC=")
         notifier.reloaded("serving")
         assert sock.recv(4096) == b"READY=1\nSTATUS=serving"
+
+
+def test_the_notices_kept_are_bounded_however_long_the_watchdog_runs(tmp_path):
+    """A node runs for months and the watchdog sends every few seconds: keep only the last."""
+    from xio.node.sdnotify import SENT_KEPT
+
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        notifier = Notifier(path)
+        for _ in range(SENT_KEPT * 3):
+            notifier.notify(WATCHDOG=1)
+            sock.recv(64)
+        notifier.notify(STATUS="last")
+    assert len(notifier.sent) == SENT_KEPT
+    assert notifier.sent[-1] == "STATUS=last"

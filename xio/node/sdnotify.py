@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 
 import gevent
@@ -25,6 +26,8 @@ __all__ = ["Notifier"]
 
 log = logging.getLogger("xio.node")
 
+#: How many of the last notices ``Notifier.sent`` keeps.
+SENT_KEPT = 32
 #: Seconds between looks at the STATUS line (sent only when it changed).
 STATUS_EVERY = 5.0
 
@@ -35,7 +38,9 @@ class Notifier:
     def __init__(self, address: str | None, watchdog_usec: int | None = None) -> None:
         self.address = address
         self.watchdog_usec = watchdog_usec
-        self.sent: list[str] = []  # notices sent, for the curious (tests, a debugger)
+        # The last notices sent, for the curious (tests, a debugger): bounded, since the
+        # watchdog alone sends one every few seconds for as long as the node runs.
+        self.sent: deque[str] = deque(maxlen=SENT_KEPT)
         self._status = ""
         self._failed = False
         self._greenlets: list = []
