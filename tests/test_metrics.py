@@ -135,3 +135,19 @@ def test_discovery_events_are_counted_as_mdns_reports_them(in_process_mesh):
     events = scrape(a)["xio_discovery_events_total"]
     assert (value(events, event="found"), value(events, event="lost")) == (1, 1)
     assert value(events, event="unreachable") == 0
+
+
+def test_request_series_are_bounded_by_our_budget_not_by_what_peers_claim():
+    """Apps come from peers' records and statuses from their answers: a flood of either does
+    not grow the page without end; past the budget they are counted together."""
+    from xio.node.metrics import OVERFLOW, RequestMetrics
+
+    requests = RequestMetrics(max_series=10)
+    for n in range(100):
+        requests.observe(f"app{n}", "GET", 200 + n, "forwarded", 0.001)
+    assert len(requests.counts) == 11  # ten apart, one for the rest
+    assert requests.counts[(OVERFLOW, "GET", 0, "forwarded")] == 90
+    assert len(requests.latency) == 11
+    assert sum(requests.latency[(OVERFLOW, "forwarded")].counts) == 90
+    requests.observe("app3", "GET", 203, "forwarded", 0.001)  # a series kept goes on counting
+    assert requests.counts[("app3", "GET", 203, "forwarded")] == 2

@@ -90,21 +90,36 @@ class Histogram:
         family.add(total, "_count", **labels)
 
 
+#: Distinct request series (app, method, status, where) kept apart; the rest count as OVERFLOW.
+MAX_SERIES = 4096
+OVERFLOW = "_other"
+
+
 class RequestMetrics:
     """Requests answered, by app, method, status and where, and their latency by app, where."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_series: int = MAX_SERIES) -> None:
         self.counts: dict[tuple[str, str, int, str], int] = {}
         self.latency: dict[tuple[str, str], Histogram] = {}
+        self.max_series = max_series
 
     def observe(self, app: str, method: str, status: int, where: str, seconds: float) -> None:
         """Count one request (labels already bounded by the caller) taking ``seconds``."""
         key = (app, method, status, where)
         counts = self.counts
+        if key not in counts and len(counts) >= self.max_series:
+            # Apps come from peers' records and statuses from their answers: past our budget
+            # of series, new ones are counted together, so memory and scrapes stay bounded.
+            key = (OVERFLOW, method, 0, where)
+            app = OVERFLOW
         counts[key] = counts.get(key, 0) + 1
         histogram = self.latency.get((app, where))
         if histogram is None:
-            histogram = self.latency[(app, where)] = Histogram(LATENCY_BUCKETS)
+            if len(self.latency) >= self.max_series:
+                app = OVERFLOW
+                histogram = self.latency.get((app, where))
+            if histogram is None:
+                histogram = self.latency[(app, where)] = Histogram(LATENCY_BUCKETS)
         histogram.observe(seconds)
 
 
