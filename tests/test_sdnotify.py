@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import tempfile
+from contextlib import contextmanager
 
 import pytest
 
@@ -61,11 +62,18 @@ def test_a_node_under_systemd_says_ready_keeps_the_watchdog_and_says_stopping(
         node.stop()
 
 
-def test_the_abstract_socket_form_is_understood():
-    name = f"xio-test-{os.getpid()}"
+@contextmanager
+def abstract_listener(name: str):
+    """Yield a datagram socket bound to the abstract address ``@name`` (as systemd's is)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind("\0" + name)
         sock.settimeout(5)
+        yield sock
+
+
+def test_the_abstract_socket_form_is_understood():
+    name = f"xio-test-{os.getpid()}"
+    with abstract_listener(name) as sock:
         notifier = Notifier(f"@{name}")
         notifier.ready("serving")
         assert sock.recv(4096) == b"READY=1\nSTATUS=serving"
@@ -95,9 +103,7 @@ def test_without_systemd_nothing_is_sent_and_a_dead_socket_raises_nothing(tmp_pa
 
 def test_a_reload_says_reloading_then_ready():
     name = f"xio-test-reload-{os.getpid()}"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind("\0" + name)
-        sock.settimeout(5)
+    with abstract_listener(name) as sock:
         notifier = Notifier(f"@{name}")
         notifier.reloading()
         first = sock.recv(4096).decode().split("\n")
