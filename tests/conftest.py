@@ -87,6 +87,16 @@ def spawn(tmp_path):
         process.stop()
 
 
+@pytest.fixture(autouse=True)
+def _close_hostile_peers():
+    """Close the hostile peers (tests/hostile.py) a test registered in ``OPENED``."""
+    yield
+    from .hostile import OPENED
+
+    while OPENED:
+        OPENED.pop().close()
+
+
 @pytest.fixture
 def python():
     """Return the interpreter running the tests."""

@@ -270,6 +270,10 @@ def _parse_frame(buffer: bytearray) -> tuple[int, bool, bytes] | None:
     return first & 0x0F, bool(first & 0x80), _mask(mask_key, payload) if mask_key else payload
 
 
+#: Peers a test opened and leaves open: tests/conftest.py closes them when the test ends.
+OPENED: list[HostilePeer] = []
+
+
 class HostilePeer:
     """One WebSocket connection to a node, under the test's control (see the module doc)."""
 

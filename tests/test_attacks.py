@@ -31,6 +31,7 @@ import xio
 
 from .conftest import NODE, ROOT, wait_until
 from .hostile import (
+    OPENED,
     Closed,
     HostilePeer,
     Key,
@@ -225,20 +226,10 @@ def mesh(start_node):
     return make
 
 
-_PEERS: list[HostilePeer] = []  # every peer a test opened, closed after it
-
-
-@pytest.fixture(autouse=True)
-def _close_peers():
-    yield
-    while _PEERS:
-        _PEERS.pop().close()
-
-
 def hostile(victim, *, handshake=True, reader=True, caps=None, **options) -> HostilePeer:
     """Return a hostile peer of ``victim``: authenticated and answering pings unless told."""
     peer = HostilePeer(port_of(victim), **options)
-    _PEERS.append(peer)
+    OPENED.append(peer)
     if handshake:
         peer.handshake(caps=caps)
     return peer.start_reader() if reader else peer

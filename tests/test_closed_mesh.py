@@ -21,7 +21,7 @@ from xio.node.mesh_cli import load_mesh_key
 from xio.peering import membership
 
 from .conftest import NODE, ROOT, wait_until
-from .hostile import Closed, HostilePeer, Key, encode, pack, record_frame
+from .hostile import OPENED, Closed, HostilePeer, Key, encode, pack, record_frame
 from .test_attacks import HonestTraffic, get, hosts_of, link_to, node_id, node_info, port_of, ws
 
 INVENTORY = str(ROOT / "tests/apps/inventory")
@@ -97,20 +97,10 @@ def established(process) -> list[str]:
     return [link["id"] for link in get(process, "/_xio/peers") if link["state"] == "established"]
 
 
-_PEERS: list[HostilePeer] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_peers():
-    yield
-    while _PEERS:
-        _PEERS.pop().close()
-
-
 def scripted(process, key: Key, cert: bytes | None) -> HostilePeer:
     """Return a scripted peer of ``process`` that presents ``cert`` in its hello."""
     peer = HostilePeer(port_of(process), key=key)
-    _PEERS.append(peer)
+    OPENED.append(peer)
     peer.handshake(caps=["summary"], extra={"cert": cert} if cert is not None else None)
     return peer.start_reader()
 
@@ -318,7 +308,7 @@ def test_an_admitted_peer_that_tampers_or_replays_is_cut_off(member, authority):
         wait_until(lambda: node_info(a)["rejected"].get("bad_frame_mac") == 1,
                    what="a to count the tampered frame")  # fmt: skip
         replayer = HostilePeer(port_of(a), key=key)
-        _PEERS.append(replayer)
+        OPENED.append(replayer)
         replayer.start_reader()
         for message in stolen:  # a valid certificate, a signature of an earlier link
             replayer.send_message(message, raw=True)

@@ -16,7 +16,7 @@ import pytest
 import xio
 
 from .conftest import ROOT, wait_until
-from .hostile import HostilePeer, record_frame
+from .hostile import OPENED, HostilePeer, record_frame
 from .sealing import introduce, public_key_of, seal_request, seal_response
 
 EDGE = str(ROOT / "tests/apps/edge")
@@ -96,19 +96,9 @@ def line(start_node):
     return a, b, c, ids
 
 
-_PEERS: list[HostilePeer] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_peers():
-    yield
-    while _PEERS:
-        _PEERS.pop().close()
-
-
 def peer_of(process) -> HostilePeer:
     peer = HostilePeer(port_of(process))
-    _PEERS.append(peer)
+    OPENED.append(peer)
     peer.handshake()
     return peer.start_reader()
 

@@ -16,7 +16,7 @@ from xio.peering.codec import RequestFrame, ResponseFrame
 from xio.peering.e2e import response_mac
 
 from .conftest import ROOT, wait_until
-from .hostile import HostilePeer, record_frame
+from .hostile import OPENED, HostilePeer, record_frame
 from .sealing import public_key_of, seal_response
 
 EDGE = str(ROOT / "tests/apps/edge")
@@ -154,15 +154,6 @@ def test_a_client_without_the_admin_token_cannot_ask_for_a_trace(start_node, tmp
 
 # -- a hostile destination --------------------------------------------------------------------
 
-_PEERS: list[HostilePeer] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_peers():
-    yield
-    while _PEERS:
-        _PEERS.pop().close()
-
 
 def evil_host(node, traces: list, ingress=None) -> HostilePeer:
     """Link a scripted peer to ``node`` hosting app ``evil``, answering with ``traces``.
@@ -170,7 +161,7 @@ def evil_host(node, traces: list, ingress=None) -> HostilePeer:
     Its answers are sealed for ``ingress`` (default ``node``), the node that asks it.
     """
     peer = HostilePeer(int(node.url.rsplit(":", 1)[1]))
-    _PEERS.append(peer)
+    OPENED.append(peer)
     peer.handshake()
     peer.start_reader()
     target = admin(node, "node")["id"]
