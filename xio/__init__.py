@@ -39,6 +39,7 @@ from .errors import (
     RequestTimeout,
     ResponseError,
     ServiceUnavailable,
+    Timeout,
     TooManyRequests,
     TransportError,
     Unauthorized,
@@ -55,7 +56,7 @@ __all__ = [
     "Forbidden", "GatewayTimeout", "HTTPError", "Headers", "Input", "InternalServerError",
     "LocalProtocolError", "MethodNotAllowed", "NotAcceptable", "NotFound", "PayloadTooLarge",
     "ProtocolError", "ReadTimeout", "RemoteProtocolError", "Request", "RequestTimeout",
-    "Resource", "Response", "ResponseError", "ServiceUnavailable", "TooManyRequests",
+    "Resource", "Response", "ResponseError", "ServiceUnavailable", "Timeout", "TooManyRequests",
     "TransportError", "Unauthorized", "UnsupportedMediaType", "XioError", "__version__",
     "app", "client", "node", "resource",
 ]  # fmt: skip

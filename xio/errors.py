@@ -12,7 +12,8 @@
     │                             └── GatewayTimeout (504)
     ├── TransportError            the Python client could not complete an exchange
     │   ├── ConnectError          no connection to the server
-    │   ├── ReadTimeout           the server did not answer in time
+    │   ├── Timeout               no answer in time
+    │   │   └── ReadTimeout       the server did not answer in time (the Python client's)
     │   ├── ResponseError         the server's answer was not valid HTTP
     │   ├── ConnectionClosed      a link's connection is closed; nothing more can be sent
     │   └── QueueFull             a link's send queue is full: the frame was not queued
@@ -157,8 +158,12 @@ class ConnectError(TransportError):
     """No connection could be made to the server."""
 
 
-class ReadTimeout(TransportError):
-    """The server did not answer within the timeout."""
+class Timeout(TransportError):
+    """No answer came within the timeout (every client names this failure so)."""
+
+
+class ReadTimeout(Timeout):
+    """The server did not answer within the timeout (the Python client's ``Timeout``)."""
 
 
 class ResponseError(TransportError):
