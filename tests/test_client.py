@@ -392,3 +392,54 @@ def test_https_verifies_against_system_cas_or_a_ca_file(tls_echo):
     assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
     with Client(url, verify=ca_path) as api:
         assert api.get("x").status == 200
+
+
+def _listener(answer: bytes | None):
+    """A loopback server that reads one request and answers ``answer`` (None: just closes)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    seen = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                seen.append(conn.recv(65536))
+                if answer is not None:
+                    conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, seen
+
+
+def test_a_url_list_fails_over_to_the_next_entry_when_the_first_takes_no_connection():
+    good, seen = _listener(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        down = probe.getsockname()[1]
+    try:
+        port = good.getsockname()[1]
+        both = xio.client([f"http://127.0.0.1:{down}/app", f"http://127.0.0.1:{port}/app"])
+        assert both.get("x").content == b"ok"
+        assert len(seen) == 1
+        with pytest.raises(ConnectError, match="no entry took a connection"):
+            xio.client([f"http://127.0.0.1:{down}/app"]).get("x")
+    finally:
+        good.close()
+
+
+def test_a_url_list_never_resends_a_request_the_first_entry_received():
+    # The first entry reads the request and closes without answering: it may have acted on
+    # it, so the request must not go to the second one.
+    lost, lost_seen = _listener(None)
+    good, good_seen = _listener(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    try:
+        urls = [f"http://127.0.0.1:{s.getsockname()[1]}/app" for s in (lost, good)]
+        with pytest.raises(ConnectError, match="connection lost before any response"):
+            xio.client(urls).post("orders", {"n": 1})
+        assert len(lost_seen) == 1 and good_seen == []
+    finally:
+        lost.close()
+        good.close()

@@ -17,11 +17,8 @@ content as ``{"$bytes": base64}``), or ``{"id", "error": "ConnectError" | "Timeo
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -39,16 +36,15 @@ NODE_ARGS = ["--max-body", "262144"]
 
 
 class Mesh:
-    """The nodes, the base URL of the app on each, and the static server of the browser page."""
+    """The nodes and the base URL of the app on each."""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.processes: list[Process] = []
-        self.page = _PageServer(HERE)
         self.urls: dict[str, str] = {}
 
     def start(self) -> Mesh:
-        extra = [*NODE_ARGS, "--cors", self.page.origin] if _has_cors() else NODE_ARGS
+        extra = NODE_ARGS
         previous = None
         for name in ("c", "b", "a"):
             args = [*NODE, "--name", name, "--host", "127.0.0.1", "--port", "0",
@@ -88,37 +84,6 @@ class Mesh:
     def close(self) -> None:
         for process in reversed(self.processes):
             process.stop()
-        self.page.close()
-
-
-class _PageServer:
-    """Serve a folder over HTTP from another origin than the nodes' (the browser runner)."""
-
-    def __init__(self, folder: Path) -> None:
-        handler = functools.partial(_QuietHandler, directory=str(folder))
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.origin = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - the base class's name
-        pass
-
-
-@functools.cache
-def _has_cors() -> bool:
-    import argparse
-
-    from xio.node.cli import node_arguments
-
-    parser = argparse.ArgumentParser()
-    node_arguments(parser, mdns_default="")
-    return "--cors" in parser.format_help()
 
 
 def python_runner(transport: str):

@@ -56,7 +56,7 @@ from .errors import BadRequest, ConnectError, ReadTimeout, ResponseError
 from .request import Headers, Response, Verbs
 from .version import __version__
 
-__all__ = ["Client", "client"]
+__all__ = ["Client", "FailoverClient", "client"]
 
 DEFAULT_ACCEPT = "application/json, */*;q=0.5"
 # A body up to this size travels in the same write as the headers; a larger one is
@@ -252,16 +252,16 @@ class Client(Verbs):
         try:
             sock = socket.create_connection((self._hostname, self._port), timeout)
         except TimeoutError as exc:
-            raise ConnectError(f"cannot connect to {url}: timed out after {timeout} s") from exc
+            raise _unsent(f"cannot connect to {url}: timed out after {timeout} s") from exc
         except OSError as exc:  # refused, unreachable, DNS (socket.gaierror)
-            raise ConnectError(f"cannot connect to {url}: {exc}") from exc
+            raise _unsent(f"cannot connect to {url}: {exc}") from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._tls is not None:
                 sock = self._tls.wrap_socket(sock, server_hostname=self._hostname)
         except OSError as exc:  # ssl.SSLError and certificate errors are OSErrors
             sock.close()
-            raise ConnectError(f"cannot connect to {url}: TLS: {exc}") from exc
+            raise _unsent(f"cannot connect to {url}: TLS: {exc}") from exc
         return sock
 
     def _send(self, sock, response, method, target, head, body) -> None:
@@ -303,13 +303,68 @@ class Client(Verbs):
         return Response(content, response.status, content_type, headers)
 
 
-def client(url: str, **options) -> Client:
+def client(url, **options):
     """Return a ``Client`` for the service at ``url`` (options as for ``Client``).
 
     ``url`` is ``http(s)://host[:port][/path]``, or ``host:port[/path]`` and ``host[/path]``
     as ``--peers`` reads them (plain HTTP; a node's default port 7700 when none is given).
+    A list of such URLs is a ``FailoverClient`` over them.
     """
+    if isinstance(url, (list, tuple)):
+        return FailoverClient([Client(one, **options) for one in url])
     return Client(url, **options)
+
+
+class FailoverClient(Verbs):
+    """Send each request to the first of several entries that takes a connection.
+
+    Entries are tried in order from the last one that worked; the next is tried only when
+    no connection could be made (nothing was sent, so no request is ever sent twice). When
+    every entry failed, the ``ConnectError`` names each.
+    """
+
+    def __init__(self, clients: list[Client]) -> None:
+        if not clients:
+            raise ValueError("a client needs at least one URL")
+        self.clients = clients
+        self._good = 0
+
+    def request(self, method: str, path: str = "", data=None, query=None, headers=None,
+                timeout: float | None = None) -> Response:  # fmt: skip
+        failures = []
+        for step in range(len(self.clients)):
+            index = (self._good + step) % len(self.clients)
+            try:
+                response = self.clients[index].request(method, path, data, query, headers,
+                                                       timeout)  # fmt: skip
+            except ConnectError as exc:
+                if not getattr(exc, "nothing_sent", False):
+                    raise
+                failures.append(str(exc))
+                continue
+            self._good = index
+            return response
+        raise ConnectError("no entry took a connection: " + "; ".join(failures))
+
+    def close(self) -> None:
+        for one in self.clients:
+            one.close()
+
+    def __enter__(self) -> FailoverClient:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<FailoverClient {[one.base_url for one in self.clients]}>"
+
+
+def _unsent(message: str) -> ConnectError:
+    """A ``ConnectError`` from before anything was sent: another entry may take the request."""
+    error = ConnectError(message)
+    error.nothing_sent = True
+    return error
 
 
 def _with_scheme(url: str) -> str:
