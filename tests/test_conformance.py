@@ -126,6 +126,7 @@ NODE_RUNNER = str(HERE / "run_node.mjs")
 #: name -> (run(mesh) -> results, whether it runs in a browser). One entry per client runner.
 RUNNERS = {
     "python-http": (python_runner("http"), False),
+    "python-ws": (python_runner("ws"), False),
     "js-node-http": (external_runner(["node", NODE_RUNNER], "http"), False),
     "js-node-ws": (external_runner([*node_command(), NODE_RUNNER], "ws"), False),
 }

@@ -116,6 +116,7 @@ class Transport:
         self.admit: Callable[[int, bytes], bool] = lambda size, prefix: True
         self.on_discarded: Callable[[], None] = lambda: None
         self.pull: Callable[[int], list[bytes]] | None = None
+        self.environ: dict = {}  # the upgrade request's, on the accepting side
         self._queue: deque[bytes] = deque()  # send() without an owner's pull
         self._queued = 0
         self._started = not initiator  # the server runs the accepting side's reader
@@ -540,5 +541,5 @@ class WebSocketEndpoint:
         # ws4py's handshake calls this (as its handler_cls) with the socket it upgraded.
         no_delay(sock)
         connection = _Connection(sock, client=False, on_open=self.on_transport)
-        Transport(connection, peer_address(sock), False, self.max_message)
+        Transport(connection, peer_address(sock), False, self.max_message).environ = environ
         return connection
