@@ -344,7 +344,7 @@ class _Channel:
         try:
             message = channel.decode(data)
         except ChannelError as exc:
-            return self._end(f"not a channel message: {exc.description}")
+            return self._end(f"not a channel message: {exc}")
         answers = self._pending.get(message.id)
         if answers is not None:  # else: an answer to a request given up on
             answers.put(message)

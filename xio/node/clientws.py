@@ -187,8 +187,8 @@ class ClientChannel:
 
     def _violation(self, exc: ChannelError) -> None:
         self.count("client_ws_bad_message")
-        log.info("closing the client channel of %s: %s", self.transport.peer, exc.description)
-        self.transport.close(f"protocol_error: {exc.description}"[:120])
+        log.info("closing the client channel of %s: %s", self.transport.peer, exc)
+        self.transport.close(f"protocol_error: {exc}"[:120], code=1002)
 
     def _on_close(self, reason: str) -> None:
         self._room.set()  # wake the waiting requests: they find the connection closed

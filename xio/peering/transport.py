@@ -193,13 +193,14 @@ class Transport:
         self._queued -= size
         return frames
 
-    def close(self, reason: str = "", final: list[bytes] | None = None) -> None:
-        """Close: tell ``on_close`` now; the writer sends ``final`` and a close frame if it can.
+    def close(self, reason: str = "", final: list[bytes] | None = None, code: int = 1000) -> None:
+        """Close: tell ``on_close`` now; the writer sends ``final`` and a close frame if it can
+        (``code`` in it: 1000, or e.g. 1002 for a peer that broke a protocol above frames).
 
         ``final`` are the last binary messages (e.g. a ``bye``). Nothing waits for a peer that
         does not read: after ``CLOSE_TIMEOUT`` the socket is closed whatever is left unsent.
         """
-        self._end(reason or "local_close", 1000, final)
+        self._end(reason or "local_close", code, final)
 
     def _end(self, reason: str, code: int | None = None, final: list[bytes] | None = None) -> None:
         """Close for ``reason``, with a close frame carrying ``code`` unless it is None."""
