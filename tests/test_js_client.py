@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -181,6 +182,8 @@ out(seen);
     command = [*node_command(), "--input-type=module", "-e", PRELUDE + script]
     js = subprocess.Popen([*command, "ws" + url[len("http") :] + "/conf"],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    watchdog = threading.Timer(90, js.kill)  # a hung script ends the readline() calls below
+    watchdog.start()
     try:
         assert json.loads(js.stdout.readline()) == "restart"
         node.proc.kill()  # at once: a drain would let the call in flight finish
@@ -196,6 +199,7 @@ out(seen);
         seen = json.loads(js.stdout.readline())
         assert js.wait(30) == 0
     finally:
+        watchdog.cancel()
         js.kill()
     assert seen["before"] == 200
     assert seen["inFlight"]["error"] == "ConnectError"

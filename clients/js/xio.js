@@ -41,7 +41,9 @@ const DEFAULT_TIMEOUT = 30;
 const CLIENT_WS_PATH = '/_xio/client-ws';
 // setTimeout fires at once for a delay above this; a longer timeout means none.
 const MAX_TIMER_MS = 2 ** 31 - 1;
-const IN_BROWSER = typeof window !== 'undefined' && typeof document !== 'undefined';
+// Node, Deno and Bun may do what a page (or a worker) may not: set User-Agent, see Set-Cookie,
+// take a redirect's own answer.
+const IN_BROWSER = !(globalThis.process?.versions?.node || globalThis.Deno);
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // Characters a request target keeps as they are; '%' stays so that an already encoded path
 // passes through unchanged (as in the Python client).
