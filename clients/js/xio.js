@@ -139,7 +139,8 @@ function mergeHeaders(...layers) {
   const merged = new Map();
   for (const layer of layers) {
     if (!layer) continue;
-    const pairs = layer instanceof Headers || Array.isArray(layer) ? [...layer] : Object.entries(layer);
+    const pairs =
+      layer instanceof Headers || Array.isArray(layer) ? [...layer] : Object.entries(layer);
     for (const [name, value] of pairs) {
       if (!TOKEN.test(name)) throw new TypeError(`invalid header name ${JSON.stringify(name)}`);
       if (value === undefined || value === null) {
@@ -189,6 +190,8 @@ function timeoutMs(seconds) {
 
 // -- reading an answer (pure) -----------------------------------------------------------------
 
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
 function mediaType(contentType) {
   return contentType ? contentType.split(';', 1)[0].trim().toLowerCase() : '';
 }
@@ -202,7 +205,7 @@ function decodeAnswer(bytes, contentType, method, status, where) {
   }
   if (isJson) {
     try {
-      return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+      return JSON.parse(strictUtf8.decode(bytes));
     } catch (error) {
       throw new ResponseError(`${where}: malformed JSON body: ${error.message}`, { cause: error });
     }
@@ -224,13 +227,16 @@ function concat(chunks) {
 
 // -- the client channel's messages (pure) -----------------------------------------------------
 
-const REQ = 1, CANCEL = 2, HEAD = 3, DATA = 4;
+const [REQ, CANCEL, HEAD, DATA] = [1, 2, 3, 4];
 const END = 0x01;
 const PREFIX_SIZE = 10;
 const MAX_ID = 2 ** 32 - 1;
 
 function encodeMessage(kind, id, fields, body, flags = 0) {
-  const json = fields && Object.keys(fields).length ? new TextEncoder().encode(JSON.stringify(fields)) : new Uint8Array(0);
+  const json =
+    fields && Object.keys(fields).length
+      ? new TextEncoder().encode(JSON.stringify(fields))
+      : new Uint8Array(0);
   body = body || new Uint8Array(0);
   const message = new Uint8Array(PREFIX_SIZE + json.length + body.length);
   const view = new DataView(message.buffer);
@@ -248,22 +254,34 @@ function decodeMessage(data) {
   if (!(data instanceof ArrayBuffer) && !ArrayBuffer.isView(data)) {
     throw new ResponseError('the node sent a text message on the client channel');
   }
-  const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  if (bytes.length < PREFIX_SIZE) throw new ResponseError(`a channel message is at least ${PREFIX_SIZE} bytes`);
+  const bytes =
+    data instanceof ArrayBuffer
+      ? new Uint8Array(data)
+      : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (bytes.length < PREFIX_SIZE) {
+    throw new ResponseError(`a channel message is at least ${PREFIX_SIZE} bytes`);
+  }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const kind = view.getUint8(0), flags = view.getUint8(1), id = view.getUint32(2), hlen = view.getUint32(6);
+  const kind = view.getUint8(0);
+  const flags = view.getUint8(1);
+  const id = view.getUint32(2); // big-endian, as DataView reads by default
+  const hlen = view.getUint32(6);
   if (kind < REQ || kind > DATA) throw new ResponseError(`unknown channel message kind ${kind}`);
   if (id === 0) throw new ResponseError('channel message id 0 is reserved');
-  if (bytes.length < PREFIX_SIZE + hlen) throw new ResponseError('a channel message\'s JSON is cut short');
+  if (bytes.length < PREFIX_SIZE + hlen) {
+    throw new ResponseError("a channel message's JSON is cut short");
+  }
   let fields = {};
   if (hlen) {
     try {
-      fields = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(PREFIX_SIZE, PREFIX_SIZE + hlen)));
+      fields = JSON.parse(strictUtf8.decode(bytes.subarray(PREFIX_SIZE, PREFIX_SIZE + hlen)));
     } catch (error) {
-      throw new ResponseError(`a channel message's JSON does not parse: ${error.message}`, { cause: error });
+      throw new ResponseError(`a channel message's JSON does not parse: ${error.message}`, {
+        cause: error,
+      });
     }
     if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) {
-      throw new ResponseError('a channel message\'s JSON is not an object');
+      throw new ResponseError("a channel message's JSON is not an object");
     }
   }
   return { kind, flags, id, fields, body: bytes.slice(PREFIX_SIZE + hlen) };
@@ -272,16 +290,30 @@ function decodeMessage(data) {
 // -- HTTP transport ---------------------------------------------------------------------------
 
 // Causes (Node's undici) of a fetch TypeError from before a request could leave.
-const UNSENT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EHOSTUNREACH',
-  'ENETUNREACH', 'EADDRNOTAVAIL', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT']);
+const UNSENT_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EAI_NONAME',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRNOTAVAIL',
+  'ETIMEDOUT',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
 
 function fetchFailure(error, where, aborted, ms) {
   if (aborted) return new Timeout(`${where}: no answer within ${ms / 1000} s`, { cause: error });
   const cause = error && error.cause;
-  const code = (cause && (cause.code || (cause.errors && cause.errors[0] && cause.errors[0].code))) || '';
-  if (code.startsWith('HPE_')) return new ResponseError(`${where}: malformed response (${code})`, { cause: error });
-  // No cause: a browser, which never says why; a TLS or "bad port" refusal sends nothing either.
-  const unsent = !cause || UNSENT_CODES.has(code) || /CERT|TLS|SSL/.test(code) || !code;
+  const code =
+    (cause && (cause.code || (cause.errors && cause.errors[0] && cause.errors[0].code))) || '';
+  if (code.startsWith('HPE_')) {
+    return new ResponseError(`${where}: malformed response (${code})`, { cause: error });
+  }
+  // No cause: a browser, which never says why. No code: a local refusal (fetch's "bad port").
+  // A refused TLS handshake sends nothing either.
+  const tls = /CERT|TLS|SSL|UNABLE_TO|EPROTO/.test(code);
+  const unsent = !cause || !code || UNSENT_CODES.has(code) || tls;
   const why = cause ? cause.message || code : error.message;
   return new ConnectError(`cannot reach ${where}: ${why}`, { cause: error, nothingSent: unsent });
 }
@@ -308,10 +340,14 @@ class HttpTransport {
     let response;
     try {
       response = await fetch(`${this.origin}${path}${query ? '?' + query : ''}`, {
-        method: request.method, headers, body: request.body, signal: controller.signal,
+        method: request.method,
+        headers,
+        body: request.body,
+        signal: controller.signal,
         // Outside a browser 'manual' hands back the 3xx itself, as the Python client does; in a
         // browser it would hide the answer (an opaque redirect), so redirects are followed.
-        redirect: IN_BROWSER ? 'follow' : 'manual', cache: 'no-store',
+        redirect: IN_BROWSER ? 'follow' : 'manual',
+        cache: 'no-store',
       });
     } catch (error) {
       throw fetchFailure(error, where, controller.signal.aborted, ms);
@@ -329,8 +365,12 @@ class HttpTransport {
         try {
           return await reader.read();
         } catch (error) {
-          if (controller.signal.aborted) throw new Timeout(`${where}: the body did not arrive within ${ms / 1000} s`, { cause: error });
-          throw new ResponseError(`${where}: the body is cut short: ${error.cause ? error.cause.message : error.message}`, { cause: error });
+          if (controller.signal.aborted) {
+            const late = `${where}: the body did not arrive within ${ms / 1000} s`;
+            throw new Timeout(late, { cause: error });
+          }
+          const why = error.cause ? error.cause.message : error.message;
+          throw new ResponseError(`${where}: the body is cut short: ${why}`, { cause: error });
         } finally {
           clearTimeout(timer);
         }
@@ -401,7 +441,7 @@ class Inbox {
 function within(promise, ms) {
   let timer = null;
   return Promise.race([
-    promise.then(() => true, () => true),
+    promise.catch(() => {}).then(() => true),
     new Promise((resolve) => {
       if (ms !== Infinity) timer = setTimeout(() => resolve(false), ms);
     }),
@@ -413,8 +453,10 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 class WsTransport {
   constructor(url, WebSocketClass) {
     if (typeof WebSocketClass !== 'function') {
-      throw new TypeError('this runtime has no WebSocket: use Node >= 22, Node 20 or 21 with ' +
-        '--experimental-websocket, or pass {WebSocket} to client()');
+      throw new TypeError(
+        'this runtime has no WebSocket: use Node >= 22, Node 20 or 21 with ' +
+          '--experimental-websocket, or pass {WebSocket} to client()',
+      );
     }
     this.WebSocket = WebSocketClass;
     this.url = url;
@@ -474,14 +516,19 @@ class WsTransport {
   async ready(ms, where) {
     const started = Date.now();
     const left = () => (ms === Infinity ? Infinity : ms - (Date.now() - started));
-    const late = () => new Timeout(`${where}: no connection to ${this.socketUrl} within ${ms / 1000} s`);
+    const late = () =>
+      new Timeout(`${where}: no connection to ${this.socketUrl} within ${ms / 1000} s`);
     if (this.state === 'open') return this.socket;
     if (this.state === 'idle') {
       const wait = this.retryAt - Date.now();
       if (wait > 0) {
-        if (wait > left()) { // as the Python client: fail now, and let failover move on
-          throw new ConnectError(`${where}: ${this.socketUrl} failed; the next attempt is in ` +
-            `${(wait / 1000).toFixed(1)} s, past this call's timeout`, { nothingSent: true });
+        if (wait > left()) {
+          // as the Python client: fail now, and let failover move on
+          throw new ConnectError(
+            `${where}: ${this.socketUrl} failed; the next attempt is in ` +
+              `${(wait / 1000).toFixed(1)} s, past this call's timeout`,
+            { nothingSent: true },
+          );
         }
         await sleep(wait);
       }
@@ -502,7 +549,12 @@ class WsTransport {
         socket = new this.WebSocket(this.socketUrl);
       } catch (error) {
         this.failed(generation);
-        reject(new ConnectError(`cannot connect to ${this.socketUrl}: ${error.message}`, { cause: error, nothingSent: true }));
+        reject(
+          new ConnectError(`cannot connect to ${this.socketUrl}: ${error.message}`, {
+            cause: error,
+            nothingSent: true,
+          }),
+        );
         return;
       }
       socket.binaryType = 'arraybuffer';
@@ -512,7 +564,9 @@ class WsTransport {
         settled = true;
         if (generation !== this.generation) {
           socket.close(1000);
-          reject(new ConnectError(`${this.socketUrl}: the client was closed`, { nothingSent: true }));
+          reject(
+            new ConnectError(`${this.socketUrl}: the client was closed`, { nothingSent: true }),
+          );
           return;
         }
         this.state = 'open';
@@ -525,11 +579,16 @@ class WsTransport {
       // Node 20's WebSocket fires only 'error' (no 'close') when it cannot connect, so either
       // event ends an attempt, and both end an open socket; each acts once.
       const ended = (event) => {
-        const why = event.type === 'close' ? `close code ${event.code}` : 'a network error or a refused upgrade';
+        const why =
+          event.type === 'close'
+            ? `close code ${event.code}`
+            : 'a network error or a refused upgrade';
         if (!settled) {
           settled = true;
           this.failed(generation);
-          reject(new ConnectError(`cannot connect to ${this.socketUrl} (${why})`, { nothingSent: true }));
+          reject(
+            new ConnectError(`cannot connect to ${this.socketUrl} (${why})`, { nothingSent: true }),
+          );
         } else {
           this.lost(socket, `the connection to ${this.socketUrl} was lost (${why})`);
         }
@@ -555,16 +614,24 @@ class WsTransport {
     const inFlight = [...this.inFlight.values()];
     this.inFlight.clear();
     for (const inbox of inFlight) {
-      inbox.fail(error || (inbox.head ? new ResponseError(`the answer is cut short: ${why}`) : new ConnectError(why)));
+      inbox.fail(
+        error ||
+          (inbox.head
+            ? new ResponseError(`the answer is cut short: ${why}`)
+            : new ConnectError(why)),
+      );
     }
   }
 
   receive(socket, data) {
+    if (socket !== this.socket) return; // a socket already given up: its ids are not ours now
     let message;
     try {
       message = decodeMessage(data);
       if (message.kind !== HEAD && message.kind !== DATA) {
-        throw new ResponseError(`the node sent a message of kind ${message.kind}, which only a client sends`);
+        throw new ResponseError(
+          `the node sent a message of kind ${message.kind}, which only a client sends`,
+        );
       }
     } catch (error) {
       // The WebSocket API lets a script send only 1000 or 3000-4999, not 1002.
@@ -639,18 +706,22 @@ function transportFor(entry, options) {
 }
 
 export class Client {
+  #transports;
+  #failover;
+  #good = 0;
+  #headers;
+
   // url: a base URL, or a list of them to fail over; options {timeout, headers, WebSocket}.
   constructor(url, options = {}) {
     const entries = Array.isArray(url) ? url : [url];
     if (!entries.length) throw new TypeError('a client needs at least one URL');
-    this.failover = Array.isArray(url);
-    this.transports = entries.map((entry) => transportFor(String(entry), options));
+    this.#failover = Array.isArray(url);
+    this.#transports = entries.map((entry) => transportFor(String(entry), options));
     this.urls = entries.map(String);
     this.timeout = options.timeout === undefined ? DEFAULT_TIMEOUT : options.timeout;
     timeoutMs(this.timeout);
     const identity = IN_BROWSER ? {} : { 'User-Agent': `xio-client-js/${version}` };
-    this.headers = mergeHeaders({ Accept: DEFAULT_ACCEPT, ...identity }, options.headers);
-    this.good = 0;
+    this.#headers = mergeHeaders({ Accept: DEFAULT_ACCEPT, ...identity }, options.headers);
   }
 
   get(path, options = {}) {
@@ -681,16 +752,24 @@ export class Client {
   async request(method, path, options = {}) {
     const ms = timeoutMs(options.timeout === undefined ? this.timeout : options.timeout);
     const deadline = Date.now() + ms;
-    const request = render(method, path, options, this.headers);
-    const answer = await this.open(request, ms);
+    const request = render(method, path, options, this.#headers);
+    const answer = await this.#open(request, ms);
     const chunks = [];
     for (;;) {
-      const { done, value } = await answer.read(ms === Infinity ? Infinity : Math.max(1, deadline - Date.now()));
+      const { done, value } = await answer.read(
+        ms === Infinity ? Infinity : Math.max(1, deadline - Date.now()),
+      );
       if (done) break;
       chunks.push(value);
     }
     const contentType = answer.headers.get('content-type');
-    const content = decodeAnswer(concat(chunks), contentType, request.method, answer.status, answer.where);
+    const content = decodeAnswer(
+      concat(chunks),
+      contentType,
+      request.method,
+      answer.status,
+      answer.where,
+    );
     return { status: answer.status, content, contentType, headers: answer.headers };
   }
 
@@ -698,8 +777,8 @@ export class Client {
   // an async iterable of Uint8Array chunks; leaving it early (or cancel()) drops the rest.
   async stream(path, options = {}) {
     const ms = timeoutMs(options.timeout === undefined ? this.timeout : options.timeout);
-    const request = render(options.method || 'GET', path, options, this.headers);
-    const answer = await this.open(request, ms);
+    const request = render(options.method || 'GET', path, options, this.#headers);
+    const answer = await this.#open(request, ms);
     let finished = false;
     async function* chunks() {
       try {
@@ -717,7 +796,10 @@ export class Client {
     }
     const contentType = answer.headers.get('content-type');
     return {
-      status: answer.status, contentType, headers: answer.headers, body: chunks(),
+      status: answer.status,
+      contentType,
+      headers: answer.headers,
+      body: chunks(),
       cancel() {
         if (!finished) answer.cancel();
         finished = true;
@@ -726,28 +808,31 @@ export class Client {
   }
 
   // Open the exchange on the first entry that takes it (from the last one that worked).
-  async open(request, ms) {
+  async #open(request, ms) {
     const started = Date.now();
     const failures = [];
-    for (let step = 0; step < this.transports.length; step++) {
-      const index = (this.good + step) % this.transports.length;
+    for (let step = 0; step < this.#transports.length; step++) {
+      const index = (this.#good + step) % this.#transports.length;
       const left = ms === Infinity ? Infinity : ms - (Date.now() - started);
-      if (left <= 0) throw new Timeout(`${request.method} ${this.urls[index]}: no answer within ${ms / 1000} s`);
+      if (left <= 0)
+        throw new Timeout(`${request.method} ${this.urls[index]}: no answer within ${ms / 1000} s`);
       try {
-        const answer = await this.transports[index].open(request, left);
-        this.good = index;
+        const answer = await this.#transports[index].open(request, left);
+        this.#good = index;
         return answer;
       } catch (error) {
-        if (!(error instanceof ConnectError && error.nothingSent && this.failover)) throw error;
+        if (!(error instanceof ConnectError && error.nothingSent && this.#failover)) throw error;
         failures.push(error.message);
       }
     }
-    throw new ConnectError(`no entry took a connection: ${failures.join('; ')}`, { nothingSent: true });
+    throw new ConnectError(`no entry took a connection: ${failures.join('; ')}`, {
+      nothingSent: true,
+    });
   }
 
   // Close the WebSocket (calls in flight on it reject); later calls reconnect.
   close() {
-    for (const transport of this.transports) transport.close();
+    for (const transport of this.#transports) transport.close();
   }
 }
 
@@ -756,4 +841,12 @@ export function client(url, options = {}) {
 }
 
 // The channel codec, for tests; not part of the API.
-export const _channel = { encode: encodeMessage, decode: decodeMessage, REQ, CANCEL, HEAD, DATA, END };
+export const _channel = {
+  encode: encodeMessage,
+  decode: decodeMessage,
+  REQ,
+  CANCEL,
+  HEAD,
+  DATA,
+  END,
+};

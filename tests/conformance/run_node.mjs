@@ -8,7 +8,8 @@ import { readFileSync } from 'node:fs';
 import { client, TransportError } from '../../clients/js/xio.js';
 
 function dataOf(data) {
-  if (data && typeof data === 'object' && '$bytes' in data) return new Uint8Array(Buffer.from(data.$bytes, 'base64'));
+  if (data && typeof data === 'object' && '$bytes' in data)
+    return new Uint8Array(Buffer.from(data.$bytes, 'base64'));
   if (data && typeof data === 'object' && '$repeat' in data) return data.$repeat.repeat(data.count);
   return data;
 }
