@@ -3,15 +3,19 @@
 Each test runs a short ES module under ``node`` that imports xio.js and prints what it saw as
 JSON: the channel codec against xio.channel's bytes, many calls in flight on one WebSocket,
 ``stream()`` as an async iterator, a timeout that cancels and leaves the channel usable, a
-reconnect after the node restarts, fetch's failures translated to xio's errors (against small
-misbehaving servers the script starts itself), and local misuse refused before any IO.
+reconnect after the node restarts, a fake channel node that breaks the channel's rules,
+fetch's failures translated to xio's errors (against small misbehaving servers the script
+starts itself), and local misuse refused before any IO.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import shutil
+import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -23,6 +27,7 @@ from xio.version import __version__
 
 from .conftest import NODE, ROOT
 from .test_conformance import node_command
+from .ws_wire import raw_frame
 
 JS = ROOT / "clients" / "js"
 APP = ROOT / "tests" / "conformance" / "app.py"
@@ -305,3 +310,131 @@ def test_the_types_and_the_package_describe_the_module():
     assert shape == ("module", "./xio.js", "./xio.d.ts")
     subprocess.run(["node", "--check", str(JS / "xio.js")], check=True, timeout=30)
     assert Path(JS / "xio.js").stat().st_size < 64 * 1024
+
+
+class FakeChannelNode:
+    """A /_xio/client-ws that answers by the REQ's path, rightly or wrongly, on a thread.
+
+    ``split`` answers in a HEAD and two DATA messages; ``stray`` first answers an id nobody
+    asked; ``data-first`` sends DATA before HEAD; ``garbage`` a message too short to be one;
+    ``text`` a text frame; ``cut`` a HEAD then a hang-up; ``never`` nothing. ``seen`` lists the
+    (kind, id, path) of every message that came in.
+    """
+
+    GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(30)
+        self.port = self.listener.getsockname()[1]
+        self.seen: list[tuple[int, int, str]] = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        for _ in range(10):  # bounded: the test opens a few connections
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(30)
+                try:
+                    self.talk(conn)
+                except OSError:
+                    pass
+
+    def talk(self, conn) -> None:
+        reader = conn.makefile("rb")
+        head = b""
+        while not head.endswith(b"\r\n\r\n") and len(head) < 8192:
+            head += reader.readline()
+        key = re.search(rb"(?i)sec-websocket-key:\s*(\S+)", head)[1]
+        accept = base64.b64encode(hashlib.sha1(key + self.GUID).digest())
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
+        while True:
+            first = reader.read(2)
+            if len(first) < 2:
+                return
+            size = first[1] & 0x7F
+            if size >= 126:
+                size = int.from_bytes(reader.read(2 if size == 126 else 8), "big")
+            mask = reader.read(4)
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(reader.read(size)))
+            if first[0] & 0x0F == 8:  # close
+                conn.sendall(raw_frame(8, payload[:2]))
+                return
+            message = channel.decode(payload)
+            path = message.fields.get("path", "")
+            self.seen.append((message.kind, message.id, path))
+            if message.kind == channel.REQ and not self.answer(conn, message.id, path):
+                return
+
+    def answer(self, conn, id: int, path: str) -> bool:
+        """Answer one REQ; return False when the connection is to end."""
+        name = path.rsplit("/", 1)[-1]
+        head = {"status": 200, "headers": [["Content-Type", "text/plain; charset=utf-8"]]}
+        send = lambda *parts: conn.sendall(raw_frame(2, channel.encode(*parts)))  # noqa: E731
+        if name in ("split", "stray"):
+            if name == "stray":
+                send(channel.HEAD, 999, head, b"not yours", channel.END)
+            send(channel.HEAD, id, head, b"ab")
+            send(channel.DATA, id, None, b"cd")
+            send(channel.DATA, id, None, b"ef", channel.END)
+        elif name == "data-first":
+            send(channel.DATA, id, None, b"early", channel.END)
+        elif name == "garbage":
+            conn.sendall(raw_frame(2, b"\x03\x01\x00"))
+        elif name == "text":
+            conn.sendall(raw_frame(1, b"hello"))
+        elif name == "cut":
+            send(channel.HEAD, id, head, b"half")
+            return False
+        return True
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(10)
+
+
+def test_the_channel_reads_pieces_and_refuses_what_breaks_its_rules():
+    fake = FakeChannelNode()
+    try:
+        seen = run_js(
+            """
+const c = xio.client(process.argv[1], { WebSocket: CountingWebSocket, timeout: 10 });
+const call = async (path, options) => {
+  try { const r = await c.get(path, options); return [r.status, r.content]; }
+  catch (error) { return error.name; }
+};
+const seen = [];
+for (const [path, options] of [['split'], ['stray'], ['data-first'], ['split'],
+                               ['never', { timeout: 0.3 }], ['split'],
+                               ['garbage'], ['split'], ['text'], ['split'], ['cut'], ['split']]) {
+  seen.push([path, await call(path, options), sockets]);
+}
+c.close();
+out(seen);
+""",
+            f"ws://127.0.0.1:{fake.port}/app",
+        )
+    finally:
+        fake.close()
+    whole = [200, "abcdef"]
+    assert seen == [
+        ["split", whole, 1],
+        ["stray", whole, 1],  # an answer to an id nobody asked is dropped
+        ["data-first", "ResponseError", 1],
+        ["split", whole, 1],  # one answer's fault spoils only that answer
+        ["never", "Timeout", 1],
+        ["split", whole, 1],
+        ["garbage", "ResponseError", 1],
+        ["split", whole, 2],  # a message that is no message ends the connection
+        ["text", "ResponseError", 2],
+        ["split", whole, 3],
+        ["cut", "ResponseError", 3],  # a head and then a hang-up: cut short
+        ["split", whole, 4],
+    ]
+    never = next(id for kind, id, path in fake.seen if path == "/app/never")
+    assert (channel.CANCEL, never, "") in fake.seen  # the timeout told the node

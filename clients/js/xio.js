@@ -636,7 +636,8 @@ class WsTransport {
     } catch (error) {
       // The WebSocket API lets a script send only 1000 or 3000-4999, not 1002.
       socket.close(1000, 'not a channel message');
-      this.lost(socket, error.message, error);
+      const why = `${this.socketUrl}: ${error.message}`;
+      this.lost(socket, why, new ResponseError(why, { cause: error }));
       return;
     }
     const inbox = this.inFlight.get(message.id);
