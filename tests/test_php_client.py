@@ -256,7 +256,13 @@ def test_keep_alive_reuses_one_connection_until_close(php, echo):
 
 
 def test_malformed_answers_are_response_errors(php):
-    answers = [b"garbage\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", BAD_JSON]
+    answers = [
+        b"garbage\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n",  # the connection ends in the head
+        BAD_JSON,
+    ]
     servers = [listener(answer) for answer in answers]
     try:
         urls = [f"http://127.0.0.1:{server.getsockname()[1]}" for server, _ in servers]
@@ -266,8 +272,27 @@ def test_malformed_answers_are_response_errors(php):
     finally:
         for server, _ in servers:
             server.close()
-    assert [each["class"] for each in seen] == ["Xio\\ResponseError"] * 3
-    assert "malformed JSON" in seen[2]["message"]
+    assert [each["class"] for each in seen] == ["Xio\\ResponseError"] * 5
+    assert "in its headers" in seen[3]["message"]
+    assert "malformed JSON" in seen[4]["message"]
+
+
+def test_an_interim_answer_is_skipped_and_repeated_headers_are_kept(php):
+    server, _ = listener(
+        b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n"
+        b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 7\r\n"
+        b'Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n{"n":1}'
+    )
+    try:
+        [seen] = php(f"""
+            $r = (new Client('http://127.0.0.1:{server.getsockname()[1]}'))->post('x', ['n' => 1]);
+            out([$r->status, $r->content, $r->headers, $r->header('Set-Cookie'), $r->header('X-None')]);
+        """)
+    finally:
+        server.close()
+    assert seen[:2] == [201, {"n": 1}]
+    assert seen[2]["set-cookie"] == ["a=1", "b=2"] and "x-interim" not in seen[2]
+    assert seen[3:] == ["a=1", None]
 
 
 def test_a_slow_answer_is_a_timeout_and_the_client_recovers(php, echo):

@@ -75,7 +75,7 @@ final class Endpoint
         $url = $this->origin . $target;
         $handle = $this->handle ??= curl_init();
         curl_reset($handle);
-        $received = ['status' => false, 'headers' => []];
+        $received = ['status' => false, 'ended' => false, 'headers' => []];
         $options = [
             CURLOPT_URL => $url,
             CURLOPT_RETURNTRANSFER => true,
@@ -117,6 +117,9 @@ final class Endpoint
         if ($errno !== 0 || !is_string($raw)) {
             throw $this->failure($handle, $errno, $method, $url, $received['status'], $timeout);
         }
+        if (!$received['ended']) {  // libcurl takes a head ended by the connection's end as whole
+            throw new ResponseError("$method $url: answer cut short in its headers");
+        }
         $status = (int) curl_getinfo($handle, CURLINFO_RESPONSE_CODE);
         $contentType = $received['headers']['content-type'][0] ?? null;
         try {
@@ -137,12 +140,16 @@ final class Endpoint
     {
         $line = rtrim($line, "\r\n");
         if (str_starts_with($line, 'HTTP/')) {  // a new answer (after a 1xx): start over
-            $received = ['status' => true, 'headers' => []];
+            $received = ['status' => true, 'ended' => false, 'headers' => []];
+            return;
+        }
+        if ($line === '') {
+            $received['ended'] = true;  // the blank line that ends the head
             return;
         }
         $colon = strpos($line, ':');
         if ($colon === false || $colon === 0) {
-            return;  // the blank line that ends the head
+            return;
         }
         $name = strtolower(substr($line, 0, $colon));
         $received['headers'][$name][] = trim(substr($line, $colon + 1), " \t");
