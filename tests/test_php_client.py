@@ -380,12 +380,13 @@ def test_misuse_is_an_invalid_argument_and_sends_nothing(php):
                 fn () => $c->post('x', [new Bytes('b')]),
                 fn () => $c->post('x', fopen('php://memory', 'r')),
                 fn () => $c->get('x', ['k' => ['nested' => 1]]),
+                fn () => $c->request('HEAD', 'x', ['data' => 'a body']),
             ];
             foreach ($calls as $call) {{ out(thrown($call)); }}
         """)
     finally:
         server.close()
-    assert [each["class"] for each in errors] == ["InvalidArgumentException"] * 12
+    assert [each["class"] for each in errors] == ["InvalidArgumentException"] * 13
     assert "HTTP only" in errors[0]["message"]
     assert "Xio\\Bytes" in errors[8]["message"]
     assert seen == []
@@ -411,3 +412,30 @@ def test_https_verifies_certificates_unless_told_not_to(php, tls_echo):
     """)
     assert refused["class"] == "Xio\\ConnectError" and refused["nothingSent"] is True
     assert (with_ca, unverified) == (200, 200)
+
+
+def test_a_connect_timeout_sent_nothing_so_the_next_entry_takes_the_request(php):
+    # A listener whose accept queue is full: the kernel drops further SYNs, so connecting
+    # hangs until the client's timeout (Linux; each loop here is three sockets).
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    queued = []
+    for _ in range(3):
+        one = socket.socket()
+        one.setblocking(False)
+        one.connect_ex(full.getsockname())
+        queued.append(one)
+    good, good_seen = listener(OK)
+    try:
+        full_url = f"http://127.0.0.1:{full.getsockname()[1]}/app"
+        good_url = f"http://127.0.0.1:{good.getsockname()[1]}/app"
+        [alone, listed] = php(f"""
+            out(thrown(fn () => (new Client('{full_url}', ['timeout' => 0.5]))->get('x')));
+            out((string) (new Client(['{full_url}', '{good_url}'], ['timeout' => 0.5]))->get('x')->content);
+        """)
+    finally:
+        for one in [full, good, *queued]:
+            one.close()
+    assert alone["class"] == "Xio\\ConnectError" and alone["nothingSent"] is True
+    assert listed == "ok" and len(good_seen) == 1

@@ -145,6 +145,9 @@ final class Client
         }
         $headers = self::mergeHeaders($this->headers, $options['headers'] ?? []);
         [$body, $contentType] = Content::encode($options['data'] ?? null, $headers['content-type'][1][0] ?? null);
+        if ($body !== null && $method === 'HEAD') {
+            throw new \InvalidArgumentException('a HEAD request has no body');
+        }
         if ($body === null && in_array($method, self::BODY_METHODS, true)) {
             $body = '';  // sent as Content-Length: 0, as the Python client does
         }
