@@ -151,24 +151,7 @@ final class Client
         if ($body === null && in_array($method, self::BODY_METHODS, true)) {
             $body = '';  // sent as Content-Length: 0, as the Python client does
         }
-        $lines = [];
-        foreach ($headers as [$name, $values]) {
-            foreach ($values as $value) {
-                // curl reads "Name:" as "remove Name"; "Name;" is how it sends an empty value.
-                $lines[] = $value === '' ? "$name;" : "$name: $value";
-            }
-        }
-        if ($contentType !== null && !isset($headers['content-type'])) {
-            $lines[] = "Content-Type: $contentType";
-        }
-        // Stop curl adding headers of its own: a form type for a bodiless POST, and
-        // "Expect: 100-continue" (a wait of a round trip) for a large body.
-        if ($contentType === null && !isset($headers['content-type'])) {
-            $lines[] = 'Content-Type:';
-        }
-        if (!isset($headers['expect'])) {
-            $lines[] = 'Expect:';
-        }
+        $lines = self::headerLines($headers, $contentType);
         $timeout = array_key_exists('timeout', $options) ? self::timeoutOf($options, null) : $this->timeout;
         $query = Content::query($query);
         $target = static fn (Endpoint $entry): string => Content::target($entry->basePath, $path, $query);
@@ -216,6 +199,30 @@ final class Client
         $messages = array_map(static fn (ConnectError $exc): string => $exc->getMessage(), $failures);
         throw new ConnectError('no entry took a connection: ' . implode('; ', $messages),
             nothingSent: true, previous: end($failures));
+    }
+
+    /**
+     * Return the "Name: value" lines curl sends, `$contentType` added unless the caller gave one.
+     *
+     * @param array<string, array{string, list<string>}> $headers
+     */
+    private static function headerLines(array $headers, ?string $contentType): array
+    {
+        $lines = [];
+        foreach ($headers as [$name, $values]) {
+            foreach ($values as $value) {
+                // curl reads "Name:" as "remove Name"; "Name;" is how it sends an empty value.
+                $lines[] = $value === '' ? "$name;" : "$name: $value";
+            }
+        }
+        if (!isset($headers['content-type'])) {
+            // With no body, "Content-Type:" stops curl adding a form type to a bodiless POST.
+            $lines[] = 'Content-Type:' . ($contentType === null ? '' : " $contentType");
+        }
+        if (!isset($headers['expect'])) {
+            $lines[] = 'Expect:';  // no "100-continue" and its wait of a round trip for a large body
+        }
+        return $lines;
     }
 
     private static function checkOptions(array $options, array $known, string $what): void
