@@ -3,12 +3,14 @@
 Each test writes a short PHP script that loads clients/php/autoload.php, makes its calls and
 prints what it saw as JSON; the test then judges that JSON, and the servers' own records of
 what arrived (tests/test_client.py's echo server, or a raw socket that answers what it is told).
+The README's PHP example runs as written against a real ``xio-node --demo``.
 Skipped where there is no ``php`` with the curl extension (scripts/check installs both).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import ssl
@@ -21,6 +23,7 @@ import pytest
 from xio.version import __version__
 
 from .certs import self_signed
+from .conftest import NODE
 from .test_client import BAD_JSON, OK, start_echo_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -439,3 +442,23 @@ def test_a_connect_timeout_sent_nothing_so_the_next_entry_takes_the_request(php)
             one.close()
     assert alone["class"] == "Xio\\ConnectError" and alone["nothingSent"] is True
     assert listed == "ok" and len(good_seen) == 1
+
+
+def test_the_readme_example_runs_as_written_against_a_demo_node(spawn, tmp_path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### PHP\n") :]
+    example = re.search(r"```php\n(.*?)```", section, re.S)[1]
+    node = spawn([*NODE, "--demo", "--host", "127.0.0.1", "--port", "0", "--no-mdns",
+                  "--state-dir", str(tmp_path / "node")], "demo")  # fmt: skip
+    # The example names the README's port; this node has a free one. It sits in the clone.
+    example = example.replace("http://127.0.0.1:7700", node.url)
+    example = example.replace(
+        "__DIR__ . '/clients/php/autoload.php'", repr(str(PHP_DIR / "autoload.php"))
+    )
+    script = tmp_path / "demo.php"
+    script.write_text(example, encoding="utf-8")
+    done = subprocess.run([PHP, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:5] == ["200 application/json kettle", "201 3", "x y", "404", "items"]
+    assert lines[5].startswith("Xio\\ConnectError: cannot connect to http://127.0.0.1:1/demo")
