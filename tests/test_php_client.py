@@ -462,3 +462,37 @@ def test_the_readme_example_runs_as_written_against_a_demo_node(spawn, tmp_path)
     lines = done.stdout.splitlines()
     assert lines[:5] == ["200 application/json kettle", "201 3", "x y", "404", "items"]
     assert lines[5].startswith("Xio\\ConnectError: cannot connect to http://127.0.0.1:1/demo")
+
+
+def test_a_reused_connection_closed_unanswered_is_retried_once_on_a_new_one(php):
+    # As in the Python client and browsers (libcurl does it): the server answered /a on a
+    # kept-alive connection, then read /b and closed without answering.
+    server = socket.create_server(("127.0.0.1", 0))
+    received: list[bytes] = []
+
+    def serve():
+        for index in (1, 2):
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                for _ in range(2 if index == 1 else 1):
+                    data = b""
+                    while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+                        data += chunk
+                    received.append(data)
+                    if index == 2 or len(received) == 1:
+                        conn.sendall(OK)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        [answers] = php(f"""
+            $c = new Client('http://127.0.0.1:{server.getsockname()[1]}');
+            out([$c->get('a')->content, $c->get('b')->content]);
+        """)
+    finally:
+        server.close()
+    assert answers == ["ok", "ok"]
+    assert [r.split(b" ")[1] for r in received] == [b"/a", b"/b", b"/b"]
