@@ -111,6 +111,7 @@ def external_runner(command: list[str], transport: str):
 RUNNERS = {
     "python-http": (python_runner("http"), False),
     "python-ws": (python_runner("ws"), False),
+    "php-http": (external_runner(["php", str(HERE / "run.php")], "http"), False),
 }
 
 
