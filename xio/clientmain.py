@@ -335,18 +335,24 @@ def main(argv: list[str] | None = None, environ=None) -> int:
 
     try:
         client = make_client(call.url, timeout=call.timeout)
+    except ValueError as exc:  # a URL the client cannot call
+        usage.error(str(exc))
+    try:
         # Headers joins a name given twice into one line, "a, b", as HTTP allows.
         response = client.request(call.method, "", call.body, call.query or None,
                                   Headers(list(call.headers)))  # fmt: skip
-    except ValueError as exc:  # a URL, method or header the client refuses
+    except ValueError as exc:  # a method or a header the client refuses to send
         usage.error(str(exc))
     except TransportError as exc:
         print(f"xio: {error_name(exc)}: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130  # as a shell reports a command ended by SIGINT
+    finally:
+        client.close()
     out = render(response, call.method, pretty=sys.stdout.isatty(), include_head=args.include)
     _write(out)
     return exit_code(response.status)
-
 
 
 def _write(out: bytes) -> None:
