@@ -14,8 +14,10 @@ import json
 import os
 import pty
 import select
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -313,6 +315,34 @@ def test_no_connection_exits_1_naming_the_error_on_stderr(tmp_path):
     done = xio_cli("get", f"http://127.0.0.1:{unused_port()}/conf/json")
     assert done.returncode == 1 and done.stdout == b""
     assert done.stderr.startswith("xio: ConnectError: ") and "127.0.0.1" in done.stderr
+
+
+def test_an_answer_that_is_not_http_exits_1_with_response_error():
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(30)
+
+    def answer_garbage():
+        try:
+            peer, _ = listener.accept()
+        except OSError:  # the test ended without connecting
+            return
+        with peer:
+            peer.settimeout(5)
+            try:
+                peer.recv(65536)
+                peer.sendall(b"this is not HTTP at all\r\n\r\n")
+            except OSError:
+                pass
+
+    server = threading.Thread(target=answer_garbage, daemon=True)
+    server.start()
+    try:
+        done = xio_cli("get", f"http://127.0.0.1:{listener.getsockname()[1]}/conf/json")
+    finally:
+        listener.close()
+        server.join(10)
+    assert done.returncode == 1 and done.stdout == b""
+    assert done.stderr.startswith("xio: ResponseError: ")
 
 
 def test_no_answer_in_time_exits_1_with_timeout(conf):
