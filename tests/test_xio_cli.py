@@ -188,6 +188,15 @@ def test_the_console_script_is_declared():
     assert "xio = xio.clientmain:main" in [line.strip() for line in scripts]
 
 
+def test_the_installed_console_script_runs():
+    # scripts/check pip-installs the project; a venv installed before `xio` existed has none.
+    script = os.path.join(os.path.dirname(sys.executable), "xio")
+    if not os.path.exists(script):
+        pytest.skip("no installed `xio` script: pip install -e . (scripts/check does)")
+    done = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and "call" in done.stdout
+
+
 # -- the command against a real node ----------------------------------------------------------
 
 
