@@ -108,7 +108,8 @@ def test_no_data_is_no_body():
 @pytest.mark.parametrize(
     "name, kind",
     [("item.json", "application/json"), ("notes.txt", "text/plain"),
-     ("blob", "application/octet-stream"), ("x.unknown-ext", "application/octet-stream")],
+     ("blob", "application/octet-stream"), ("x.unknown-ext", "application/octet-stream"),
+     ("logs.tar.gz", "application/octet-stream")],
 )  # fmt: skip
 def test_a_file_is_sent_as_its_bytes_typed_by_its_name(name, kind):
     assert body_of(f"@{name}", no_stdin, lambda path: b"\x00raw" + path.encode()) == (

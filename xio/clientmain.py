@@ -28,6 +28,7 @@ import json
 import mimetypes
 import os
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import urlencode
@@ -35,7 +36,7 @@ from urllib.parse import urlencode
 from .client import client as make_client
 from .content import JSON, media_type
 from .errors import ConnectError, ResponseError, Timeout, TransportError
-from .request import Headers
+from .request import Headers, Response
 from .version import __version__
 
 __all__ = ["Call", "UsageError", "body_of", "exit_code", "main", "render", "resolve_url"]
@@ -55,7 +56,8 @@ DATA, the request body (none when absent):
   '{"a": 1}'  text that parses as JSON is sent as it is, as application/json
   hello       any other text is sent as text/plain; charset=utf-8
   @FILE       the file's bytes as they are, Content-Type guessed from its name
-              (.json application/json, .txt text/plain, ...; else application/octet-stream)
+              (.json application/json, .txt text/plain, ...; else, and for a
+              compressed file such as .gz, application/octet-stream)
   -           standard input's bytes as they are: application/json when they parse
               as JSON, else application/octet-stream
   -H 'Content-Type: ...' overrides the type in every case. To send text starting
@@ -145,7 +147,9 @@ def _is_json(text: str) -> bool:
     return True
 
 
-def body_of(data: str | None, read_stdin, read_file) -> tuple[bytes | None, str | None]:
+def body_of(
+    data: str | None, read_stdin: Callable[[], bytes], read_file: Callable[[str], bytes]
+) -> tuple[bytes | None, str | None]:
     """Return ``(body, content type)`` for the DATA argument (see ``DATA_HELP``).
 
     ``read_stdin()`` and ``read_file(name)`` return bytes; they are parameters so that the
@@ -168,13 +172,20 @@ def body_of(data: str | None, read_stdin, read_file) -> tuple[bytes | None, str 
             raw = read_file(name)
         except OSError as exc:
             raise UsageError(f"cannot read {data}: {exc.strerror or exc}") from exc
-        return raw, mimetypes.guess_type(name)[0] or BINARY
+        kind, encoding = mimetypes.guess_type(name)
+        # x.tar.gz guesses (tar, gzip): the bytes are gzip, not tar, so name no type for them.
+        return raw, (None if encoding else kind) or BINARY
     if _is_json(data):
         return data.encode(), JSON
     return data.encode(), "text/plain; charset=utf-8"
 
 
-def call_of(args: argparse.Namespace, read_stdin, read_file, environ) -> Call:
+def call_of(
+    args: argparse.Namespace,
+    read_stdin: Callable[[], bytes],
+    read_file: Callable[[str], bytes],
+    environ: Mapping[str, str],
+) -> Call:
     """Build the ``Call`` that parsed arguments describe."""
     via = args.via or environ.get("XIO_NODE") or None
     base, url_query = split_query(resolve_url(args.url, via))
@@ -197,7 +208,7 @@ def _printable(value):
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def render(response, method: str, *, pretty: bool, include_head: bool) -> bytes:
+def render(response: Response, method: str, *, pretty: bool, include_head: bool) -> bytes:
     """Return what stdout shows for ``response``: head (with ``-i``), then the content."""
     out = b""
     if include_head:
@@ -324,7 +335,7 @@ def _read_file(name: str) -> bytes:
         return handle.read()
 
 
-def main(argv: list[str] | None = None, environ=None) -> int:
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run ``xio``; return the exit status."""
     usage, args = parse(argv)
     environ = os.environ if environ is None else environ
@@ -339,8 +350,8 @@ def main(argv: list[str] | None = None, environ=None) -> int:
         usage.error(str(exc))
     try:
         # Headers joins a name given twice into one line, "a, b", as HTTP allows.
-        response = client.request(call.method, "", call.body, call.query or None,
-                                  Headers(list(call.headers)))  # fmt: skip
+        response = client.request(call.method, "", data=call.body, query=call.query or None,
+                                  headers=Headers(list(call.headers)))  # fmt: skip
     except ValueError as exc:  # a method or a header the client refuses to send
         usage.error(str(exc))
     except TransportError as exc:
