@@ -110,6 +110,7 @@ def external_runner(command: list[str], transport: str):
 #: name -> (run(mesh) -> results, whether it runs in a browser). One entry per client runner.
 RUNNERS = {
     "python-http": (python_runner("http"), False),
+    "python-ws": (python_runner("ws"), False),
 }
 
 
