@@ -9,10 +9,12 @@ Theory of operation
 -------------------
 The command line is read into one ``Call`` (method, base URL, query string, headers, body
 and its type) by pure functions, so that each rule (how DATA becomes a body, how an
-``xio://`` URL is resolved) is tested without a process. One ``xio.client`` then makes
-the single request, with the URL's own query and the ``-q`` pairs appended as one query
-string. ``render`` turns the answer into the bytes written to stdout, and the status
-into the exit code: 0 below 400, 4 for 4xx, 5 for 5xx. The body is written whatever the
+``xio://`` URL is resolved) is tested without a process. One ``xio.client`` (HTTP, or
+the WebSocket channel for ``ws://``) then makes the single request with ``stream``, the
+URL's own query and the ``-q`` pairs appended as one query string. A body that decodes to a
+value (JSON, msgpack, a form) is read whole and ``render`` prints it again as JSON; any
+other (text, octets) is written to stdout piece by piece as it arrives. The status becomes
+the exit code: 0 below 400, 4 for 4xx, 5 for 5xx. The body is written whatever the
 status, as ``curl --fail-with-body`` does, so a script sees xio's problem description.
 
 Failures the request could not get past map to the other codes: argparse's own usage
@@ -34,14 +36,16 @@ from http import HTTPStatus
 from urllib.parse import urlencode
 
 from .client import client as make_client
-from .content import JSON, media_type
-from .errors import ConnectError, ResponseError, Timeout, TransportError
+from .content import FORM, JSON, MSGPACK, decode_answer, media_type
+from .errors import BadRequest, ConnectError, ResponseError, Timeout, TransportError
 from .request import Headers, Response
 from .version import __version__
 
 __all__ = ["Call", "UsageError", "body_of", "exit_code", "main", "render", "resolve_url"]
 
 VERBS = ("get", "post", "put", "patch", "delete", "about")
+#: Media types whose body is decoded whole and printed as JSON (xio.content.decode's).
+_STRUCTURED = frozenset({JSON, MSGPACK, "application/x-msgpack", FORM})
 BINARY = "application/octet-stream"
 #: The names stderr gives a failure: the spec's three, else their base (as every client).
 _ERROR_NAMES = (
@@ -208,17 +212,20 @@ def _printable(value):
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
+def head_of(status: int, headers: Headers) -> bytes:
+    """Return what ``-i`` prints first: ``HTTP 200 OK``, each header line, a blank line."""
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = ""
+    lines = [f"HTTP {status} {reason}".rstrip()]
+    lines += [f"{name}: {value}" for name, value in headers.fields()]
+    return ("\n".join(lines) + "\n\n").encode("utf-8", "replace")
+
+
 def render(response: Response, method: str, *, pretty: bool, include_head: bool) -> bytes:
     """Return what stdout shows for ``response``: head (with ``-i``), then the content."""
-    out = b""
-    if include_head:
-        try:
-            reason = HTTPStatus(response.status).phrase
-        except ValueError:
-            reason = ""
-        lines = [f"HTTP {response.status} {reason}".rstrip()]
-        lines += [f"{name}: {value}" for name, value in response.headers.fields()]
-        out = ("\n".join(lines) + "\n\n").encode("utf-8", "replace")
+    out = head_of(response.status, response.headers) if include_head else b""
     content = response.content
     if isinstance(content, str):
         return out + content.encode()
@@ -232,6 +239,12 @@ def render(response: Response, method: str, *, pretty: bool, include_head: bool)
         text = json.dumps(content, separators=(",", ":"), ensure_ascii=False,
                           default=_printable)  # fmt: skip
     return out + text.encode() + b"\n"
+
+
+def is_structured(content_type: str | None) -> bool:
+    """Tell whether a body decodes to a value printed as JSON (else it is passed through)."""
+    kind = media_type(content_type)
+    return kind in _STRUCTURED or kind.endswith("+json")
 
 
 def _carries_json(response, method: str) -> bool:
@@ -349,9 +362,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     except ValueError as exc:  # a URL the client cannot call
         usage.error(str(exc))
     try:
-        # Headers joins a name given twice into one line, "a, b", as HTTP allows.
-        response = client.request(call.method, "", data=call.body, query=call.query or None,
-                                  headers=Headers(list(call.headers)))  # fmt: skip
+        status = _exchange(client, call, include_head=args.include, pretty=sys.stdout.isatty())
     except ValueError as exc:  # a method or a header the client refuses to send
         usage.error(str(exc))
     except TransportError as exc:
@@ -361,12 +372,38 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         return 130  # as a shell reports a command ended by SIGINT
     finally:
         client.close()
-    out = render(response, call.method, pretty=sys.stdout.isatty(), include_head=args.include)
-    _write(out)
-    return exit_code(response.status)
+    return exit_code(status)
 
 
-def _write(out: bytes) -> None:
+def _exchange(client, call: Call, *, include_head: bool, pretty: bool) -> int:
+    """Make the call and write the answer; return its status.
+
+    A structured body (JSON...) is decoded whole, to be printed again; any other is written
+    piece by piece as it arrives, so that a slow stream shows as it goes.
+    """
+    # Headers joins a name given twice into one line, "a, b", as HTTP allows.
+    headers = Headers(list(call.headers))
+    with client.stream(call.method, "", data=call.body, query=call.query or None,
+                       headers=headers) as answer:  # fmt: skip
+        if not is_structured(answer.content_type):
+            if include_head and not _write(head_of(answer.status, answer.headers)):
+                return answer.status
+            for piece in answer:
+                if not _write(piece):
+                    break
+            return answer.status
+        raw = answer.read()
+        try:
+            content = decode_answer(raw, answer.content_type, call.method, answer.status)
+        except BadRequest as exc:
+            raise ResponseError(f"{call.url}: {exc.description}") from exc
+    response = Response(content, answer.status, answer.content_type, answer.headers)
+    _write(render(response, call.method, pretty=pretty, include_head=include_head))
+    return answer.status
+
+
+def _write(out: bytes) -> bool:
+    """Write to stdout now; return False once the reader has gone."""
     try:
         sys.stdout.buffer.write(out)
         sys.stdout.buffer.flush()
@@ -375,6 +412,8 @@ def _write(out: bytes) -> None:
         # stdout at /dev/null so that the interpreter's final flush stays quiet too.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+        return False
+    return True
 
 
 if __name__ == "__main__":
