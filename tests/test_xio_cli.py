@@ -201,21 +201,64 @@ def test_the_installed_console_script_runs():
 # -- the command against a real node ----------------------------------------------------------
 
 
+#: A second app for what the conformance app has no resource for: a stream held open
+#: until the test lets it end, and bodies whose type the command must decode or refuse.
+CLI_APP = """
+import time
+from pathlib import Path
+
+import msgpack
+import xio
+
+app = xio.app("cli")
+
+
+@app.bind("www/feed")
+def feed(req):
+    gate = Path(req.query["gate"])
+
+    def pieces():
+        yield "first\\n"
+        for _ in range(400):  # 20 s at most: the test opens the gate long before
+            if gate.exists():
+                yield "second\\n"
+                return
+            time.sleep(0.05)
+        yield "the gate never opened\\n"
+
+    req.response.content_type = "text/plain; charset=utf-8"
+    return pieces()
+
+
+@app.bind("www/not-json")
+def not_json(req):
+    return xio.Response(b"{this is not JSON", content_type="application/json")
+
+
+@app.bind("www/msgpack")
+def packed(req):
+    return xio.Response(msgpack.packb({"n": [1, 2]}), content_type="application/msgpack")
+"""
+
+
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("xio-cli")
+    (tmp / "cli_app.py").write_text(CLI_APP, encoding="utf-8")
     args = [*NODE, "--name", "c", "--host", "127.0.0.1", "--port", "0", "--no-mdns",
             "--state-dir", str(tmp / "state"), "--max-body", "65536",
-            "--app", str(ROOT / "tests/conformance/app.py")]  # fmt: skip
+            "--app", str(ROOT / "tests/conformance/app.py"),
+            "--app", str(tmp / "cli_app.py")]  # fmt: skip
     process = Process(args, tmp / "node.log").start()
 
-    def routes_conf():
+    def routes_apps():
         try:
-            return "conf" in xio.client(process.url, timeout=2).get("/").content["apps"]
+            apps = xio.client(process.url, timeout=2).get("/").content["apps"]
         except xio.TransportError:
             return False
+        return "conf" in apps and "cli" in apps
 
-    wait_until(routes_conf, timeout=20, what="the node to host conf")
+    wait_until(routes_apps, timeout=20, what="the node to host conf and cli")
     yield process
     process.stop()
 
@@ -464,3 +507,68 @@ def test_call_sends_any_method_and_unicode_paths_are_encoded(conf):
 def test_about_prints_the_description(conf):
     about = echoed(xio_cli("about", f"{conf}/echo"))
     assert about["name"] == "echo" and "PURGE" in about["methods"]
+
+
+# -- over the WebSocket channel, and bodies the command passes through or must decode --------
+
+
+def test_a_ws_url_sends_the_call_on_the_client_channel(node):
+    conf_ws = "ws" + node.url[len("http") :] + "/conf"
+    assert json.loads(xio_cli("get", f"{conf_ws}/json").stdout) == JSON_VALUE
+    sent = echoed(xio_cli("post", f"{conf_ws}/echo/café", "-", "-q", "k=1", "-q", "k=2",
+                          "-H", "X-Conf-One: 1", stdin=OCTETS))  # fmt: skip
+    assert (sent["method"], sent["path"], sent["query"]) == ("POST", "café", {"k": ["1", "2"]})
+    assert sent["headers"] == {"x-conf-one": "1"}
+    assert sent["sha256"] == hashlib.sha256(OCTETS).hexdigest()
+    assert xio_cli("get", f"{conf_ws}/bytes").stdout == OCTETS
+    failed = xio_cli("get", f"{conf_ws}/fail")
+    assert failed.returncode == 5 and json.loads(failed.stdout)["status"] == 500
+
+
+def test_a_ws_url_where_nothing_listens_exits_1_with_connect_error():
+    done = xio_cli("get", f"ws://127.0.0.1:{unused_port()}/conf/json")
+    assert done.returncode == 1 and done.stderr.startswith("xio: ConnectError: ")
+
+
+def read_until(stream, wanted: bytes, seconds: float = 30) -> bytes:
+    """Read a pipe until ``wanted`` has come (or it ends, or ``seconds`` pass)."""
+    seen, deadline = b"", time.monotonic() + seconds
+    while wanted not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([stream], [], [], 0.5)
+        if ready:
+            piece = os.read(stream.fileno(), 65536)
+            if not piece:
+                break
+            seen += piece
+    return seen
+
+
+@pytest.mark.parametrize("scheme", ["http", "ws"])
+def test_a_text_stream_is_printed_as_it_arrives(node, tmp_path, scheme):
+    gate = tmp_path / "gate"
+    url = scheme + node.url[len("http") :] + "/cli/feed"
+    process = subprocess.Popen([*XIO, "get", "-i", url, "-q", f"gate={gate}"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL, env=env())  # fmt: skip
+    try:
+        early = read_until(process.stdout, b"first\n")
+        assert early.startswith(b"HTTP 200 OK\n") and early.endswith(b"\n\nfirst\n")
+        gate.touch()  # only now may the app end its answer
+        rest = process.stdout.read()
+        assert process.wait(30) == 0, process.stderr.read()
+    finally:
+        process.kill()
+        process.wait()
+        process.stdout.close()
+        process.stderr.close()
+    assert rest == b"second\n"
+
+
+def test_a_json_body_that_does_not_parse_exits_1_with_response_error(node):
+    done = xio_cli("get", f"{node.url}/cli/not-json")
+    assert done.returncode == 1 and done.stdout == b""
+    assert done.stderr.startswith("xio: ResponseError: ") and "JSON" in done.stderr
+
+
+def test_a_msgpack_body_is_printed_as_json(node):
+    assert xio_cli("get", f"{node.url}/cli/msgpack").stdout == b'{"n":[1,2]}\n'
