@@ -41,7 +41,10 @@ from .errors import BadRequest, ConnectError, ResponseError, Timeout, TransportE
 from .request import Headers, Response
 from .version import __version__
 
-__all__ = ["Call", "UsageError", "body_of", "exit_code", "main", "render", "resolve_url"]
+__all__ = [
+    "Call", "UsageError", "body_of", "call_of", "exit_code", "head_of", "is_structured", "main",
+    "parse", "render", "resolve_url",
+]  # fmt: skip
 
 VERBS = ("get", "post", "put", "patch", "delete", "about")
 #: Media types whose body is decoded whole and printed as JSON (xio.content.decode's).
