@@ -94,8 +94,8 @@ def port_of(process: Process) -> int:
     return int(process.url.rsplit(":", 1)[1])
 
 
-def rejected(process: Process) -> dict:
-    return xio.client(process.url).get("/_xio/node").content["rejected"]
+def rejected(process: Process, key: str = "rejected") -> dict:
+    return xio.client(process.url).get("/_xio/node").content[key]
 
 
 # -- the client ------------------------------------------------------------------------------
@@ -220,7 +220,7 @@ def test_a_connection_has_a_bounded_number_of_requests_in_flight(node):
         statuses[message.id] = message.fields["status"]
     assert sorted(statuses.values()).count(503) == 2
     assert list(statuses.values()).count(200) == MAX_IN_FLIGHT
-    assert rejected(node).get("client_ws_in_flight") == 2
+    assert rejected(node, "refused").get("client_ws_in_flight") == 2
 
 
 def test_a_cancelled_request_gets_no_answer(node):
@@ -244,6 +244,7 @@ def test_a_browser_page_of_another_origin_is_refused_unless_allowed(node):
     with pytest.raises(Refused) as refused:
         peer(node, Origin="http://evil.example")
     assert refused.value.status == 403
+    assert rejected(node, "refused").get("client_ws_origin") == 1
     own = peer(node, Origin=node.url)  # a page the node itself served
     own.send_message(req(1))
     assert answer(own).fields["status"] == 200

@@ -129,6 +129,7 @@ RUNNERS = {
     "python-ws": (python_runner("ws"), False),
     "js-node-http": (external_runner(["node", NODE_RUNNER], "http"), False),
     "js-node-ws": (external_runner([*node_command(), NODE_RUNNER], "ws"), False),
+    "php-http": (external_runner(["php", str(HERE / "run.php")], "http"), False),
 }
 
 

@@ -119,7 +119,7 @@ class WSClient(Verbs):
         with self._lock:
             chan, self._channel = self._channel, None
         if chan is not None:
-            chan.close("closed by the client")
+            chan.shut("closed by the client")
 
     def __enter__(self) -> WSClient:
         return self
@@ -275,7 +275,7 @@ class _Channel:
             with self._write:
                 self.sock.sendall(data)
         except OSError as exc:
-            self._end(f"lost while sending: {exc}")
+            self._fail(f"lost while sending: {exc}")
             raise ConnectError(f"{self.where}: connection lost while sending: {exc}") from exc
 
     def next(self, id: int, answers: queue.Queue, timeout: float | None, where: str):
@@ -299,7 +299,7 @@ class _Channel:
     def forget(self, id: int) -> None:
         self._pending.pop(id, None)
 
-    def close(self, reason: str) -> None:
+    def shut(self, reason: str) -> None:
         if self.error is None:
             try:
                 with self._write:
@@ -308,7 +308,7 @@ class _Channel:
                                                       _mask_keys.take()))  # fmt: skip
             except OSError:
                 pass
-        self._end(reason)
+        self._fail(reason)
 
     def _run(self, leftover: bytes) -> None:
         data = leftover
@@ -320,11 +320,11 @@ class _Channel:
                     return
                 data = self.sock.recv(64 * 1024)
                 if not data:
-                    return self._end("the node closed the connection")
+                    return self._fail("the node closed the connection")
         except OSError as exc:
-            self._end(f"connection lost: {exc}")
+            self._fail(f"connection lost: {exc}")
         except Exception as exc:  # a bug of ours must not leave requests waiting forever
-            self._end(f"reader failed: {type(exc).__name__}: {exc}")
+            self._fail(f"reader failed: {type(exc).__name__}: {exc}")
 
     def _events(self, events) -> None:
         for event in events:
@@ -336,21 +336,21 @@ class _Channel:
                     self.sock.sendall(websocket.frame(websocket.PONG, event.payload,
                                                       _mask_keys.take()))  # fmt: skip
             elif kind is websocket.Close:
-                self._end(f"the node closed the connection ({event.code} {event.reason})")
+                self._fail(f"the node closed the connection ({event.code} {event.reason})")
             elif kind is websocket.Violation:
-                self._end(f"the node broke the WebSocket protocol: {event.detail}")
+                self._fail(f"the node broke the WebSocket protocol: {event.detail}")
 
     def _deliver(self, data: bytes) -> None:
         try:
             message = channel.decode(data)
         except ChannelError as exc:
-            return self._end(f"not a channel message: {exc}")
+            return self._fail(f"not a channel message: {exc}")
         answers = self._pending.get(message.id)
         if answers is not None:  # else: an answer to a request given up on
             answers.put(message)
         return None
 
-    def _end(self, reason: str) -> None:
+    def _fail(self, reason: str) -> None:
         if self.error is not None:
             return
         self.error = ConnectError(f"{self.where}: {reason}")

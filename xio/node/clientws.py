@@ -87,7 +87,8 @@ class ClientChannel:
 
     ``handle(req) -> Response`` is the node's router; ``environ`` is the upgrade request's
     (the client's address, Host and scheme for every request on the connection);
-    ``count(reason)`` counts a rejection; ``max_body`` and ``body_budget`` are the node's.
+    ``reject(reason)`` counts a client's fault, ``refuse(reason)`` a cap of ours at work
+    (``/_xio/node`` ``rejected`` and ``refused``); ``max_body`` and ``body_budget`` are the node's.
     """
 
     def __init__(
@@ -98,13 +99,14 @@ class ClientChannel:
         *,
         max_body: int,
         body_budget=None,
-        count: Callable[[str], None] = lambda reason: None,
+        reject: Callable[[str], None] = lambda reason: None,
+        refuse: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.transport = transport
         self.handle = handle
         self.max_body = max_body
         self.body_budget = body_budget
-        self.count = count
+        self.reject, self.refuse = reject, refuse
         self._base = {key: environ[key] for key in
                       ("REMOTE_ADDR", "REMOTE_PORT", "wsgi.url_scheme", "SERVER_NAME",
                        "SERVER_PORT", "SERVER_PROTOCOL") if key in environ}  # fmt: skip
@@ -137,13 +139,13 @@ class ClientChannel:
             return False
         body = size - channel.PREFIX_SIZE - hlen
         if body > self.max_body:
-            self.count("client_ws_body_too_large")
+            self.reject("client_ws_body_too_large")
             self._answer_error(id, PayloadTooLarge(
                 f"body of {body} bytes is over the limit of {self.max_body}"))  # fmt: skip
             return False
         budget = self.body_budget
         if budget is not None and not budget.take(size):
-            self.count("client_ws_body_budget")
+            self.refuse("client_ws_body_budget")
             self._answer_error(id, ServiceUnavailable(
                 "the node's budget for request bodies is spent; try again",
                 headers={"Retry-After": "1"}))  # fmt: skip
@@ -172,12 +174,12 @@ class ClientChannel:
                                                 f"request id {message.id} is in flight"))  # fmt: skip
         if len(message.body) > self.max_body:  # a small message over a smaller --max-body
             self._give(held)
-            self.count("client_ws_body_too_large")
+            self.reject("client_ws_body_too_large")
             return self._answer_error(message.id, PayloadTooLarge(
                 f"body of {len(message.body)} bytes is over the limit of {self.max_body}"))  # fmt: skip
         if len(self._in_flight) >= MAX_IN_FLIGHT:
             self._give(held)
-            self.count("client_ws_in_flight")
+            self.refuse("client_ws_in_flight")
             return self._answer_error(message.id, ServiceUnavailable(
                 f"{MAX_IN_FLIGHT} requests are in flight on this connection",
                 headers={"Retry-After": "1"}))  # fmt: skip
@@ -186,7 +188,7 @@ class ClientChannel:
         return None
 
     def _violation(self, exc: ChannelError) -> None:
-        self.count("client_ws_bad_message")
+        self.reject("client_ws_bad_message")
         log.info("closing the client channel of %s: %s", self.transport.peer, exc)
         self.transport.close(f"protocol_error: {exc}"[:120], code=1002)
 
@@ -207,7 +209,7 @@ class ClientChannel:
             try:
                 req = self._request(message)
             except HTTPError as exc:
-                self.count("client_ws_bad_request")
+                self.reject("client_ws_bad_request")
                 response, method, accept = error_response(exc), "GET", None
             else:
                 response = self.handle(req)
@@ -283,8 +285,8 @@ class ClientChannel:
         while self._out_bytes >= HIGH_WATER and not self.transport.closed:
             self._room.clear()
             if not self._room.wait(timeout=_STALL_TIMEOUT):
-                self.count("client_ws_not_reading")
-                self.transport.close("not_reading: the client took no answer for "
+                self.refuse("client_ws_not_reading")
+                self.transport.close("client_ws_not_reading: no answer taken for "
                                      f"{_STALL_TIMEOUT:g} s")  # fmt: skip
         if self.transport.closed or id in self._cancelled:
             return False

@@ -533,7 +533,10 @@ class Node:
     def _client_channel(self, transport) -> None:
         ClientChannel(transport, self.router.handle, transport.environ,
                       max_body=self.config.max_body, body_budget=self.body_bytes,
-                      count=self.count_rejection)  # fmt: skip
+                      reject=self.count_rejection, refuse=self._refuse_client)  # fmt: skip
+
+    def _refuse_client(self, reason: str) -> None:
+        self.refused[reason] += 1
 
     def accept(self, transport) -> None:
         """Start a link as responder on a WebSocket a peer opened to us."""

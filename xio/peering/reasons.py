@@ -124,6 +124,10 @@ REFUSALS = (
     Reason("http_connections", "a connection over the HTTP front's caps, refused with 503"),
     Reason("admin_forbidden", "/_xio/ asked from off loopback with no --admin-token set (403)"),
     Reason("admin_unauthorized", "/_xio/ asked without the --admin-token bearer token (401)"),
+    Reason("client_ws_origin", "a browser page's client channel from an origin not allowed (403)"),
+    Reason("client_ws_in_flight", "a client channel has 128 requests in flight: one more is a 503"),
+    Reason("client_ws_body_budget", "a client channel's body the body budget cannot hold (503)"),
+    Reason("client_ws_not_reading", "a client channel closed: its answers waited 30 s unread"),
 )
 #: Forwarding counts that are refusals by a budget or cap (shown under "refused" too).
 FORWARDING_REFUSALS = ("in_flight_budget", "body_budget", "queue_full", "overloaded")
@@ -210,9 +214,17 @@ MEMBERSHIP = (
 )
 MEMBERSHIP_REASONS = _names(MEMBERSHIP)
 
+# -- a client channel's faults (/_xio/client-ws, PROTOCOL.md 16.3): under "rejected" ---------
+
+CLIENT_REJECTIONS = (
+    Reason("client_ws_bad_message", "a client channel's message that is not one: closed, 1002"),
+    Reason("client_ws_bad_request", "a REQ whose fields break the rules: answered 400"),
+    Reason("client_ws_body_too_large", "a REQ's body over --max-body: answered 413"),
+)
+
 #: Every group by the ``/_xio/node`` key its counters are reported under.
 GROUPS: dict[str, tuple[Reason, ...]] = {
-    "rejected": FRAME_REJECTIONS,
+    "rejected": FRAME_REJECTIONS + CLIENT_REJECTIONS,
     "records_judged": RECORD_VERDICTS,
     "refused": REFUSALS,
     "forwarding": FORWARDING,
