@@ -314,7 +314,8 @@ function fetchFailure(error, where, aborted, ms) {
   // A refused TLS handshake sends nothing either.
   const tls = /CERT|TLS|SSL|UNABLE_TO|EPROTO/.test(code);
   const unsent = !cause || !code || UNSENT_CODES.has(code) || tls;
-  const why = cause ? cause.message || code : error.message;
+  let why = cause ? cause.message || code : error.message;
+  if (why === 'bad port') why = "fetch() refuses this port (a 'bad port' of the Fetch standard)";
   return new ConnectError(`cannot reach ${where}: ${why}`, { cause: error, nothingSent: unsent });
 }
 
