@@ -17,15 +17,17 @@ from ..peering.routing import RoutingTable
 from ..request import Response
 from ..resource import Resource
 from . import metrics as _metrics
+from .clientjs import client_script_response
 from .health import ReadinessFacts, liveness, readiness
 from .ui import asset_response
 
 #: The pages under /_xio/ that answer every client: "ws", the link endpoint peers dial from
 #: anywhere (its upgrade is served by the HTTP server itself; a plain GET is a 426); "ui",
 #: the mesh map's static files, which hold no data: the page fetches /_xio/map with the
-#: operator's token; and "health", what load balancers and probes read (xio.node.health).
+#: operator's token; "health", what load balancers and probes read (xio.node.health); and
+#: "client.js", the JavaScript client that pages import (xio.node.clientjs).
 #: A page added here must show nothing of peers, links or routes.
-PUBLIC_PAGES = frozenset({"ws", "ui", "health"})
+PUBLIC_PAGES = frozenset({"ws", "ui", "health", "client.js"})
 #: Health answers are of this instant: never from a cache.
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -100,6 +102,11 @@ def admin_resource(node: AdminNode) -> Resource:
     def ui_file(req):
         """The mesh map page's script and style."""
         return asset_response(req.params["file"])
+
+    @admin.bind("client.js", methods=["GET", "HEAD"])
+    def client_js(req):
+        """The JavaScript client (clients/js/xio.js), for pages to import (xio.node.clientjs)."""
+        return client_script_response("client.js", req.header("If-None-Match"))
 
     @admin.bind("metrics", methods=["GET"])
     def metrics(req):

@@ -64,6 +64,7 @@ from ..version import __version__
 from .apphosts import AppHosts
 from .closed import REVOKE_CAP, ClosedMesh
 from .config import WS_PATH, NodeConfig, parse_peer, read_admin_token
+from .cors import CorsMiddleware, CorsPolicy
 from .discovery import DiscoveryDialing
 from .drain import QUIET, DrainClock
 from .exchange import SUMMARY_CAP, RecordExchange, paced
@@ -115,6 +116,7 @@ class Node:
                 if self.state_lock is not None:
                     self.state_lock.release()
                 raise
+        self.cors = CorsPolicy.of(config.cors)  # a bad origin stops the start (ConfigError)
         self.name = config.name
         self.started_at = time.time()
         self.rejected: Counter[str] = Counter()  # a peer's fault, by reason
@@ -191,7 +193,8 @@ class Node:
             max_connections_per_client=config.max_connections_per_client,
             max_header_bytes=config.max_header_bytes,
         )  # fmt: skip
-        self.server = Server(wsgi, config.host, config.port, certfile=config.tls_cert,
+        front = CorsMiddleware(wsgi, self.cors) if self.cors.enabled else wsgi
+        self.server = Server(front, config.host, config.port, certfile=config.tls_cert,
                              keyfile=config.tls_key, websocket_app=endpoint,
                              limits=limits)  # fmt: skip
         self.server.start()
@@ -237,6 +240,10 @@ class Node:
         if self.state_lock is not None:
             self.state_lock.release()
         self._stopped.set()  # last: serve_forever returns, and the process may end, after this
+
+    def cors_allows(self, origin: str | None) -> bool:
+        """Tell whether a page of ``origin`` may use this node (``--cors``; xio.node.cors)."""
+        return self.cors.allows(origin)
 
     def reload(self, config: NodeConfig, apps: dict[str, Resource]) -> ReloadPlan:
         """Apply a new configuration (SIGHUP) without dropping the links that stay (reload.py).
