@@ -21,6 +21,7 @@ import pytest
 import xio
 from xio.node import Node, NodeConfig
 from xio.node.meshmap import MAX_RTT_ENTRIES, MAX_RTT_US, RTT_EXT, mesh_map, rtt_ext, rtt_of
+from xio.node.clientjs import SCRIPTS
 from xio.node.ui import ASSETS, asset, prefers_html
 from xio.peering.identity import Identity
 from xio.peering.records import Record, parse_record
@@ -264,7 +265,10 @@ def test_the_built_package_holds_the_page_files_and_serves_them(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (built / "xio/node/ui").iterdir() if p.suffix != ".py") == \
-        sorted(ASSETS)  # fmt: skip
+        sorted([*ASSETS, *SCRIPTS])  # fmt: skip
+    client = built / "xio/node/ui/client.js"  # a copy of the link's target, not a link
+    assert not client.is_symlink()
+    assert client.read_bytes() == (ROOT / "clients/js/xio.js").read_bytes()
     probe = (
         "import importlib, json; from importlib.resources import files;"
         "ui = importlib.import_module('xio.node.ui');"
