@@ -20,8 +20,8 @@ import pytest
 
 import xio
 from xio.node import Node, NodeConfig
-from xio.node.meshmap import MAX_RTT_ENTRIES, MAX_RTT_US, RTT_EXT, mesh_map, rtt_ext, rtt_of
 from xio.node.clientjs import SCRIPTS
+from xio.node.meshmap import MAX_RTT_ENTRIES, MAX_RTT_US, RTT_EXT, mesh_map, rtt_ext, rtt_of
 from xio.node.ui import ASSETS, asset, prefers_html
 from xio.peering.identity import Identity
 from xio.peering.records import Record, parse_record
