@@ -1,0 +1,59 @@
+"""What a page in a real browser sees of a node, by ``--cors`` (xio.node.cors).
+
+A page of its own origin (tests/conformance/browser.py: a static server on another port)
+imports the client from the node, as a user's page does, and calls an app hosted there.
+Chromium enforces CORS, not the node: without ``--cors`` naming the page's origin the answer
+is hidden from the page, which sees a failed call (the browser says no more than a network
+error), while the same page with the node's consent reads the answer. The conformance suite
+(tests/test_conformance.py, js-chromium-*) runs every case through such a page, two hops away.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conformance.browser import PageServer, page_sees
+from .conftest import ROOT
+
+APP = str(ROOT / "tests" / "conformance" / "app.py")
+
+
+@pytest.fixture(scope="module")
+def page():
+    with PageServer() as server:
+        yield server
+
+
+def call_from_page(page: PageServer, folder, node_url: str) -> dict:
+    """GET conf/json from the page with the node's client; return what the page saw."""
+    script = f"""
+        const xio = await import({json.dumps(node_url + "/_xio/client.js")});
+        const conf = xio.client({json.dumps(node_url + "/conf")}, {{timeout: 10}});
+        try {{
+            const answer = await conf.get('json');
+            return {{status: answer.status, content: answer.content}};
+        }} catch (error) {{
+            return {{error: error.name, transport: error instanceof xio.TransportError}};
+        }}
+    """
+    return page_sees(page, folder, script)
+
+
+def test_a_page_of_another_origin_reads_nothing_from_a_node_without_cors(page, start_node,
+                                                                          tmp_path):  # fmt: skip
+    node = start_node("closed-to-pages", "--app", APP)
+    seen = call_from_page(page, tmp_path / "without", node.url)
+    assert seen == {"error": "ConnectError", "transport": True}  # the answer hidden from it
+
+
+def test_a_page_of_another_origin_reads_the_answer_when_the_node_allows_its_origin(
+    page, start_node, tmp_path
+):
+    other = start_node("other-page-only", "--app", APP, "--cors", "https://elsewhere.example")
+    assert call_from_page(page, tmp_path / "other", other.url)["error"] == "ConnectError"
+    node = start_node("open-to-the-page", "--app", APP, "--cors", page.origin)
+    seen = call_from_page(page, tmp_path / "allowed", node.url)
+    assert seen["status"] == 200
+    assert seen["content"]["name"] == "café ☕"
