@@ -287,6 +287,8 @@ class HostilePeer:
         name: str = "hostile",
         receive_buffer: int | None = None,
         timeout: float = 10.0,
+        path: str = "/_xio/ws",
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.key = key or Key()
         self.name = name
@@ -313,7 +315,7 @@ class HostilePeer:
             sock.connect((host, port))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.sock = sock
-            self._upgrade(f"{host}:{port}")
+            self._upgrade(f"{host}:{port}", path, headers or {})
         except BaseException:
             sock.close()
             raise
@@ -323,12 +325,13 @@ class HostilePeer:
 
     # -- the WebSocket -------------------------------------------------------------------
 
-    def _upgrade(self, authority: str) -> None:
+    def _upgrade(self, authority: str, path: str, headers: dict[str, str]) -> None:
         nonce = base64.b64encode(os.urandom(16))
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         self.sock.sendall(
-            f"GET /_xio/ws HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\n"
+            f"GET {path} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {nonce.decode()}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+            f"Sec-WebSocket-Version: 13\r\n{extra}\r\n".encode()
         )
         while b"\r\n\r\n" not in self._buffer:
             self._fill()

@@ -121,6 +121,7 @@ def chromium_runner(transport: str):
 #: name -> (run(mesh) -> results, whether it runs in a browser). One entry per client runner.
 RUNNERS = {
     "python-http": (python_runner("http"), False),
+    "python-ws": (python_runner("ws"), False),
     "js-chromium-http": (chromium_runner("http"), True),
 }
 

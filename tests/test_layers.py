@@ -52,6 +52,7 @@ PURE_CORE = (
     "xio.peering.admission",
     "xio.peering.store",
     "xio.node.meshmap",
+    "xio.channel",
 )
 
 # Top-level modules the pure core may not reach: I/O libraries, file IO and clocks.

@@ -307,11 +307,16 @@ def client(url, **options):
     """Return a ``Client`` for the service at ``url`` (options as for ``Client``).
 
     ``url`` is ``http(s)://host[:port][/path]``, or ``host:port[/path]`` and ``host[/path]``
-    as ``--peers`` reads them (plain HTTP; a node's default port 7700 when none is given).
+    as ``--peers`` reads them (plain HTTP; a node's default port 7700 when none is given);
+    ``ws(s)://host:port/path`` is a ``WSClient``: every request on one WebSocket.
     A list of such URLs is a ``FailoverClient`` over them.
     """
     if isinstance(url, (list, tuple)):
-        return FailoverClient([Client(one, **options) for one in url])
+        return FailoverClient([client(one, **options) for one in url])
+    if url.startswith(("ws://", "wss://")):
+        from .wsclient import WSClient  # the WebSocket transport, only when asked for
+
+        return WSClient(url, **options)
     return Client(url, **options)
 
 

@@ -17,7 +17,7 @@ accepted socket (measured here: stock pywsgi holds each response ~40 ms, because
 and body leave as two writes and Nagle waits for the client's delayed ACK); one
 access-log line per request on the ``xio.access`` logger, and one line on ``xio`` for
 each refusal, never a traceback for a client's mistake. A WebSocket upgrade to the path of
-the ``websocket_app`` hook is handed to it, socket and all (see ``Server``).
+one of the ``websocket_app`` hooks is handed to it, socket and all (see ``Server``).
 
 Which pywsgi internals are overridden or relied on is listed in ``PYWSGI_CONTRACT``;
 ``tests/test_http_strict.py`` checks that gevent still has them.
@@ -359,8 +359,8 @@ class _Handler(WSGIHandler):
 
     def run_application(self):
         if self.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
-            upgrade = getattr(self.server, "websocket_app", None)
-            if upgrade is not None and self.environ.get("PATH_INFO") == upgrade.path:
+            upgrade = self.server.websocket_apps.get(self.environ.get("PATH_INFO"))
+            if upgrade is not None:
                 return self._run_upgrade(upgrade)
         return super().run_application()
 
@@ -451,7 +451,7 @@ _CAPACITY_RESPONSE = _refusal(
 
 class _NoDelayServer(WSGIServer):
     handler_class = _Handler
-    websocket_app = None
+    websocket_apps: dict = {}  # noqa: RUF012 - replaced per server, never mutated
 
     def __init__(self, *args, limits: HTTPLimits, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -557,7 +557,8 @@ class Server:
     """Serve a WSGI app on gevent at ``host``:``port`` (0 picks a free port).
 
     ``limits`` bounds what clients may hold (``HTTPLimits``; the defaults when None).
-    ``websocket_app``, if given, takes the WebSocket upgrades to its ``path``: its
+    ``websocket_app``, if given (one hook or a list), takes the WebSocket upgrades to its
+    ``path``: its
     ``accept(environ, start_response, sock)`` answers through ``start_response`` and returns
     the answer's body and a callable (or None); once the answer is written the connection's
     socket is the hook's, and the callable serves it until it ends.
@@ -586,7 +587,8 @@ class Server:
         self._server = _NoDelayServer(
             (host, port), app, log=None, error_log=log, limits=self.limits, **ssl_args
         )
-        self._server.websocket_app = websocket_app
+        hooks = websocket_app if isinstance(websocket_app, (list, tuple)) else [websocket_app]
+        self._server.websocket_apps = {hook.path: hook for hook in hooks if hook is not None}
 
     @property
     def refused(self) -> Counter[str]:

@@ -22,12 +22,13 @@ from .health import ReadinessFacts, liveness, readiness
 from .ui import asset_response
 
 #: The pages under /_xio/ that answer every client: "ws", the link endpoint peers dial from
-#: anywhere (its upgrade is served by the HTTP server itself; a plain GET is a 426); "ui",
+#: anywhere, and "client-ws", the clients' channel (their upgrades are served by the HTTP
+#: server itself; a plain GET is a 426; each request on the channel is judged as over HTTP); "ui",
 #: the mesh map's static files, which hold no data: the page fetches /_xio/map with the
 #: operator's token; "health", what load balancers and probes read (xio.node.health); and
 #: "client.js", the JavaScript client that pages import (xio.node.clientjs).
 #: A page added here must show nothing of peers, links or routes.
-PUBLIC_PAGES = frozenset({"ws", "ui", "health", "client.js"})
+PUBLIC_PAGES = frozenset({"ws", "client-ws", "ui", "health", "client.js"})
 #: Health answers are of this instant: never from a cache.
 _NO_STORE = {"Cache-Control": "no-store"}
 

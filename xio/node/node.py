@@ -62,6 +62,7 @@ from ..statedir import StateLock
 from ..threads import HUB_WATCH, answer_on_threads
 from ..version import __version__
 from .apphosts import AppHosts
+from .clientws import CLIENT_WS_PATH, MAX_MESSAGE, ClientChannel, origin_allowed
 from .closed import REVOKE_CAP, ClosedMesh
 from .config import WS_PATH, NodeConfig, parse_peer, read_admin_token
 from .cors import CorsMiddleware, CorsPolicy
@@ -184,6 +185,8 @@ class Node:
         config = self.config
         endpoint = WebSocketEndpoint(self.accept, path=WS_PATH, max_message=codec.MAX_FRAME,
                                      admit=self._admit_link)  # fmt: skip
+        clients = WebSocketEndpoint(self._client_channel, path=CLIENT_WS_PATH,
+                                    max_message=MAX_MESSAGE, admit=self._admit_client)  # fmt: skip
         wsgi = self.wsgi = WSGIApp(
             self.router.handle, max_body=config.max_body, body_budget=self.body_bytes
         )
@@ -195,7 +198,7 @@ class Node:
         )  # fmt: skip
         front = CorsMiddleware(wsgi, self.cors) if self.cors.enabled else wsgi
         self.server = Server(front, config.host, config.port, certfile=config.tls_cert,
-                             keyfile=config.tls_key, websocket_app=endpoint,
+                             keyfile=config.tls_key, websocket_app=[endpoint, clients],
                              limits=limits)  # fmt: skip
         self.server.start()
         if not HUB_WATCH.started:  # warns of a handler that holds the hub (xio.threads)
@@ -522,6 +525,22 @@ class Node:
     def _admit_link(self, environ: dict):
         """Refuse a new inbound link over the rate or the cap (before the upgrade)."""
         return self.link_table.admit(environ.get("REMOTE_ADDR") or "?", time.monotonic())
+
+    def _admit_client(self, environ: dict):
+        """Refuse a client channel's upgrade from a browser page of an origin not allowed."""
+        origin = environ.get("HTTP_ORIGIN")
+        cors = getattr(self.config, "cors", ())
+        if origin_allowed(origin, environ.get("HTTP_HOST"), environ.get("wsgi.url_scheme", "http"),
+                          cors):  # fmt: skip
+            return None
+        self.refused["client_ws_origin"] += 1
+        return ("403 Forbidden", f"origin {origin[:100]} may not open a client channel here "
+                "(xio-node --cors ORIGIN allows one)", [])  # fmt: skip
+
+    def _client_channel(self, transport) -> None:
+        ClientChannel(transport, self.router.handle, transport.environ,
+                      max_body=self.config.max_body, body_budget=self.body_bytes,
+                      count=self.count_rejection)  # fmt: skip
 
     def accept(self, transport) -> None:
         """Start a link as responder on a WebSocket a peer opened to us."""

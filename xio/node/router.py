@@ -3,7 +3,8 @@
     /                        the mesh's apps and where they run (or the main app, if any);
                              the mesh map page (/_xio/ui) for an admin's browser
     /_xio/...                this node's admin resources: loopback clients only, or every
-                             client with the admin token (xio.node.access); /_xio/ws: anyone
+                             client with the admin token (xio.node.access); /_xio/ws and
+                             /_xio/client-ws (WebSocket upgrades only): anyone
     /~<node>/<app>/<path>    app ``<app>`` on that node only (node id or unique name)
     /<app>/<path>            app ``<app>``'s ``www/<path>``: here if hosted here, else on
                              the nearest node that hosts it (ties spread at random)
@@ -13,7 +14,7 @@
 answer is 504, wherever the request is. ``X-Xio-Trace`` from a client that may read ``/_xio/``
 asks every node on the way to time the request (``xio.peering.trace``): the answer carries the
 times in its own ``X-Xio-Trace``; from other clients the header is ignored.
-``GET /_xio/ws`` without a WebSocket upgrade is 426.
+``GET /_xio/ws`` or ``/_xio/client-ws`` without a WebSocket upgrade is 426.
 
 Theory of operation (docs/PROTOCOL.md, section 11). The first segments (app, ``~node``) are
 decoded to route; the rest of the path stays exactly as the client sent it (percent-encoded)
@@ -173,7 +174,7 @@ class Router:
         path = req.url_path
         first, _, rest = path.lstrip("/").partition("/")
         if first == "_xio":
-            if rest == "ws":  # only a WebSocket upgrade is served there, by the server itself
+            if rest in ("ws", "client-ws"):  # only upgrades, served by the server itself
                 raise HTTPError(426, f"{path} takes a WebSocket upgrade: send Upgrade: websocket",
                                 headers={"Upgrade": "websocket"})  # fmt: skip
             if rest.partition("/")[0] not in PUBLIC_PAGES:

@@ -116,6 +116,7 @@ class Transport:
         self.admit: Callable[[int, bytes], bool] = lambda size, prefix: True
         self.on_discarded: Callable[[], None] = lambda: None
         self.pull: Callable[[int], list[bytes]] | None = None
+        self.environ: dict = {}  # the upgrade request's, on the accepting side
         self._queue: deque[bytes] = deque()  # send() without an owner's pull
         self._queued = 0
         self._started = not initiator  # the server runs the accepting side's reader
@@ -192,13 +193,14 @@ class Transport:
         self._queued -= size
         return frames
 
-    def close(self, reason: str = "", final: list[bytes] | None = None) -> None:
-        """Close: tell ``on_close`` now; the writer sends ``final`` and a close frame if it can.
+    def close(self, reason: str = "", final: list[bytes] | None = None, code: int = 1000) -> None:
+        """Close: tell ``on_close`` now; the writer sends ``final`` and a close frame if it can
+        (``code`` in it: 1000, or e.g. 1002 for a peer that broke a protocol above frames).
 
         ``final`` are the last binary messages (e.g. a ``bye``). Nothing waits for a peer that
         does not read: after ``CLOSE_TIMEOUT`` the socket is closed whatever is left unsent.
         """
-        self._end(reason or "local_close", 1000, final)
+        self._end(reason or "local_close", code, final)
 
     def _end(self, reason: str, code: int | None = None, final: list[bytes] | None = None) -> None:
         """Close for ``reason``, with a close frame carrying ``code`` unless it is None."""
@@ -540,5 +542,5 @@ class WebSocketEndpoint:
         # ws4py's handshake calls this (as its handler_cls) with the socket it upgraded.
         no_delay(sock)
         connection = _Connection(sock, client=False, on_open=self.on_transport)
-        Transport(connection, peer_address(sock), False, self.max_message)
+        Transport(connection, peer_address(sock), False, self.max_message).environ = environ
         return connection
