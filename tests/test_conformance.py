@@ -118,11 +118,30 @@ def chromium_runner(transport: str):
     return run
 
 
+def node_command() -> list[str]:
+    """Return ``node`` with what it needs for a global WebSocket: a flag on Node 20 and 21.
+
+    Node 18 has none; its js-node-ws run fails saying so (xio.js asks for a WebSocket).
+    """
+    try:
+        version = subprocess.run(["node", "--version"], capture_output=True, text=True,
+                                 timeout=30).stdout  # fmt: skip
+    except OSError:
+        return ["node"]  # no node at all: the runner fails and says so
+    major = int(version.lstrip("v").split(".", 1)[0] or 0)
+    return ["node", "--experimental-websocket"] if major in (20, 21) else ["node"]
+
+
+NODE_RUNNER = str(HERE / "run_node.mjs")
+
 #: name -> (run(mesh) -> results, whether it runs in a browser). One entry per client runner.
 RUNNERS = {
     "python-http": (python_runner("http"), False),
     "python-ws": (python_runner("ws"), False),
+    "js-node-http": (external_runner(["node", NODE_RUNNER], "http"), False),
+    "js-node-ws": (external_runner([*node_command(), NODE_RUNNER], "ws"), False),
     "js-chromium-http": (chromium_runner("http"), True),
+    "js-chromium-ws": (chromium_runner("ws"), True),
 }
 
 
