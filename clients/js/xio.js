@@ -504,9 +504,10 @@ class WsTransport {
         return;
       }
       socket.binaryType = 'arraybuffer';
-      let opened = false;
+      let settled = false; // the attempt opened or failed
       socket.addEventListener('open', () => {
-        opened = true;
+        if (settled) return; // the attempt already failed
+        settled = true;
         if (generation !== this.generation) {
           socket.close(1000);
           reject(new ConnectError(`${this.socketUrl}: the client was closed`, { nothingSent: true }));
@@ -519,15 +520,20 @@ class WsTransport {
         resolve(socket);
       });
       socket.addEventListener('message', (event) => this.receive(socket, event.data));
-      socket.addEventListener('close', (event) => {
-        if (!opened) {
+      // Node 20's WebSocket fires only 'error' (no 'close') when it cannot connect, so either
+      // event ends an attempt, and both end an open socket; each acts once.
+      const ended = (event) => {
+        const why = event.type === 'close' ? `close code ${event.code}` : 'a network error or a refused upgrade';
+        if (!settled) {
+          settled = true;
           this.failed(generation);
-          reject(new ConnectError(`cannot connect to ${this.socketUrl} (close code ${event.code})`, { nothingSent: true }));
+          reject(new ConnectError(`cannot connect to ${this.socketUrl} (${why})`, { nothingSent: true }));
         } else {
-          this.lost(socket, `the connection to ${this.socketUrl} was lost (close code ${event.code})`);
+          this.lost(socket, `the connection to ${this.socketUrl} was lost (${why})`);
         }
-      });
-      socket.addEventListener('error', () => {}); // a close event follows and says it
+      };
+      socket.addEventListener('close', ended);
+      socket.addEventListener('error', ended);
     });
     this.connecting.catch(() => {}); // the callers waiting on it see the failure
   }
