@@ -26,11 +26,12 @@ def page():
         yield server
 
 
-def call_from_page(page: PageServer, folder, node_url: str) -> dict:
+def call_from_page(page: PageServer, folder, node_url: str, scheme: str) -> dict:
     """GET conf/json from the page with the node's client; return what the page saw."""
+    base = scheme + node_url.removeprefix("http") + "/conf"  # http:// or ws://
     script = f"""
         const xio = await import({json.dumps(node_url + "/_xio/client.js")});
-        const conf = xio.client({json.dumps(node_url + "/conf")}, {{timeout: 10}});
+        const conf = xio.client({json.dumps(base)}, {{timeout: 10}});
         try {{
             const answer = await conf.get('json');
             return {{status: answer.status, content: answer.content}};
@@ -41,19 +42,26 @@ def call_from_page(page: PageServer, folder, node_url: str) -> dict:
     return page_sees(page, folder, script)
 
 
-def test_a_page_of_another_origin_reads_nothing_from_a_node_without_cors(page, start_node,
-                                                                          tmp_path):  # fmt: skip
+TRANSPORTS = pytest.mark.parametrize("scheme", ["http", "ws"])
+
+
+@TRANSPORTS
+def test_a_page_of_another_origin_reads_nothing_from_a_node_without_cors(
+    page, start_node, tmp_path, scheme
+):
     node = start_node("closed-to-pages", "--app", APP)
-    seen = call_from_page(page, tmp_path / "without", node.url)
-    assert seen == {"error": "ConnectError", "transport": True}  # the answer hidden from it
+    seen = call_from_page(page, tmp_path / "without", node.url, scheme)
+    # http: the browser hides the answer; ws: the node refuses the page's upgrade (403).
+    assert seen == {"error": "ConnectError", "transport": True}
 
 
+@TRANSPORTS
 def test_a_page_of_another_origin_reads_the_answer_when_the_node_allows_its_origin(
-    page, start_node, tmp_path
+    page, start_node, tmp_path, scheme
 ):
     other = start_node("other-page-only", "--app", APP, "--cors", "https://elsewhere.example")
-    assert call_from_page(page, tmp_path / "other", other.url)["error"] == "ConnectError"
+    assert call_from_page(page, tmp_path / "other", other.url, scheme)["error"] == "ConnectError"
     node = start_node("open-to-the-page", "--app", APP, "--cors", page.origin)
-    seen = call_from_page(page, tmp_path / "allowed", node.url)
+    seen = call_from_page(page, tmp_path / "allowed", node.url, scheme)
     assert seen["status"] == 200
     assert seen["content"]["name"] == "café ☕"

@@ -179,6 +179,18 @@ def test_the_nodes_own_refusals_are_readable_by_an_allowed_page(node):
     assert missing.status == 404 and missing.headers[ALLOWED] == PAGE
 
 
+def test_no_page_may_read_the_admin_pages_even_from_a_browser_on_the_nodes_host(node):
+    # The test runs on the node's host: loopback, as a browser there would be.
+    admin = ask(node.url, "GET", "/_xio/node", PAGE)
+    assert admin.status == 200  # the client is loopback: an admin...
+    assert ALLOWED not in admin.headers  # ...but a page of PAGE is not shown the answer
+    asked = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "x-a"}
+    preflight = ask(node.url, "OPTIONS", "//_xio/map", PAGE, headers=asked)
+    assert not [name for name in preflight.headers if name.lower().startswith("access-control-")]
+    public = ask(node.url, "GET", "/_xio/health/live", PAGE)
+    assert public.status == 200 and public.headers[ALLOWED] == PAGE
+
+
 def test_without_cors_a_node_writes_no_cors_header_and_answers_no_preflight(start_node):
     plain = start_node("plain", "--app", APP)
     answer = ask(plain.url, "GET", "/conf/json", PAGE)
@@ -215,6 +227,8 @@ def test_every_node_serves_the_javascript_client_to_anyone_with_its_cache_rules(
     assert again.headers["ETag"] == etag
     stale = ask(plain.url, "GET", "/_xio/client.js", headers={"If-None-Match": '"old"'})
     assert stale.status == 200 and stale.content == served.content
+    head = ask(plain.url, "HEAD", "/_xio/client.js")
+    assert (head.status, head.content, head.headers["ETag"]) == (200, None, etag)
     assert ask(plain.url, "GET", "/_xio/client.jsx").status in (403, 404)  # not public
 
 

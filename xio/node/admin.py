@@ -29,6 +29,17 @@ from .ui import asset_response
 #: "client.js", the JavaScript client that pages import (xio.node.clientjs).
 #: A page added here must show nothing of peers, links or routes.
 PUBLIC_PAGES = frozenset({"ws", "client-ws", "ui", "health", "client.js"})
+
+
+def is_admin_page(path: str) -> bool:
+    """Tell whether ``path`` is an admin page: under /_xio/ and not in ``PUBLIC_PAGES``.
+
+    Read as the router reads it (xio.node.router ``_route``): leading slashes do not count.
+    """
+    first, _, rest = path.lstrip("/").partition("/")
+    return first == "_xio" and rest.partition("/")[0] not in PUBLIC_PAGES
+
+
 #: Health answers are of this instant: never from a cache.
 _NO_STORE = {"Cache-Control": "no-store"}
 

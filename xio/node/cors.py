@@ -9,7 +9,8 @@ request that is not "simple" (a JSON body, a custom header, PUT...). ``CorsMiddl
 the policy in front of the node's WSGI app, so every answer the node writes gets the headers,
 its own refusals too (a 413 for a body over ``--max-body`` is readable by the page); a preflight
 is answered 204 by the node itself, never routed: an app cannot answer it wrongly, and one on
-another node is not asked.
+another node is not asked. The node's admin pages (``/_xio/`` but its public ones) are never
+readable by a page: they answer loopback clients, and a browser on the node's host is one.
 
 Never ``Access-Control-Allow-Credentials``: a page's cookies for the node are not sent and
 its answers cannot be read with them, so no page can act with what a user's browser holds for
@@ -130,16 +131,24 @@ class CorsPolicy:
 
 
 class CorsMiddleware:
-    """Put ``policy`` in front of a WSGI app (the node wraps its app only when it has one)."""
+    """Put ``policy`` in front of a WSGI app (the node wraps its app only when it has one).
 
-    def __init__(self, app: Callable, policy: CorsPolicy) -> None:
+    ``private(path)`` names the paths no page may read whatever its origin: the node's admin
+    pages, which answer loopback clients, so a page in a browser on the node's own host would
+    otherwise read them with the browser's address.
+    """
+
+    def __init__(
+        self, app: Callable, policy: CorsPolicy, private: Callable[[str], bool] = lambda _: False
+    ) -> None:
         self.app = app
         self.policy = policy
+        self.private = private
 
     def __call__(self, environ: dict, start_response):
         policy = self.policy
         origin = environ.get("HTTP_ORIGIN")
-        allowed = policy.allows(origin)
+        allowed = policy.allows(origin) and not self.private(environ.get("PATH_INFO", ""))
         asked = environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD")
         if allowed and environ.get("REQUEST_METHOD") == "OPTIONS" and asked is not None:
             headers = policy.preflight(origin, asked,

@@ -61,6 +61,7 @@ from ..server import HTTPLimits, Server, WSGIApp
 from ..statedir import StateLock
 from ..threads import HUB_WATCH, answer_on_threads
 from ..version import __version__
+from .admin import is_admin_page
 from .apphosts import AppHosts
 from .clientws import CLIENT_WS_PATH, MAX_MESSAGE, ClientChannel, origin_allowed
 from .closed import REVOKE_CAP, ClosedMesh
@@ -196,7 +197,7 @@ class Node:
             max_connections_per_client=config.max_connections_per_client,
             max_header_bytes=config.max_header_bytes,
         )  # fmt: skip
-        front = CorsMiddleware(wsgi, self.cors) if self.cors.enabled else wsgi
+        front = CorsMiddleware(wsgi, self.cors, is_admin_page) if self.cors.enabled else wsgi
         self.server = Server(front, config.host, config.port, certfile=config.tls_cert,
                              keyfile=config.tls_key, websocket_app=[endpoint, clients],
                              limits=limits)  # fmt: skip
