@@ -272,3 +272,16 @@ def test_a_streamed_answer_is_a_head_then_a_data_message_per_piece(node):
     while not (message := answer(conn)).end:
         pieces.append(message.body)
     assert b"".join(pieces) + message.body == b"second\n"
+
+
+def test_the_http_client_streams_an_answer_piece_by_piece_too(node):
+    client = xio.client(node.url + "/chan", timeout=10)
+    with client.stream("GET", "hold") as answer:
+        assert (answer.status, answer.content_type) == (200, "text/plain; charset=utf-8")
+        pieces = iter(answer)
+        assert next(pieces) == b"first\n"
+        assert xio.client(node.url + "/chan").post("release").content == "released"
+        assert b"".join(pieces) == b"second\n"
+    assert client.get("echo").status == 200  # the connection went back to the pool
+    assert len(client._idle) == 1
+    client.close()

@@ -56,7 +56,7 @@ from .errors import BadRequest, ConnectError, ReadTimeout, ResponseError
 from .request import Headers, Response, Verbs
 from .version import __version__
 
-__all__ = ["Client", "FailoverClient", "client"]
+__all__ = ["Client", "FailoverClient", "HTTPStream", "client"]
 
 DEFAULT_ACCEPT = "application/json, */*;q=0.5"
 # A body up to this size travels in the same write as the headers; a larger one is
@@ -147,6 +147,22 @@ class Client(Verbs):
         response, raw = self._exchange(method, target, head, body, timeout)
         return self._response(method, target, response, raw)
 
+    def stream(self, method: str, path: str = "", data=None, query=None, headers=None,
+               timeout: float | None = None) -> HTTPStream:  # fmt: skip
+        """Send ``method path``; return the answer once its head came, its body still to read.
+
+        Iterate over it for the pieces of the body as they arrive (``read()`` joins them);
+        ``close()`` gives up on the rest (and on the connection). Arguments as ``request``.
+        """
+        method = method.upper()
+        if not _TOKEN.fullmatch(method):
+            raise ValueError(f"invalid HTTP method {method!r}")
+        target = self._target(path, query)
+        head, body = self._render(method, target, data, headers)
+        timeout = self.timeout if timeout is None else timeout
+        response, sock = self._exchange(method, target, head, body, timeout, stream=True)
+        return HTTPStream(self, response, sock, method, self._origin + target)
+
     def close(self) -> None:
         """Close the idle connections; the client stays usable and reconnects on demand."""
         while self._idle:
@@ -203,7 +219,7 @@ class Client(Verbs):
 
     # -- connections -----------------------------------------------------------------------
 
-    def _exchange(self, method, target, head, body, timeout):
+    def _exchange(self, method, target, head, body, timeout, stream: bool = False):
         sock = self._checkout()
         fresh = sock is None
         if fresh:
@@ -214,6 +230,8 @@ class Client(Verbs):
             response = http.client.HTTPResponse(sock, method=method)
             try:
                 self._send(sock, response, method, target, head, body)
+                if stream:  # the caller reads the body, then gives the socket back
+                    return response, sock
                 raw = self._read_body(response, target)
             except _NothingReceivedError as exc:
                 response.close()  # its file holds the socket open until closed too
@@ -229,13 +247,17 @@ class Client(Verbs):
                 response.close()
                 _close(sock)
                 raise
-            if response.will_close:
-                _close(sock)
-            elif len(self._idle) < self.pool_size:
-                self._idle.append(sock)
-            else:
-                _close(sock)
+            self._release(response, sock)
             return response, raw
+
+    def _release(self, response: http.client.HTTPResponse, sock) -> None:
+        """Keep a connection whose answer was read in full for the next request, or close it."""
+        if response.will_close:
+            _close(sock)
+        elif len(self._idle) < self.pool_size:
+            self._idle.append(sock)
+        else:
+            _close(sock)
 
     def _checkout(self) -> socket.socket | None:
         while True:
@@ -303,6 +325,60 @@ class Client(Verbs):
         return Response(content, response.status, content_type, headers)
 
 
+class HTTPStream:
+    """An answer whose head has come: ``status``, ``content_type``, ``headers``; iterate for
+    the body's pieces (bytes) as they arrive, or ``read()`` them all."""
+
+    def __init__(self, owner: Client, response, sock, method: str, where: str) -> None:
+        self.status = response.status
+        self.headers = Headers(response.getheaders())
+        self.content_type = self.headers.get("Content-Type")
+        self.method = method
+        self._owner, self._response, self._sock, self._where = owner, response, sock, where
+
+    def __iter__(self):
+        response = self._response
+        while self._sock is not None:
+            try:
+                piece = response.read1(_COALESCE_LIMIT)
+                if not piece and not response.isclosed():
+                    piece = response.read()  # a HEAD's answer: this ends it (or finds it cut)
+            except TimeoutError as exc:
+                self.close()
+                raise ReadTimeout(f"{self._where}: the body did not arrive in time") from exc
+            except (http.client.HTTPException, OSError) as exc:
+                self.close()
+                raise ResponseError(f"{self._where}: incomplete body: {exc!r}") from exc
+            if not piece:
+                sock, self._sock = self._sock, None
+                if response.isclosed():
+                    self._owner._release(response, sock)  # noqa: SLF001
+                else:
+                    _close(sock)
+                return
+            yield piece
+
+    def read(self) -> bytes:
+        """Return the rest of the body."""
+        return b"".join(self)
+
+    def close(self) -> None:
+        """Give up on the rest of the body: the connection is closed, not reused."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            self._response.close()
+            _close(sock)
+
+    def __enter__(self) -> HTTPStream:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<HTTPStream {self.status} {self.content_type}>"
+
+
 def client(url, **options):
     """Return a ``Client`` for the service at ``url`` (options as for ``Client``).
 
@@ -336,12 +412,19 @@ class FailoverClient(Verbs):
 
     def request(self, method: str, path: str = "", data=None, query=None, headers=None,
                 timeout: float | None = None) -> Response:  # fmt: skip
+        return self._first("request", method, path, data, query, headers, timeout)
+
+    def stream(self, method: str, path: str = "", data=None, query=None, headers=None,
+               timeout: float | None = None):  # fmt: skip
+        """As ``Client.stream``, on the first entry that takes a connection."""
+        return self._first("stream", method, path, data, query, headers, timeout)
+
+    def _first(self, call: str, *args):
         failures = []
         for step in range(len(self.clients)):
             index = (self._good + step) % len(self.clients)
             try:
-                response = self.clients[index].request(method, path, data, query, headers,
-                                                       timeout)  # fmt: skip
+                response = getattr(self.clients[index], call)(*args)
             except ConnectError as exc:
                 if not getattr(exc, "nothing_sent", False):
                     raise
