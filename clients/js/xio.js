@@ -32,7 +32,7 @@
 // The WebSocket is opened on first use. When it closes, every call in flight rejects with
 // ConnectError (ResponseError for an answer cut short) and the next call opens a new one;
 // failed attempts back off (0.1 s doubling to 5 s), and a call made during a backoff waits
-// for it within its own timeout.
+// for it when its timeout allows, else fails at once with ConnectError (nothing sent).
 
 export const version = '0.1.0';
 
@@ -477,9 +477,9 @@ class WsTransport {
     if (this.state === 'idle') {
       const wait = this.retryAt - Date.now();
       if (wait > 0) {
-        if (wait > left()) {
-          await sleep(Math.max(0, left()));
-          throw late();
+        if (wait > left()) { // as the Python client: fail now, and let failover move on
+          throw new ConnectError(`${where}: ${this.socketUrl} failed; the next attempt is in ` +
+            `${(wait / 1000).toFixed(1)} s, past this call's timeout`, { nothingSent: true });
         }
         await sleep(wait);
       }
