@@ -227,6 +227,11 @@ def test_every_node_serves_the_javascript_client_to_anyone_with_its_cache_rules(
     assert again.headers["ETag"] == etag
     stale = ask(plain.url, "GET", "/_xio/client.js", headers={"If-None-Match": '"old"'})
     assert stale.status == 200 and stale.content == served.content
+    assert served.headers["X-TypeScript-Types"] == "/_xio/client.d.ts"
+    types = ask(plain.url, "GET", "/_xio/client.d.ts")
+    assert types.status == 200 and types.headers[ALLOWED] == "*"
+    assert types.content_type == "application/typescript; charset=utf-8"
+    assert types.content == (ROOT / "clients/js/xio.d.ts").read_bytes()
     head = ask(plain.url, "HEAD", "/_xio/client.js")
     assert (head.status, head.content, head.headers["ETag"]) == (200, None, etag)
     assert ask(plain.url, "GET", "/_xio/client.jsx").status in (403, 404)  # not public

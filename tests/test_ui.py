@@ -266,9 +266,10 @@ def test_the_built_package_holds_the_page_files_and_serves_them(tmp_path):
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (built / "xio/node/ui").iterdir() if p.suffix != ".py") == \
         sorted([*ASSETS, *SCRIPTS])  # fmt: skip
-    client = built / "xio/node/ui/client.js"  # a copy of the link's target, not a link
-    assert not client.is_symlink()
-    assert client.read_bytes() == (ROOT / "clients/js/xio.js").read_bytes()
+    for name, source in (("client.js", "xio.js"), ("client.d.ts", "xio.d.ts")):
+        client = built / "xio/node/ui" / name  # a copy of the link's target, not a link
+        assert not client.is_symlink()
+        assert client.read_bytes() == (ROOT / "clients/js" / source).read_bytes()
     probe = (
         "import importlib, json; from importlib.resources import files;"
         "ui = importlib.import_module('xio.node.ui');"

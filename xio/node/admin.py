@@ -26,9 +26,10 @@ from .ui import asset_response
 #: server itself; a plain GET is a 426; each request on the channel is judged as over HTTP); "ui",
 #: the mesh map's static files, which hold no data: the page fetches /_xio/map with the
 #: operator's token; "health", what load balancers and probes read (xio.node.health); and
-#: "client.js", the JavaScript client that pages import (xio.node.clientjs).
+#: "client.js" and "client.d.ts", the JavaScript client that pages import and its types
+#: (xio.node.clientjs).
 #: A page added here must show nothing of peers, links or routes.
-PUBLIC_PAGES = frozenset({"ws", "client-ws", "ui", "health", "client.js"})
+PUBLIC_PAGES = frozenset({"ws", "client-ws", "ui", "health", "client.js", "client.d.ts"})
 
 
 def is_admin_page(path: str) -> bool:
@@ -119,6 +120,11 @@ def admin_resource(node: AdminNode) -> Resource:
     def client_js(req):
         """The JavaScript client (clients/js/xio.js), for pages to import (xio.node.clientjs)."""
         return client_script_response("client.js", req.header("If-None-Match"))
+
+    @admin.bind("client.d.ts", methods=["GET", "HEAD"])
+    def client_types(req):
+        """The JavaScript client's types (clients/js/xio.d.ts)."""
+        return client_script_response("client.d.ts", req.header("If-None-Match"))
 
     @admin.bind("metrics", methods=["GET"])
     def metrics(req):

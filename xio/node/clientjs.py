@@ -1,8 +1,10 @@
 """The JavaScript client served by every node at ``/_xio/client.js``, for pages to import.
 
-Theory of operation. The one source of the client is ``clients/js/xio.js``; the package holds
-it as ``xio/node/ui/client.js`` (a symbolic link in a checkout, whose content a built wheel
-copies: setup.cfg ``package_data``), read through ``importlib.resources`` once. A page of any
+Theory of operation. The one source of the client is ``clients/js/xio.js`` (and its types,
+``xio.d.ts``, served at ``/_xio/client.d.ts``); the package holds them as
+``xio/node/ui/client.js`` and ``client.d.ts`` (symbolic links in a checkout, whose content a
+built wheel copies: setup.cfg ``package_data``), read through ``importlib.resources`` once.
+The script's answer names its types in ``X-TypeScript-Types``, which Deno reads. A page of any
 origin may import it (``Access-Control-Allow-Origin: *``: a module script is fetched in CORS
 mode, and the file holds no data), so it is public (``admin.PUBLIC_PAGES``). Browsers keep it
 five minutes, then revalidate with ``If-None-Match`` against its ``ETag`` (a hash of the bytes),
@@ -20,9 +22,12 @@ from ..request import Response
 
 __all__ = ["CONTENT_TYPE", "client_script", "client_script_response", "etag_matches"]
 
-#: The files served under /_xio/, and the name each has in the package (xio/node/ui).
-SCRIPTS = {"client.js": "client.js"}
-CONTENT_TYPE = "text/javascript; charset=utf-8"
+#: The files served under /_xio/, by the name each has in the package (xio/node/ui): its type.
+SCRIPTS = {
+    "client.js": "text/javascript; charset=utf-8",
+    "client.d.ts": "application/typescript; charset=utf-8",
+}
+CONTENT_TYPE = SCRIPTS["client.js"]
 CACHE_CONTROL = "public, max-age=300"
 
 
@@ -32,9 +37,9 @@ def client_script(name: str = "client.js") -> tuple[bytes, str]:
     if name not in SCRIPTS:
         raise NotFound(f"no script {name[:64]!r} under /_xio/")
     try:
-        body = files("xio.node.ui").joinpath(SCRIPTS[name]).read_bytes()
+        body = files("xio.node.ui").joinpath(name).read_bytes()
     except OSError:  # a checkout whose clients/js/xio.js is gone: the link points nowhere
-        raise NotFound("this node was installed without the JavaScript client") from None
+        raise NotFound(f"this node was installed without {name} (clients/js)") from None
     return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
@@ -54,6 +59,8 @@ def client_script_response(name: str, if_none_match: str | None) -> Response:
     body, etag = client_script(name)
     headers = {"Cache-Control": CACHE_CONTROL, "ETag": etag, "Access-Control-Allow-Origin": "*",
                "X-Content-Type-Options": "nosniff"}  # fmt: skip
+    if name == "client.js":
+        headers["X-TypeScript-Types"] = "/_xio/client.d.ts"
     if etag_matches(if_none_match, etag):
         return Response(None, 304, headers=headers)
-    return Response(body, content_type=CONTENT_TYPE, headers=headers)
+    return Response(body, content_type=SCRIPTS[name], headers=headers)
