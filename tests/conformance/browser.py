@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import pytest
 
 from ..cdp import Chromium, chromium_path
 from ..conftest import wait_until
@@ -63,9 +66,12 @@ class PageServer:
 
 
 def start_chromium(folder: Path) -> Chromium:
-    """Start a headless Chromium with its profile in ``folder``; fail if there is none."""
+    """Start a headless Chromium with its profile in ``folder`` (none: as tests/test_ui.py)."""
     binary = chromium_path()
-    assert binary is not None, "no chromium on PATH: run scripts/check, which installs it"
+    if binary is None and os.geteuid() == 0:  # scripts/check installs it where it may
+        pytest.fail("no chromium on PATH: run scripts/check, which installs Debian's chromium")
+    if binary is None:
+        pytest.skip("no chromium on PATH and not root: install Debian's chromium to run this")
     return Chromium.start(folder / "profile", binary,
                           lambda ready, what: wait_until(ready, timeout=30, what=what))  # fmt: skip
 
