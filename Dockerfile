@@ -6,6 +6,8 @@ FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY setup.cfg pyproject.toml README.md ./
 COPY xio ./xio
+# xio/node/ui/client.js and client.d.ts link to them: the package installed holds their content
+COPY clients/js/xio.js clients/js/xio.d.ts ./clients/js/
 RUN python -m venv /opt/xio/venv \
     && /opt/xio/venv/bin/pip install --no-cache-dir --disable-pip-version-check .
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from .conformance import runners
+from .conformance import browser, runners
 from .conformance.check import problems
 from .conftest import NODE, Process, wait_until
 from .mesh import unused_port
@@ -38,13 +38,14 @@ NODE_ARGS = ["--max-body", "262144"]
 class Mesh:
     """The nodes and the base URL of the app on each."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, page: browser.PageServer) -> None:
         self.tmp = tmp
+        self.page = page  # the browser runners' page, of its own origin: --cors lets it read
         self.processes: list[Process] = []
         self.urls: dict[str, str] = {}
 
     def start(self) -> Mesh:
-        extra = NODE_ARGS
+        extra = [*NODE_ARGS, "--cors", self.page.origin]
         previous = None
         for name in ("c", "b", "a"):
             args = [*NODE, "--name", name, "--host", "127.0.0.1", "--port", "0",
@@ -107,6 +108,16 @@ def external_runner(command: list[str], transport: str):
     return run
 
 
+def chromium_runner(transport: str):
+    """The JavaScript client in headless Chromium, imported from entry a's /_xio/client.js."""
+
+    def run(mesh: Mesh) -> dict:
+        folder = mesh.tmp / f"chromium-{transport}"
+        return browser.run_plan(mesh.page, folder, mesh.plan(transport), mesh.urls["a"])
+
+    return run
+
+
 def node_command() -> list[str]:
     """Return ``node`` with what it needs for a global WebSocket: a flag on Node 20 and 21.
 
@@ -129,15 +140,18 @@ RUNNERS = {
     "python-ws": (python_runner("ws"), False),
     "js-node-http": (external_runner(["node", NODE_RUNNER], "http"), False),
     "js-node-ws": (external_runner([*node_command(), NODE_RUNNER], "ws"), False),
+    "js-chromium-http": (chromium_runner("http"), True),
+    "js-chromium-ws": (chromium_runner("ws"), True),
     "php-http": (external_runner(["php", str(HERE / "run.php")], "http"), False),
 }
 
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
-    mesh = Mesh(tmp_path_factory.mktemp("conformance")).start()
-    yield mesh
-    mesh.close()
+    with browser.PageServer() as page:  # first: the nodes allow its origin (--cors)
+        mesh = Mesh(tmp_path_factory.mktemp("conformance"), page).start()
+        yield mesh
+        mesh.close()
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import pytest
 
 import xio
 from xio.node import Node, NodeConfig
+from xio.node.clientjs import SCRIPTS
 from xio.node.meshmap import MAX_RTT_ENTRIES, MAX_RTT_US, RTT_EXT, mesh_map, rtt_ext, rtt_of
 from xio.node.ui import ASSETS, asset, prefers_html
 from xio.peering.identity import Identity
@@ -264,7 +265,11 @@ def test_the_built_package_holds_the_page_files_and_serves_them(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (built / "xio/node/ui").iterdir() if p.suffix != ".py") == \
-        sorted(ASSETS)  # fmt: skip
+        sorted([*ASSETS, *SCRIPTS])  # fmt: skip
+    for name, source in (("client.js", "xio.js"), ("client.d.ts", "xio.d.ts")):
+        client = built / "xio/node/ui" / name  # a copy of the link's target, not a link
+        assert not client.is_symlink()
+        assert client.read_bytes() == (ROOT / "clients/js" / source).read_bytes()
     probe = (
         "import importlib, json; from importlib.resources import files;"
         "ui = importlib.import_module('xio.node.ui');"

@@ -17,6 +17,7 @@ from ..peering.routing import RoutingTable
 from ..request import Response
 from ..resource import Resource
 from . import metrics as _metrics
+from .clientjs import client_script_response
 from .health import ReadinessFacts, liveness, readiness
 from .ui import asset_response
 
@@ -24,9 +25,22 @@ from .ui import asset_response
 #: anywhere, and "client-ws", the clients' channel (their upgrades are served by the HTTP
 #: server itself; a plain GET is a 426; each request on the channel is judged as over HTTP); "ui",
 #: the mesh map's static files, which hold no data: the page fetches /_xio/map with the
-#: operator's token; and "health", what load balancers and probes read (xio.node.health).
+#: operator's token; "health", what load balancers and probes read (xio.node.health); and
+#: "client.js" and "client.d.ts", the JavaScript client that pages import and its types
+#: (xio.node.clientjs).
 #: A page added here must show nothing of peers, links or routes.
-PUBLIC_PAGES = frozenset({"ws", "client-ws", "ui", "health"})
+PUBLIC_PAGES = frozenset({"ws", "client-ws", "ui", "health", "client.js", "client.d.ts"})
+
+
+def is_admin_page(path: str) -> bool:
+    """Tell whether ``path`` is an admin page: under /_xio/ and not in ``PUBLIC_PAGES``.
+
+    Read as the router reads it (xio.node.router ``_route``): leading slashes do not count.
+    """
+    first, _, rest = path.lstrip("/").partition("/")
+    return first == "_xio" and rest.partition("/")[0] not in PUBLIC_PAGES
+
+
 #: Health answers are of this instant: never from a cache.
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -101,6 +115,16 @@ def admin_resource(node: AdminNode) -> Resource:
     def ui_file(req):
         """The mesh map page's script and style."""
         return asset_response(req.params["file"])
+
+    @admin.bind("client.js", methods=["GET", "HEAD"])
+    def client_js(req):
+        """The JavaScript client (clients/js/xio.js), for pages to import (xio.node.clientjs)."""
+        return client_script_response("client.js", req.header("If-None-Match"))
+
+    @admin.bind("client.d.ts", methods=["GET", "HEAD"])
+    def client_types(req):
+        """The JavaScript client's types (clients/js/xio.d.ts)."""
+        return client_script_response("client.d.ts", req.header("If-None-Match"))
 
     @admin.bind("metrics", methods=["GET"])
     def metrics(req):

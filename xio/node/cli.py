@@ -31,6 +31,7 @@ from ..resource import Resource
 from ..version import __version__
 from . import settings
 from .config import parse_pin, read_admin_token
+from .cors import parse_origin
 from .logs import FORMATS, parse_access_log
 from .node import NodeConfig, parse_peer
 
@@ -103,6 +104,9 @@ def node_arguments(
     parser.add_argument("--admin-token", metavar="FILE", help="file holding a bearer token "
                         "(mode 600): /_xio/ then answers only requests with Authorization: "
                         "Bearer <token>, loopback included (default: loopback clients only)")  # fmt: skip
+    parser.add_argument("--cors", action="append", default=[], type=_origin, metavar="ORIGIN",
+                        help="let browser pages of ORIGIN (https://app.example:8443, or '*' for "
+                        "any) read this node's answers (repeatable; default: none)")  # fmt: skip
     parser.add_argument("--mesh-pub", metavar="FILE", action="append", help="the mesh "
                         "authority's public key (mesh.pub): closed mode, only nodes it admitted "
                         "may link, and only to the apps their certificates list (default: open "
@@ -211,6 +215,13 @@ def _pin(text: str) -> tuple[str, frozenset[str]]:
         raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--pin-app {text!r}: ")) from exc
 
 
+def _origin(text: str) -> str:
+    try:
+        return parse_origin(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--cors {text!r}: ")) from exc
+
+
 def _threads_option(text: str) -> tuple[str, int]:
     from ..threads import parse_threads_option
 
@@ -261,7 +272,7 @@ def config_from(args: argparse.Namespace, *, state_dir: Path | None, mdns: bool)
         tls_cert=args.tls_cert, tls_key=args.tls_key, peer_ca=args.peer_ca,
         advertise=args.advertise,
         mdns_interfaces=args.mdns_interface, advertise_addresses=args.advertise_address,
-        pin_apps=_pins(args.pin_app), admin_token_file=args.admin_token,
+        pin_apps=_pins(args.pin_app), admin_token_file=args.admin_token, cors=args.cors,
         mesh_pub=tuple(args.mesh_pub) if args.mesh_pub else None, cert=args.cert, **limits,
     )  # fmt: skip
 

@@ -53,6 +53,8 @@ class NodeConfig:
     pin_apps: dict[str, frozenset[str]] = field(default_factory=dict)
     # /_xio/ answers loopback only, or (with this file) bearers of its token (xio.node.access).
     admin_token_file: str | Path | None = None
+    # --cors ORIGIN: pages of these origins ("*": any) may read answers (xio.node.cors).
+    cors: list[str] = field(default_factory=list)
     # A closed mesh (xio.node.closed): the authority's public key and this node's certificate.
     # Without mesh_pub the node is in open mode. Several keys while the authority is rotated.
     mesh_pub: str | Path | tuple[str | Path, ...] | None = None

@@ -61,10 +61,12 @@ from ..server import HTTPLimits, Server, WSGIApp
 from ..statedir import StateLock
 from ..threads import HUB_WATCH, answer_on_threads
 from ..version import __version__
+from .admin import is_admin_page
 from .apphosts import AppHosts
 from .clientws import CLIENT_WS_PATH, MAX_MESSAGE, ClientChannel, origin_allowed
 from .closed import REVOKE_CAP, ClosedMesh
 from .config import WS_PATH, NodeConfig, parse_peer, read_admin_token
+from .cors import CorsMiddleware, CorsPolicy
 from .discovery import DiscoveryDialing
 from .drain import QUIET, DrainClock
 from .exchange import SUMMARY_CAP, RecordExchange, paced
@@ -116,6 +118,7 @@ class Node:
                 if self.state_lock is not None:
                     self.state_lock.release()
                 raise
+        self.cors = CorsPolicy.of(config.cors)  # a bad origin stops the start (ConfigError)
         self.name = config.name
         self.started_at = time.time()
         self.rejected: Counter[str] = Counter()  # a peer's fault, by reason
@@ -194,7 +197,8 @@ class Node:
             max_connections_per_client=config.max_connections_per_client,
             max_header_bytes=config.max_header_bytes,
         )  # fmt: skip
-        self.server = Server(wsgi, config.host, config.port, certfile=config.tls_cert,
+        front = CorsMiddleware(wsgi, self.cors, is_admin_page) if self.cors.enabled else wsgi
+        self.server = Server(front, config.host, config.port, certfile=config.tls_cert,
                              keyfile=config.tls_key, websocket_app=[endpoint, clients],
                              limits=limits)  # fmt: skip
         self.server.start()
@@ -240,6 +244,10 @@ class Node:
         if self.state_lock is not None:
             self.state_lock.release()
         self._stopped.set()  # last: serve_forever returns, and the process may end, after this
+
+    def cors_allows(self, origin: str | None) -> bool:
+        """Tell whether a page of ``origin`` may use this node (``--cors``; xio.node.cors)."""
+        return self.cors.allows(origin)
 
     def reload(self, config: NodeConfig, apps: dict[str, Resource]) -> ReloadPlan:
         """Apply a new configuration (SIGHUP) without dropping the links that stay (reload.py).
