@@ -286,3 +286,46 @@ def test_the_http_client_streams_an_answer_piece_by_piece_too(node):
     assert client.get("echo").status == 200  # the connection went back to the pool
     assert len(client._idle) == 1
     client.close()
+
+
+def pieces(id: int, body: bytes, size: int = 30_000, path: str = "/chan/echo") -> list[bytes]:
+    """A POST whose body is sent in pieces: a REQ without END, DATA, the last with END."""
+    parts = [body[start : start + size] for start in range(0, len(body), size)]
+    first = channel.encode(REQ, id, {"method": "POST", "path": path}, parts[0])
+    rest = [channel.encode(DATA, id, None, part, END if n == len(parts) - 2 else 0)
+            for n, part in enumerate(parts[1:])]  # fmt: skip
+    return [first, *rest]
+
+
+def test_a_body_sent_in_pieces_is_one_request_body(node):
+    conn = peer(node)
+    for message in pieces(1, b"p" * 95_000):  # four pieces, as a browser's WebSocket may need
+        conn.send_message(message)
+    head = answer(conn)
+    assert (head.id, head.fields["status"], json.loads(head.body)["size"]) == (1, 200, 95_000)
+
+
+def test_a_body_in_pieces_over_max_body_is_a_413_and_its_other_pieces_are_read_past(node):
+    conn = peer(node)
+    for message in pieces(1, b"q" * 150_000):  # --max-body 100000: the fourth piece is over
+        conn.send_message(message)
+    conn.send_message(req(2))
+    seen = {message.id: message.fields["status"] for message in (answer(conn), answer(conn))}
+    assert seen == {1: 413, 2: 200}
+
+
+def test_data_for_no_body_being_sent_closes_with_1002(node):
+    conn = peer(node)
+    conn.send_message(channel.encode(DATA, 5, None, b"stray", END))
+    with pytest.raises(Closed, match="close frame 03ea"):
+        conn.receive_message()
+
+
+def test_the_python_client_sends_a_large_body_in_pieces_within_64_kib_each(node):
+    from xio.wsclient import request_messages
+
+    messages = request_messages(1, {"method": "POST", "path": "/chan/echo"}, b"r" * 99_000)
+    assert len(messages) == 4 and max(map(len, messages)) <= 65_536
+    client = xio.client(ws_url(node), timeout=10)
+    assert client.post("echo", b"r" * 99_000).content["size"] == 99_000
+    client.close()

@@ -49,6 +49,8 @@ __all__ = ["MAX_MESSAGE", "StreamedResponse", "WSClient"]
 CLIENT_WS_PATH = "/_xio/client-ws"
 #: The largest message taken from a node: a HEAD or DATA carries at most 64 KiB of body.
 MAX_MESSAGE = 16 * 1024 * 1024
+#: The body bytes a client's REQ or DATA carries at most (a larger body goes in pieces).
+BODY_PIECE = 32 * 1024
 _HEAD_LIMIT = 64 * 1024  # the upgrade answer's head
 _FIRST_DELAY, _MAX_DELAY = 0.1, 5.0
 _mask_keys = websocket.MaskKeys()
@@ -104,7 +106,8 @@ class WSClient(Verbs):
         chan = self._connected(timeout)
         id, answers = chan.open_request()
         try:
-            chan.send(channel.encode(REQ, id, fields, body, END))
+            for message in request_messages(id, fields, body):
+                chan.send(message)
             head = chan.next(id, answers, timeout, self.base_url)
         except BaseException:
             chan.forget(id)
@@ -165,6 +168,21 @@ class WSClient(Verbs):
                 raise
             self._delay = 0.0
             return self._channel
+
+
+def request_messages(id: int, fields: dict, body: bytes) -> list[bytes]:
+    """Return the messages of one request: a ``REQ``, and ``DATA`` for a body over one piece.
+
+    Every message stays within 65 536 bytes, the most a WebSocket library may fragment and
+    a node still take (PROTOCOL.md 16.1): browsers fragment large messages.
+    """
+    if len(body) <= BODY_PIECE:
+        return [channel.encode(REQ, id, fields, body, END)]
+    messages = [channel.encode(REQ, id, fields, body[:BODY_PIECE])]
+    for start in range(BODY_PIECE, len(body), BODY_PIECE):
+        end = END if start + BODY_PIECE >= len(body) else 0
+        messages.append(channel.encode(DATA, id, None, body[start : start + BODY_PIECE], end))
+    return messages
 
 
 class StreamedResponse:

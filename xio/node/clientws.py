@@ -48,7 +48,7 @@ from ..responses import error_response, serialize
 from ..server import RAW_FIELDS, RAW_TARGET
 
 __all__ = ["CLIENT_WS_PATH", "HIGH_WATER", "MAX_IN_FLIGHT", "PIECE", "ClientChannel",
-           "origin_allowed"]  # fmt: skip
+           "same_origin"]  # fmt: skip
 
 log = logging.getLogger("xio.clientws")
 
@@ -66,20 +66,16 @@ MAX_MESSAGE = 1024 * 1024 * 1024
 _PATH_SAFE = "/:@!$&'()*+,;=-._~%"
 
 
-def origin_allowed(origin: str | None, host: str | None, scheme: str,
-                   allowed: Iterable[str]) -> bool:  # fmt: skip
-    """Tell whether a WebSocket upgrade from ``origin`` may open a client channel.
+def same_origin(origin: str | None, host: str | None, scheme: str) -> bool:
+    """Tell whether ``origin`` is the node's own: a page it served itself.
 
     Browsers send ``Origin`` with every WebSocket upgrade and apply no same-origin rule to
-    WebSockets, so the node does: no ``Origin`` (not a browser), the node's own origin, or
-    one that ``--cors`` allows (``*`` allows any).
+    WebSockets, so the node does: a page's upgrade is accepted from its own origin or one
+    ``--cors`` allows (``Node._admit_client``).
     """
-    if origin is None:
-        return True
-    allowed = tuple(allowed)
-    if "*" in allowed or origin in allowed:
-        return True
-    return host is not None and origin.lower() == f"{scheme}://{host}".lower()
+    return (
+        origin is not None and host is not None and origin.lower() == f"{scheme}://{host}".lower()
+    )
 
 
 class ClientChannel:
@@ -113,6 +109,8 @@ class ClientChannel:
         self._host = environ.get("HTTP_HOST")
         self._in_flight: dict[int, gevent.Greenlet | None] = {}
         self._cancelled: set[int] = set()
+        self._bodies: dict[int, _Body] = {}  # request bodies arriving in pieces
+        self._skipping: set[int] = set()  # bodies answered early, read past to their END
         self._held = 0  # the budget taken for the message being read (admit -> on_message)
         self._out: deque[bytes] = deque()
         self._out_bytes = 0
@@ -134,24 +132,35 @@ class ClientChannel:
         except ChannelError as exc:
             self._violation(exc)
             return False
-        if kind != REQ or id in self._in_flight:
-            self._violation(ChannelError("bad_message", "a large message that is not a new REQ"))
+        ends = bool(prefix[1] & END)
+        if kind == DATA and id in self._skipping:  # a body answered already: read past it
+            if ends:
+                self._skipping.discard(id)
             return False
-        body = size - channel.PREFIX_SIZE - hlen
+        open_body = self._bodies.get(id)
+        if not (kind == REQ and id not in self._in_flight) and not (kind == DATA and open_body):
+            self._violation(ChannelError("bad_message", "a large message that is not a new REQ "
+                                         "or a piece of a body being sent"))  # fmt: skip
+            return False
+        body = size - channel.PREFIX_SIZE - hlen + (open_body.size if open_body else 0)
+        error = None
         if body > self.max_body:
             self.reject("client_ws_body_too_large")
-            self._answer_error(id, PayloadTooLarge(
-                f"body of {body} bytes is over the limit of {self.max_body}"))  # fmt: skip
-            return False
-        budget = self.body_budget
-        if budget is not None and not budget.take(size):
+            error = PayloadTooLarge(f"body of {body} bytes is over the limit of {self.max_body}")
+        elif self.body_budget is not None and not self.body_budget.take(size):
             self.refuse("client_ws_body_budget")
-            self._answer_error(id, ServiceUnavailable(
-                "the node's budget for request bodies is spent; try again",
-                headers={"Retry-After": "1"}))  # fmt: skip
-            return False
-        self._held = size if budget is not None else 0
-        return True
+            error = ServiceUnavailable("the node's budget for request bodies is spent; try again",
+                                       headers={"Retry-After": "1"})  # fmt: skip
+        if error is None:
+            self._held = size if self.body_budget is not None else 0
+            return True
+        if open_body is not None:
+            del self._bodies[id]
+            self._give(open_body.held)
+        if not ends:
+            self._skip_rest(channel.Message(kind, id))
+        self._answer_error(id, error)
+        return False
 
     def _on_message(self, data: bytes) -> None:
         held, self._held = self._held, 0
@@ -160,32 +169,95 @@ class ClientChannel:
         except ChannelError as exc:
             self._give(held)
             return self._violation(exc)
+        if message.kind == REQ:
+            return self._begin(message, held)
+        if message.kind == DATA:
+            return self._more(message, held)
+        self._give(held)
         if message.kind == CANCEL:
+            return self._cancel(message.id)
+        return self._violation(ChannelError("bad_message", "a client sends REQ, DATA or CANCEL"))
+
+    def _begin(self, message: channel.Message, held: int) -> None:
+        id = message.id
+        if id in self._in_flight or id in self._skipping:
             self._give(held)
-            if message.id in self._in_flight:
-                self._cancelled.add(message.id)
-            return None
-        if message.kind != REQ:
-            self._give(held)
-            return self._violation(ChannelError("bad_message", "a client sends REQ or CANCEL"))
-        if message.id in self._in_flight:
-            self._give(held)
-            return self._violation(ChannelError("bad_message",
-                                                f"request id {message.id} is in flight"))  # fmt: skip
-        if len(message.body) > self.max_body:  # a small message over a smaller --max-body
-            self._give(held)
-            self.reject("client_ws_body_too_large")
-            return self._answer_error(message.id, PayloadTooLarge(
-                f"body of {len(message.body)} bytes is over the limit of {self.max_body}"))  # fmt: skip
+            return self._violation(ChannelError("bad_message", f"request id {id} is in flight"))
         if len(self._in_flight) >= MAX_IN_FLIGHT:
             self._give(held)
             self.refuse("client_ws_in_flight")
-            return self._answer_error(message.id, ServiceUnavailable(
+            self._skip_rest(message)
+            return self._answer_error(id, ServiceUnavailable(
                 f"{MAX_IN_FLIGHT} requests are in flight on this connection",
                 headers={"Retry-After": "1"}))  # fmt: skip
-        self._in_flight[message.id] = None
-        self._in_flight[message.id] = gevent.spawn(self._serve, message, held)
+        self._in_flight[id] = None
+        body = _Body(message, held)
+        if message.end:
+            return self._complete(id, body)
+        self._bodies[id] = body
+        return self._check(id, body, message, held == 0)
+
+    def _more(self, message: channel.Message, held: int) -> None:
+        """A further piece of a request body (PROTOCOL.md 16.2: a body sent in pieces)."""
+        id = message.id
+        if id in self._skipping:  # a body already answered 413 or 503: read past to its end
+            self._give(held)
+            if message.end:
+                self._skipping.discard(id)
+            return None
+        body = self._bodies.get(id)
+        if body is None:
+            self._give(held)
+            return self._violation(ChannelError("bad_message", f"DATA for {id}: no body open"))
+        body.add(message.body, held)
+        if not self._check(id, body, message, held == 0):
+            return None
+        if message.end:
+            del self._bodies[id]
+            self._complete(id, body)
         return None
+
+    def _check(self, id: int, body: _Body, message: channel.Message, unheld: bool) -> bool:
+        """Keep a body being sent in pieces within --max-body and the budget, or answer it."""
+        error = None
+        if body.size > self.max_body:
+            self.reject("client_ws_body_too_large")
+            error = PayloadTooLarge(f"body over the limit of {self.max_body} bytes")
+        elif unheld and self.body_budget is not None:
+            if self.body_budget.take(len(message.body)):
+                body.held += len(message.body)
+            else:
+                self.refuse("client_ws_body_budget")
+                error = ServiceUnavailable("the node's budget for request bodies is spent; "
+                                           "try again", headers={"Retry-After": "1"})  # fmt: skip
+        if error is None:
+            return True
+        self._bodies.pop(id, None)
+        self._give(body.held)
+        self._skip_rest(message)
+        self._answer_error(id, error)
+        return False
+
+    def _skip_rest(self, message: channel.Message) -> None:
+        if message.end:
+            return
+        if len(self._skipping) >= MAX_IN_FLIGHT:  # ids never ended: a client not following 16.2
+            return self._violation(ChannelError("bad_message", "too many bodies left unended"))
+        self._skipping.add(message.id)
+        return None
+
+    def _cancel(self, id: int) -> None:
+        body = self._bodies.pop(id, None)
+        if body is not None:  # still arriving: dropped; the client sends no more of it
+            self._give(body.held)
+            self._in_flight.pop(id, None)
+        elif id in self._in_flight:
+            self._cancelled.add(id)
+
+    def _complete(self, id: int, body: _Body) -> None:
+        first = body.first
+        message = channel.Message(REQ, id, END, first.fields, body.joined())
+        self._in_flight[id] = gevent.spawn(self._serve, message, body.held)
 
     def _violation(self, exc: ChannelError) -> None:
         self.reject("client_ws_bad_message")
@@ -193,6 +265,9 @@ class ClientChannel:
         self.transport.close(f"protocol_error: {exc}"[:120], code=1002)
 
     def _on_close(self, reason: str) -> None:
+        for body in self._bodies.values():
+            self._give(body.held)
+        self._bodies.clear()
         self._room.set()  # wake the waiting requests: they find the connection closed
         self._out.clear()
         self._out_bytes = 0
@@ -306,6 +381,21 @@ class ClientChannel:
         if self._out_bytes < HIGH_WATER:
             self._room.set()
         return taken
+
+
+class _Body:
+    """A request body arriving in pieces: its REQ, the pieces so far, the budget they hold."""
+
+    def __init__(self, first: channel.Message, held: int) -> None:
+        self.first, self.parts, self.size, self.held = first, [first.body], len(first.body), held
+
+    def add(self, piece: bytes, held: int) -> None:
+        self.parts.append(piece)
+        self.size += len(piece)
+        self.held += held
+
+    def joined(self) -> bytes:
+        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
 
 
 #: How long a request waits for room in the queue before the client counts as not reading.

@@ -63,7 +63,7 @@ from ..threads import HUB_WATCH, answer_on_threads
 from ..version import __version__
 from .admin import is_admin_page
 from .apphosts import AppHosts
-from .clientws import CLIENT_WS_PATH, MAX_MESSAGE, ClientChannel, origin_allowed
+from .clientws import CLIENT_WS_PATH, MAX_MESSAGE, ClientChannel, same_origin
 from .closed import REVOKE_CAP, ClosedMesh
 from .config import WS_PATH, NodeConfig, parse_peer, read_admin_token
 from .cors import CorsMiddleware, CorsPolicy
@@ -530,9 +530,8 @@ class Node:
     def _admit_client(self, environ: dict):
         """Refuse a client channel's upgrade from a browser page of an origin not allowed."""
         origin = environ.get("HTTP_ORIGIN")
-        cors = getattr(self.config, "cors", ())
-        if origin_allowed(origin, environ.get("HTTP_HOST"), environ.get("wsgi.url_scheme", "http"),
-                          cors):  # fmt: skip
+        own = same_origin(origin, environ.get("HTTP_HOST"), environ.get("wsgi.url_scheme", "http"))
+        if origin is None or own or self.cors.allows(origin):
             return None
         self.refused["client_ws_origin"] += 1
         return ("403 Forbidden", f"origin {origin[:100]} may not open a client channel here "
