@@ -232,6 +232,21 @@ const END = 0x01;
 const PREFIX_SIZE = 10;
 const MAX_ID = 2 ** 32 - 1;
 
+// A body over one piece goes as a REQ without END and DATA pieces: browsers fragment large
+// WebSocket messages, and a node takes fragmented ones only up to 64 KiB (PROTOCOL.md 16.1).
+const BODY_PIECE = 32 * 1024;
+
+function requestMessages(id, fields, body) {
+  body = body || new Uint8Array(0);
+  if (body.length <= BODY_PIECE) return [encodeMessage(REQ, id, fields, body, END)];
+  const messages = [encodeMessage(REQ, id, fields, body.subarray(0, BODY_PIECE))];
+  for (let start = BODY_PIECE; start < body.length; start += BODY_PIECE) {
+    const end = start + BODY_PIECE >= body.length ? END : 0;
+    messages.push(encodeMessage(DATA, id, null, body.subarray(start, start + BODY_PIECE), end));
+  }
+  return messages;
+}
+
 function encodeMessage(kind, id, fields, body, flags = 0) {
   const json =
     fields && Object.keys(fields).length
@@ -484,7 +499,7 @@ class WsTransport {
     const inbox = new Inbox();
     this.inFlight.set(id, inbox);
     const fields = { method: request.method, path, query, headers: request.headers };
-    socket.send(encodeMessage(REQ, id, fields, request.body, END));
+    for (const message of requestMessages(id, fields, request.body)) socket.send(message);
     const expire = (what) => () => {
       this.cancel(id);
       return new Timeout(`${where}: ${what} within ${ms / 1000} s`);
