@@ -80,7 +80,16 @@ def compute_vectors() -> dict[str, str]:
         "request_mac": req_mac().hex(),
         "response_encoding": e2e.encode_response(**RESPONSE, body=b"ok").hex(),
         "response_mac": res_mac().hex(),
+        "stream_head_mac": e2e.head_mac(KEY, **RESPONSE).hex(),
+        "stream_body_mac": streamed_body_mac(b"ok", b"!!").hex(),
     }
+
+
+def streamed_body_mac(*pieces: bytes) -> bytes:
+    body_mac = e2e.BodyMac(KEY, NONCE)
+    for piece in pieces:
+        body_mac.update(piece)
+    return body_mac.digest()
 
 
 def format_vectors() -> str:
@@ -90,6 +99,24 @@ def format_vectors() -> str:
 def test_the_documented_vectors_are_what_the_code_computes():
     (block,) = BLOCK.findall(PROTOCOL.read_text())
     assert block == format_vectors()
+
+
+def test_the_streamed_macs_are_the_ones_section_4_1_describes():
+    # Written from the document: the head is a response's encoding behind its own domain with
+    # an empty body; the body's MAC covers domain, nonce, the bytes and their length.
+    head = e2e.encode_response(**RESPONSE, body=b"").replace(
+        e2e.RESPONSE_DOMAIN, b"xio-e2e-head-v1\x00", 1
+    )
+    assert e2e.head_mac(KEY, **RESPONSE) == hmac.new(KEY, head, hashlib.sha256).digest()[:16]
+    covered = b"xio-e2e-body-v1\x00" + (16).to_bytes(4, "big") + NONCE + b"ok!!"
+    covered += (4).to_bytes(8, "big")
+    assert streamed_body_mac(b"ok", b"!!") == hmac.new(KEY, covered, hashlib.sha256).digest()[:16]
+    # Cut anywhere, the same body has the same MAC; one byte moved or dropped, another.
+    assert streamed_body_mac(b"o", b"k!", b"!") == streamed_body_mac(b"ok!!")
+    assert streamed_body_mac(b"ok!") != streamed_body_mac(b"ok!!")
+    assert streamed_body_mac(b"!!", b"ok") != streamed_body_mac(b"ok", b"!!")
+    # A head can never pass for a whole answer with an empty body.
+    assert e2e.head_mac(KEY, **RESPONSE) != e2e.response_mac(KEY, **RESPONSE, body=b"")
 
 
 def test_the_mac_is_hmac_sha256_of_the_encoding_truncated_to_16_bytes():

@@ -23,6 +23,9 @@ from xio.peering.cipher import EphemeralKey
 from xio.peering.codec import (
     Bye,
     Cancel,
+    CreditFrame,
+    DataFrame,
+    EndFrame,
     Ping,
     Pong,
     RecordFrame,
@@ -143,6 +146,15 @@ def compute_vectors() -> dict[str, str]:
             dataclasses.replace(answer, trace=((bob.node_id, 880, 880), (alice.node_id, 210, 1900)))
         ),
         cancel_frame=encode(Cancel(1)),
+        # Streamed answers (4.1): the req taking one, its head, a piece, credit and the end.
+        req_stream_frame=encode(dataclasses.replace(request, win=262_144)),
+        res_head_frame=encode(
+            ResponseFrame(1, 200, (("Content-Type", "application/json"),), more=True)
+        ),
+        data_frame=encode(DataFrame(1, b'{"id": 42}')),
+        credit_frame=encode(CreditFrame(1, 65_536)),
+        end_frame=encode(EndFrame(1, mac=bytes(range(0x60, 0x70)))),
+        end_error_frame=encode(EndFrame(1, error="link to beta closed mid-stream")),
         ping_frame=encode(Ping(5)),
         pong_frame=encode(Pong(5)),
         bye_frame=encode(Bye("shutting_down")),

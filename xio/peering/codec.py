@@ -41,6 +41,7 @@ from xio.peering.frames import (
     DEFAULT_HOPS,
     MAX_HEADER_BYTES,
     MAX_HEADERS,
+    MAX_PIECE,
     MAX_REASON,
     MAX_STRING,
     MAX_SUMMARY_ENTRIES,
@@ -50,6 +51,9 @@ from xio.peering.frames import (
     Auth,
     Bye,
     Cancel,
+    CreditFrame,
+    DataFrame,
+    EndFrame,
     Hello,
     Message,
     Ping,
@@ -75,6 +79,7 @@ __all__ = [
     "MAX_HANDSHAKE_FRAME",
     "MAX_HEADERS",
     "MAX_HEADER_BYTES",
+    "MAX_PIECE",
     "MAX_STRING",
     "MAX_SUMMARY_ENTRIES",
     "NONCE_LENGTH",
@@ -83,6 +88,9 @@ __all__ = [
     "Auth",
     "Bye",
     "Cancel",
+    "CreditFrame",
+    "DataFrame",
+    "EndFrame",
     "Hello",
     "Message",
     "Ping",
@@ -119,6 +127,10 @@ FRAME_CAPS: dict[str, int] = {
     "revoke": 512,  # one packed revocation (frames.MAX_REVOCATION) plus the envelope
     "req": MAX_FRAME,
     "res": MAX_FRAME,
+    # A streamed answer (docs/PROTOCOL.md 4.1), sent only to a peer whose req asked for it.
+    "data": MAX_PIECE + 64,
+    "credit": 64,
+    "end": 4 * MAX_REASON + 64,
 }
 
 _unpackb = msgpack.unpackb

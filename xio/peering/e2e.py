@@ -56,6 +56,10 @@ __all__ = [
     "NONCE_LENGTH",
     "REQUEST_DOMAIN",
     "RESPONSE_DOMAIN",
+    "STREAM_BODY_DOMAIN",
+    "STREAM_HEAD_DOMAIN",
+    "BodyMac",
+    "head_mac",
     "VIA_HEADER",
     "PairwiseKeys",
     "ReplayWindow",
@@ -66,6 +70,7 @@ __all__ = [
     "pairwise_key",
     "request_mac",
     "response_mac",
+    "verify_head",
     "verify_request",
     "verify_response",
 ]
@@ -76,6 +81,9 @@ KEY_LENGTH = 32
 KEY_INFO = b"xio-e2e-v1\x00"
 REQUEST_DOMAIN = b"xio-e2e-req-v1\x00"
 RESPONSE_DOMAIN = b"xio-e2e-res-v1\x00"
+#: A streamed answer has two MACs: its head's (status and headers) and its body's, in the end.
+STREAM_HEAD_DOMAIN = b"xio-e2e-head-v1\x00"
+STREAM_BODY_DOMAIN = b"xio-e2e-body-v1\x00"
 #: The one header relays change (they append their id), so no MAC covers it, in any case.
 VIA_HEADER = "x-xio-via"
 
@@ -198,11 +206,13 @@ def _request_parts(src, dst, app, method, path, query, headers, body, nonce) -> 
     return [b"".join(parts), body, _NONCE_FIELD + nonce]
 
 
-def _response_parts(request_nonce, status, headers, body) -> list[bytes]:
+def _response_parts(
+    request_nonce, status, headers, body, domain: bytes = RESPONSE_DOMAIN
+) -> list[bytes]:
     _check_nonce(request_nonce)
     if type(status) is not int or not 100 <= status <= 999:
         raise LocalProtocolError("an HTTP status is an int in 100..999")
-    parts = [RESPONSE_DOMAIN, _NONCE_FIELD, request_nonce, _U16.pack(status)]
+    parts = [domain, _NONCE_FIELD, request_nonce, _U16.pack(status)]
     _add_headers(parts, headers)
     parts.append(_U32.pack(len(body)))
     return [b"".join(parts), body]
@@ -244,6 +254,45 @@ def response_mac(key, request_nonce, status, headers, body) -> bytes:
     return _mac(key, _response_parts(request_nonce, status, headers, body))
 
 
+def head_mac(key, request_nonce, status, headers) -> bytes:
+    """Return the MAC of a streamed answer's head: a response's encoding behind its own
+    domain, with an empty body (so no relay can pass a head off as a whole, empty answer)."""
+    return _mac(key, _response_parts(request_nonce, status, headers, b"", STREAM_HEAD_DOMAIN))
+
+
+class BodyMac:
+    """The MAC of a streamed body, computed piece by piece as it passes.
+
+    It covers ``STREAM_BODY_DOMAIN``, the request's nonce (length-prefixed, as in a response),
+    every byte of the body in order, and the body's total length as 8 bytes big-endian: pieces
+    may be cut anywhere, but no byte can be added, dropped or moved.
+    """
+
+    __slots__ = ("size", "_hasher")
+
+    def __init__(self, key: bytes, request_nonce: bytes) -> None:
+        _check_nonce(request_nonce)
+        if not isinstance(key, bytes) or len(key) != KEY_LENGTH:
+            raise LocalProtocolError("an e2e key is exactly 32 bytes")
+        self.size = 0
+        self._hasher = hmac.new(key, STREAM_BODY_DOMAIN + _NONCE_FIELD + request_nonce,
+                                hashlib.sha256)  # fmt: skip
+
+    def update(self, piece: bytes) -> None:
+        self.size += len(piece)
+        self._hasher.update(piece)
+
+    def digest(self) -> bytes:
+        """Return the 16-byte MAC of the body so far (the hasher is copied, not ended)."""
+        hasher = self._hasher.copy()
+        hasher.update(self.size.to_bytes(8, "big"))
+        return hasher.digest()[:MAC_LENGTH]
+
+    def verify(self, mac: object) -> None:
+        """Raise ``RemoteProtocolError("bad_e2e_mac")`` unless ``mac`` is the body's MAC."""
+        _check(self.digest(), mac, "streamed body")
+
+
 def _check(expected: bytes, mac: object, what: str) -> None:
     if not isinstance(mac, bytes) or not hmac.compare_digest(expected, mac):
         raise RemoteProtocolError("bad_e2e_mac", f"the {what} MAC does not verify")
@@ -252,6 +301,11 @@ def _check(expected: bytes, mac: object, what: str) -> None:
 def verify_request(key, src, dst, app, method, path, query, headers, body, nonce, mac) -> None:
     """Raise ``RemoteProtocolError("bad_e2e_mac")`` unless ``mac`` is the request's MAC."""
     _check(request_mac(key, src, dst, app, method, path, query, headers, body, nonce), mac, "req")
+
+
+def verify_head(key, request_nonce, status, headers, mac) -> None:
+    """Raise ``RemoteProtocolError("bad_e2e_mac")`` unless ``mac`` is a streamed head's MAC."""
+    _check(head_mac(key, request_nonce, status, headers), mac, "streamed head")
 
 
 def verify_response(key, request_nonce, status, headers, body, mac) -> None:

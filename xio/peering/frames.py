@@ -37,6 +37,7 @@ __all__ = [
     "EPHEMERAL_LENGTH",
     "MAX_HEADERS",
     "MAX_HEADER_BYTES",
+    "MAX_PIECE",
     "MAX_STRING",
     "MAX_SUMMARY_ENTRIES",
     "NONCE_LENGTH",
@@ -50,6 +51,9 @@ __all__ = [
     "Auth",
     "Bye",
     "Cancel",
+    "CreditFrame",
+    "DataFrame",
+    "EndFrame",
     "Hello",
     "Message",
     "Ping",
@@ -82,6 +86,8 @@ MAX_CERT = 2200  # a packed certificate: membership.MAX_CERT_BODY + signature + 
 MAX_REVOCATION = 400  # a packed revocation: membership.MAX_REVOCATION_BODY + signature + headers
 E2E_NONCE_LENGTH = 16  # a req's "n" (docs/PROTOCOL.md 11.1; xio.peering.e2e.NONCE_LENGTH)
 E2E_MAC_LENGTH = 16  # a req's or res's "mac" (xio.peering.e2e.MAC_LENGTH)
+#: The most body bytes one ``data`` frame carries (a streamed answer, docs/PROTOCOL.md 4.1).
+MAX_PIECE = 1024 * 1024
 
 #: The default of a field that must be on the wire.
 REQUIRED = object()
@@ -301,6 +307,8 @@ class RequestFrame:
     mac: bytes | None = field(default=None, kw_only=True)
     #: The ingress asks every node on the way to time it (xio.peering.trace); not end to end.
     trace: bool | None = field(default=None, kw_only=True)
+    #: The sender takes a streamed answer (docs/PROTOCOL.md 4.1), ``win`` bytes of it at first.
+    win: int | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         # Hot path: one cheap test of the common exact types, the detailed checks only when it
@@ -341,6 +349,10 @@ class RequestFrame:
             _check_e2e("req", self.src, self.nonce, self.mac)
         if self.trace is not None and type(self.trace) is not bool:
             raise _fail("req", "trace", f"must be a bool, got {self.trace!r:.40}")
+        if self.win is not None:
+            _check_uint("req", "win", self.win, MAX_UINT32)
+            if self.win == 0:
+                raise _fail("req", "win", "must be at least 1")
 
     def _check_slowly(self) -> None:
         _check_uint("req", "request_id", self.request_id, MAX_UINT32)
@@ -376,6 +388,9 @@ class ResponseFrame:
     #: The nodes' times of a traced request, as decoded: not checked here but by its reader
     #: (``xio.peering.trace.read_trace``), which drops a bad one: it must not cost the answer.
     trace: Any = None
+    #: True: this is the head of a streamed answer, its body follows in ``data`` frames and an
+    #: ``end`` (docs/PROTOCOL.md 4.1); the head itself has no body.
+    more: bool | None = None
 
     def __post_init__(self) -> None:
         _check_uint("res", "request_id", self.request_id, MAX_UINT32)
@@ -387,6 +402,11 @@ class ResponseFrame:
             raise _fail("res", "body", f"is larger than {MAX_BODY} bytes")
         if self.mac is not None:
             _check_e2e("res", None, None, self.mac)
+        if self.more is not None:
+            if type(self.more) is not bool:
+                raise _fail("res", "more", f"must be a bool, got {self.more!r:.40}")
+            if self.more and self.body:
+                raise _fail("res", "body", "must be empty in the head of a streamed answer")
 
     def signed(self, request_id: int, mac: bytes) -> ResponseFrame:
         """Return this answer under ``request_id`` with ``mac``, checking only those two.
@@ -399,7 +419,7 @@ class ResponseFrame:
         copy = object.__new__(ResponseFrame)
         for name, value in (("request_id", request_id), ("status", self.status),
                             ("headers", self.headers), ("body", self.body), ("mac", mac),
-                            ("trace", self.trace)):  # fmt: skip
+                            ("trace", self.trace), ("more", self.more)):  # fmt: skip
             object.__setattr__(copy, name, value)
         return copy
 
@@ -409,9 +429,20 @@ class ResponseFrame:
         The trace is outside the end-to-end MAC: every other field stays as it is.
         """
         copy = object.__new__(ResponseFrame)
-        for name in ("request_id", "status", "headers", "body", "mac"):
+        for name in ("request_id", "status", "headers", "body", "mac", "more"):
             object.__setattr__(copy, name, getattr(self, name))
         object.__setattr__(copy, "trace", trace)
+        return copy
+
+    def under(self, request_id: int) -> ResponseFrame:
+        """Return this answer under another ``request_id`` (a relay's), without its trace (a
+        relay passes one on only for a traced request), the rest unchecked again."""
+        _check_uint("res", "request_id", request_id, MAX_UINT32)
+        copy = object.__new__(ResponseFrame)
+        for name in ("status", "headers", "body", "mac", "more"):
+            object.__setattr__(copy, name, getattr(self, name))
+        object.__setattr__(copy, "request_id", request_id)
+        object.__setattr__(copy, "trace", None)
         return copy
 
 
@@ -425,6 +456,64 @@ class Cancel:
 
     def __post_init__(self) -> None:
         _check_uint("cancel", "request_id", self.request_id, MAX_UINT32)
+
+
+@_on_wire(request_id="id", body="b")
+@dataclass(frozen=True, slots=True)
+class DataFrame:
+    """Carry the next piece of the streamed answer to the request ``request_id``."""
+
+    TYPE: ClassVar[str] = "data"
+    request_id: int
+    body: bytes
+
+    def __post_init__(self) -> None:
+        if not (
+            type(self.request_id) is int
+            and 0 <= self.request_id <= MAX_UINT32
+            and type(self.body) is bytes
+            and 0 < len(self.body) <= MAX_PIECE
+        ):
+            _check_uint("data", "request_id", self.request_id, MAX_UINT32)
+            _check_bytes("data", "body", self.body)
+            if not 0 < len(self.body) <= MAX_PIECE:
+                raise _fail("data", "body", f"must hold 1..{MAX_PIECE} bytes")
+
+
+@_on_wire(request_id="id")
+@dataclass(frozen=True, slots=True)
+class CreditFrame:
+    """Let the answerer of ``request_id`` send ``n`` more bytes of its streamed answer."""
+
+    TYPE: ClassVar[str] = "credit"
+    request_id: int
+    n: int
+
+    def __post_init__(self) -> None:
+        _check_uint("credit", "request_id", self.request_id, MAX_UINT32)
+        _check_uint("credit", "n", self.n, MAX_UINT32)
+        if self.n == 0:
+            raise _fail("credit", "n", "must be at least 1")
+
+
+@_on_wire(request_id="id", error="err")
+@dataclass(frozen=True, slots=True)
+class EndFrame:
+    """End the streamed answer to ``request_id``: whole (with its MAC), or broken (``error``)."""
+
+    TYPE: ClassVar[str] = "end"
+    request_id: int
+    #: The destination's MAC over the whole streamed body (docs/PROTOCOL.md 11.1).
+    mac: bytes | None = None
+    #: Why the body is incomplete; absent when it is whole.
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_uint("end", "request_id", self.request_id, MAX_UINT32)
+        if self.mac is not None:
+            _check_bytes("end", "mac", self.mac, E2E_MAC_LENGTH)
+        if self.error is not None:
+            _check_str("end", "error", self.error, MAX_REASON)
 
 
 @_on_wire()
@@ -519,11 +608,11 @@ class Revoke:
 
 Message = (
     Hello | Auth | RecordFrame | RequestFrame | ResponseFrame | Cancel | Ping | Pong | Bye
-    | Summary | Want | Revoke
+    | Summary | Want | Revoke | DataFrame | CreditFrame | EndFrame
 )  # fmt: skip
 
 ALL_TYPES = (
     Hello, Auth, RecordFrame, RequestFrame, ResponseFrame, Cancel, Ping, Pong, Bye, Summary, Want,
-    Revoke,
+    Revoke, DataFrame, CreditFrame, EndFrame,
 )  # fmt: skip
 TYPES: dict[str, type] = {cls.TYPE: cls for cls in ALL_TYPES}

@@ -22,6 +22,9 @@ from xio.peering.codec import RecordFrame, RequestFrame, ResponseFrame, Summary,
 __all__ = [
     "CancelArrived",
     "Closed",
+    "CreditArrived",
+    "DataArrived",
+    "EndArrived",
     "Established",
     "Event",
     "Expired",
@@ -87,6 +90,34 @@ class CancelArrived:
 
 
 @dataclass(frozen=True, slots=True)
+class DataArrived:
+    """A piece of the streamed answer to our request ``request_id``, within its credit."""
+
+    request_id: int
+    body: bytes
+    token: object
+
+
+@dataclass(frozen=True, slots=True)
+class EndArrived:
+    """The streamed answer to our request ended: whole (``mac``) or broken (``error``)."""
+
+    request_id: int
+    mac: bytes | None
+    error: str | None
+    token: object
+
+
+@dataclass(frozen=True, slots=True)
+class CreditArrived:
+    """The peer lets us send ``n`` more bytes of our streamed answer to its request."""
+
+    request_id: int
+    n: int
+    token: object
+
+
+@dataclass(frozen=True, slots=True)
 class MessageArrived:
     """A record, summary or want: the node's business, not the link's."""
 
@@ -123,7 +154,7 @@ class Closed:
 
 Event = (
     Established | RequestArrived | ResponseArrived | CancelArrived | MessageArrived | Expired
-    | Rejected | Closed
+    | Rejected | Closed | DataArrived | EndArrived | CreditArrived
 )  # fmt: skip
 
 

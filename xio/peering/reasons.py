@@ -7,7 +7,8 @@ tuples and many string literals, so a new one could be counted and never documen
 one is listed once, with a one-line meaning, in the group of counters it is reported in:
 
 * ``FRAME_REJECTIONS``: a peer's frame or handshake broke a rule (``rejected``; per link in
-  ``/_xio/peers``). Each closes the link with ``bye(reason)`` except ``duplicate_request_id``;
+  ``/_xio/peers``). Each closes the link with ``bye(reason)`` except those in
+  ``NON_FATAL_REJECTIONS`` (``duplicate_request_id`` and the stream rules);
   the WebSocket-level ones close with a close frame and no ``bye``.
 * ``RECORD_VERDICTS``: what the record store decided about a record (``records_judged``), of
   which ``RECORD_REJECTIONS`` are a peer's fault (also under ``rejected``), ``RECORD_REFUSALS``
@@ -64,7 +65,17 @@ HANDSHAKE = (
 LINK_RULES = (
     Reason("handshake_timeout", "no handshake within the handshake timeout (10 s)"),
     Reason("duplicate_request_id", "a req reuses an id still in flight: dropped, link kept"),
+    Reason(
+        "credit_exceeded",
+        "data past the credit granted: that request cancelled and ended, link kept",
+    ),
+    Reason(
+        "unexpected_stream",
+        "a streamed head, data or res against the stream rules: that request ended, link kept",
+    ),
 )
+#: Frame rejections that end one request, not the link.
+NON_FATAL_REJECTIONS = frozenset({"duplicate_request_id", "credit_exceeded", "unexpected_stream"})
 WEBSOCKET = (
     Reason("text_frame", "a WebSocket text frame (close 1003, no bye)"),
     Reason("protocol_error", "a WebSocket frame against RFC 6455 (close 1002, no bye)"),
@@ -152,6 +163,18 @@ FORWARDING = (
     Reason("expired", "a request forgotten past its deadline"),
     Reason("late_response", "a res for no request in flight (it raced a cancel or deadline)"),
     Reason("late_cancel", "a cancel for no request in flight"),
+    Reason("late_data", "a data piece for no stream in flight (it raced a cancel)"),
+    Reason("late_end", "an end for no stream in flight"),
+    Reason("late_credit", "a credit for no stream in flight (it raced the end or a cancel)"),
+    Reason("streams_out", "a streamed answer begun here, by an app on this node"),
+    Reason("streams_in", "a streamed answer received here, as the ingress"),
+    Reason("streamed", "a streamed answer that reached its client whole, its MAC checked"),
+    Reason(
+        "stream_broken",
+        "a streamed answer ended by an error on the way (a link lost, a congested relay, the app)",
+    ),
+    Reason("stream_idle", "a streamed answer with no piece for the request's timeout: aborted"),
+    Reason("stream_abandoned", "the client went away mid-stream: the stream cancelled"),
     Reason("bad_via", "a request with an unreadable X-Xio-Via trail (400)"),
     Reason("loop", "a request whose trail holds this node already (508)"),
     Reason("bad_response", "an answer from the mesh that HTTP cannot carry (502)"),
@@ -239,6 +262,6 @@ WEBSOCKET_REASONS = _names(WEBSOCKET) + ("frame_too_large",)
 CIPHER_REASONS = _names(CIPHER)
 #: Every reason a link may close for: its own, and every frame rejection but one.
 CLOSE_REASONS = frozenset(_names(LINK_CLOSES)) | (
-    frozenset(_names(FRAME_REJECTIONS)) - {"duplicate_request_id"}
+    frozenset(_names(FRAME_REJECTIONS)) - NON_FATAL_REJECTIONS
 )
 ALL_REASONS = frozenset(reason.name for group in GROUPS.values() for reason in group)

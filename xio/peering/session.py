@@ -35,6 +35,16 @@ a greenlet or reads a clock, so every decision below is tested with a fake clock
   incoming request once; a peer's ``cancel`` removes it (``CancelArrived``). ``tick`` expires
   entries ``EXPIRY_GRACE`` past their deadline (``Expired``), so nothing a peer starts lives
   for ever, whatever it sends.
+* **Streamed answers** (docs/PROTOCOL.md 4.1). A request opened with a ``window`` (its ``req``
+  carries ``win``) may be answered by a ``res`` head with ``more``, then ``data`` pieces and
+  an ``end``; the request stays in flight until the ``end``, and each frame of its stream
+  moves its deadline to ``max_ttl`` from then. Credit is counted here at both ends: the
+  answerer may ``send_data`` only what the asker granted (``win``, then ``credit`` frames,
+  which ``grant`` queues as urgent); a peer that sends past its credit, or streams an answer
+  nobody asked to be streamed, has that one request cancelled and ended with an error
+  (``credit_exceeded``, ``unexpected_stream``), and the link stays. Data and the end go in the
+  normal queue, in order behind the head; an ``end`` is queued even when the queue is full
+  (it is small, and frees a request).
 * **Large frames.** A message over the transport's admission size is announced by ``admit``
   before it is buffered: its type's size cap is checked, and its bytes are taken from the
   node's body budget; a ``req`` or ``res`` that does not fit is dropped unread and answered
@@ -69,6 +79,9 @@ from xio.peering.codec import (
     FRAME_CAPS,
     Bye,
     Cancel,
+    CreditFrame,
+    DataFrame,
+    EndFrame,
     Ping,
     Pong,
     RecordFrame,
@@ -82,6 +95,9 @@ from xio.peering.handshake import Handshake
 from xio.peering.link_events import (
     CancelArrived,
     Closed,
+    CreditArrived,
+    DataArrived,
+    EndArrived,
     Established,
     Event,
     Expired,
@@ -97,6 +113,9 @@ from xio.peering.via import extend_via, judge_trail
 __all__ = [
     "CancelArrived",
     "Closed",
+    "CreditArrived",
+    "DataArrived",
+    "EndArrived",
     "Established",
     "Expired",
     "LinkLimits",
@@ -117,6 +136,10 @@ EXPIRY_GRACE = 1.0
 PINGS_PER_TIMEOUT = 5
 #: At most this much of what is queued is still sent when a link closes (before its bye).
 FINAL_FLUSH = 64 * 1024
+#: Credit is counted in uint32, as a credit frame's n is: more than that is never granted.
+MAX_CREDIT = 2**32 - 1
+#: An end's error is a reason, cut to this many characters.
+MAX_END_ERROR = 200
 #: The largest message of an established link: the largest frame, sealed.
 MAX_MESSAGE = codec.MAX_FRAME + TAG_LENGTH
 
@@ -128,13 +151,16 @@ class LinkState(enum.Enum):
 
 
 class _Entry:
-    """A request in flight: the owner's token and the deadline."""
+    """A request in flight: the owner's token, the deadline, and for a streamed answer the
+    credit left (bytes the answerer may still send) and whether its head has passed."""
 
-    __slots__ = ("token", "deadline")
+    __slots__ = ("token", "deadline", "credit", "streaming")
 
-    def __init__(self, token: object, deadline: float) -> None:
+    def __init__(self, token: object, deadline: float, credit: int = 0) -> None:
         self.token = token
         self.deadline = deadline
+        self.credit = credit
+        self.streaming = False
 
 
 class LinkSession:
@@ -258,11 +284,32 @@ class LinkSession:
         if kind is RequestFrame:
             return self._receive_request(message)
         if kind is ResponseFrame:
+            if message.more:
+                return self._receive_head(message)
             entry = self.outgoing.pop(message.request_id, None)
             if entry is None:
                 self.counts["late_response"] += 1  # it raced a cancel or a deadline
                 return []
+            if entry.streaming:  # a res after a head: the stream is broken
+                return self._break_stream(message.request_id, entry, "a res inside a stream")
             return [ResponseArrived(message, entry.token)]
+        if kind is DataFrame:
+            return self._receive_data(message)
+        if kind is EndFrame:
+            entry = self.outgoing.get(message.request_id)
+            if entry is None or not entry.streaming:
+                self.counts["late_end"] += 1  # after our cancel, or a peer's mistake
+                return []
+            del self.outgoing[message.request_id]
+            return [EndArrived(message.request_id, message.mac, message.error, entry.token)]
+        if kind is CreditFrame:
+            entry = self.incoming.get(message.request_id)
+            if entry is None or not entry.streaming:
+                self.counts["late_credit"] += 1  # it raced our end, or the peer's cancel
+                return []
+            entry.credit = min(entry.credit + message.n, MAX_CREDIT)
+            entry.deadline = self._stream_deadline()
+            return [CreditArrived(message.request_id, message.n, entry.token)]
         if kind is Cancel:
             entry = self.incoming.pop(message.request_id, None)
             if entry is None:
@@ -282,6 +329,53 @@ class LinkSession:
         if kind in (RecordFrame, Summary, Want, Revoke):
             return [MessageArrived(message)]
         return self._reject("unexpected_frame", f"{kind.TYPE} after the handshake", fatal=True)
+
+    def _receive_head(self, frame: ResponseFrame) -> list[Event]:
+        entry = self.outgoing.get(frame.request_id)
+        if entry is None:
+            self.counts["late_response"] += 1
+            return []
+        if entry.streaming or not entry.credit:  # a second head, or a stream nobody asked for
+            return self._break_stream(frame.request_id, entry, "a streamed answer not asked for")
+        entry.streaming = True
+        entry.deadline = self._stream_deadline()
+        return [ResponseArrived(frame, entry.token)]
+
+    def _receive_data(self, frame: DataFrame) -> list[Event]:
+        entry = self.outgoing.get(frame.request_id)
+        if entry is None:
+            self.counts["late_data"] += 1  # it was on its way when we cancelled
+            return []
+        if not entry.streaming:
+            return self._break_stream(frame.request_id, entry, "data before a streamed head")
+        size = len(frame.body)
+        if size > entry.credit:
+            self.rejected["credit_exceeded"] += 1
+            self.outgoing.pop(frame.request_id)
+            self._urgent.append(codec.encode(Cancel(frame.request_id)))
+            detail = f"{size} bytes of data with {entry.credit} of credit left"
+            return [Rejected("credit_exceeded", detail, False),
+                    EndArrived(frame.request_id, None, f"credit_exceeded: {detail}",
+                               entry.token)]  # fmt: skip
+        entry.credit -= size
+        entry.deadline = self._stream_deadline()
+        return [DataArrived(frame.request_id, frame.body, entry.token)]
+
+    def _break_stream(self, request_id: int, entry: _Entry, detail: str) -> list[Event]:
+        """End our request ``request_id`` whose answer broke the stream rules; keep the link."""
+        self.rejected["unexpected_stream"] += 1
+        self.outgoing.pop(request_id, None)
+        self._urgent.append(codec.encode(Cancel(request_id)))
+        rejected = Rejected("unexpected_stream", detail, False)
+        if entry.streaming:
+            return [rejected, EndArrived(request_id, None, f"unexpected_stream: {detail}",
+                                         entry.token)]  # fmt: skip
+        lost = error_frame(502, f"unexpected_stream: the next node sent {detail}", request_id)
+        return [rejected, ResponseArrived(lost, entry.token)]
+
+    def _stream_deadline(self) -> float:
+        # A stream lives as long as it moves: each of its frames gives it max_ttl more.
+        return self._now + self.limits.max_ttl_ms / 1000
 
     def _receive_request(self, frame: RequestFrame) -> list[Event]:
         request_id = frame.request_id
@@ -310,7 +404,7 @@ class LinkSession:
         if ttl > self.limits.max_ttl_ms:
             self.counts["ttl_clamped"] += 1
             ttl = self.limits.max_ttl_ms
-        entry = _Entry(None, self._now + ttl / 1000)
+        entry = _Entry(None, self._now + ttl / 1000, frame.win or 0)
         self.incoming[request_id] = entry
         return [RequestArrived(frame, entry.deadline)]
 
@@ -387,8 +481,11 @@ class LinkSession:
 
     # -- requests and frames we send -------------------------------------------------------
 
-    def open_request(self, token: object, deadline: float) -> int:
-        """Register a request we are about to send; return its id on this link."""
+    def open_request(self, token: object, deadline: float, window: int = 0) -> int:
+        """Register a request we are about to send; return its id on this link.
+
+        ``window``: the ``win`` its ``req`` carries (0: none), the answerer's first credit.
+        """
         if self.state is not LinkState.ESTABLISHED:
             raise LocalProtocolError(f"cannot open a request in state {self.state.name}")
         outgoing = self.outgoing
@@ -396,7 +493,7 @@ class LinkSession:
             self._next_id = (self._next_id + 1) & 0xFFFFFFFF
             if self._next_id not in outgoing:
                 break
-        outgoing[self._next_id] = _Entry(token, deadline)
+        outgoing[self._next_id] = _Entry(token, deadline, window)
         return self._next_id
 
     def attach(self, request_id: int, token: object) -> None:
@@ -418,6 +515,8 @@ class LinkSession:
         Return False when there is nothing to answer any more (cancelled, expired, closed)
         or the queue is full; the answer is then dropped.
         """
+        if frame.more:
+            return self._respond_head(request_id, frame)
         if self.incoming.pop(request_id, None) is None:
             return False
         try:
@@ -425,6 +524,65 @@ class LinkSession:
         except QueueFull:
             self.counts["queue_full"] += 1
             return False
+        return True
+
+    def _respond_head(self, request_id: int, frame: ResponseFrame) -> bool:
+        entry = self.incoming.get(request_id)
+        if entry is None:
+            return False
+        if entry.streaming or not entry.credit:
+            raise LocalProtocolError(f"request {request_id} did not ask for a streamed answer")
+        try:
+            self._queue_normal(codec.encode(frame))
+        except QueueFull:
+            self.counts["queue_full"] += 1
+            del self.incoming[request_id]
+            return False
+        entry.streaming = True
+        entry.deadline = self._stream_deadline()
+        return True
+
+    def credit_of(self, request_id: int) -> int | None:
+        """Return the bytes we may still send of our streamed answer to ``request_id``, or
+        None when the peer no longer waits for it (cancelled, expired, closed)."""
+        entry = self.incoming.get(request_id)
+        return entry.credit if entry is not None and entry.streaming else None
+
+    def send_data(self, request_id: int, piece: bytes) -> bool:
+        """Queue a piece of our streamed answer; False if nobody waits for it any more.
+
+        Raises ``QueueFull`` when the normal queue is full (wait for room and try again), and
+        ``LocalProtocolError`` for a piece over the credit left: the caller counts credit.
+        """
+        entry = self.incoming.get(request_id)
+        if entry is None or not entry.streaming:
+            return False
+        if len(piece) > entry.credit:
+            raise LocalProtocolError(f"{len(piece)} bytes of data with {entry.credit} of credit")
+        self._queue_normal(codec.encode(DataFrame(request_id, piece)))
+        entry.credit -= len(piece)
+        entry.deadline = self._stream_deadline()
+        return True
+
+    def end_stream(
+        self, request_id: int, mac: bytes | None = None, error: str | None = None
+    ) -> bool:
+        """End our streamed answer to ``request_id``: whole (with the body's MAC) or broken."""
+        entry = self.incoming.get(request_id)
+        if entry is None or not entry.streaming:
+            return False
+        del self.incoming[request_id]
+        frame = codec.encode(EndFrame(request_id, mac, error[:MAX_END_ERROR] if error else None))
+        self._queue_normal(frame, force=True)
+        return True
+
+    def grant(self, request_id: int, n: int) -> bool:
+        """Let the answerer of our request send ``n`` more bytes; False if it is not in flight."""
+        entry = self.outgoing.get(request_id)
+        if entry is None or self.state is not LinkState.ESTABLISHED:
+            return False
+        entry.credit = min(entry.credit + n, MAX_CREDIT)
+        self._urgent.append(codec.encode(CreditFrame(request_id, n)))
         return True
 
     def send(self, message) -> None:
@@ -452,8 +610,8 @@ class LinkSession:
             self._last_progress = max(self._last_progress, self._now)
         self._handshake_out.append((self._now, frame))
 
-    def _queue_normal(self, frame: bytes) -> None:
-        if self._normal_bytes >= self.limits.queue_bytes:
+    def _queue_normal(self, frame: bytes, force: bool = False) -> None:
+        if self._normal_bytes >= self.limits.queue_bytes and not force:
             raise QueueFull(f"{self._normal_bytes} bytes of requests wait for {self.peer_name}")
         if not self.queued_frames:
             self._last_progress = max(self._last_progress, self._now)
