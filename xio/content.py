@@ -92,12 +92,35 @@ def _read_chunks(stream) -> Iterator[bytes]:
             close()
 
 
-def _encode_chunks(chunks) -> Iterator[bytes]:
-    for chunk in chunks:
-        if isinstance(chunk, str):
-            chunk = chunk.encode()
-        if chunk:
-            yield bytes(chunk)
+class _encode_chunks:  # noqa: N801 - used as the function it replaced
+    """An app's iterable as non-empty bytes chunks.
+
+    A class, not a generator, so that ``close`` closes the app's iterable even when no chunk
+    was ever asked for (a generator's ``finally`` would not run then): a streamed answer from
+    the mesh holds a budget and a request on its path until it is closed.
+    """
+
+    __slots__ = ("_source", "_chunks")
+
+    def __init__(self, source) -> None:
+        self._source = source
+        self._chunks = iter(source)
+
+    def __iter__(self) -> _encode_chunks:
+        return self
+
+    def __next__(self) -> bytes:
+        while True:
+            chunk = next(self._chunks)
+            if isinstance(chunk, str):
+                chunk = chunk.encode()
+            if chunk:
+                return bytes(chunk)  # no copy of a bytes object
+
+    def close(self) -> None:
+        close = getattr(self._source, "close", None)
+        if close is not None:
+            close()
 
 
 def decode(body: bytes, content_type: str | None):

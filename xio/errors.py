@@ -174,6 +174,11 @@ class ConnectionClosed(TransportError):
     """The connection is closed; nothing more can be sent on it."""
 
 
+class StreamBroken(TransportError):
+    """A streamed answer broke after its head (a link lost, a bad MAC, no piece in time):
+    the node aborts the client's transfer, and a client sees an incomplete body."""
+
+
 class QueueFull(TransportError):
     """A link's send queue holds its limit already: the frame was not queued.
 

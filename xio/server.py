@@ -42,7 +42,14 @@ from . import content as _content
 from . import http11
 from .budget import Budget
 from .constants import MAX_BODY
-from .errors import BadRequest, HTTPError, PayloadTooLarge, RequestTimeout, ServiceUnavailable
+from .errors import (
+    BadRequest,
+    HTTPError,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServiceUnavailable,
+    StreamBroken,
+)
 from .http11 import HTTPLimits
 from .request import Request, Response
 from .responses import error_json, error_response, serialize
@@ -356,6 +363,14 @@ class _Handler(WSGIHandler):
     def _client(self) -> str:
         address = self.client_address
         return address[0] if isinstance(address, tuple) else "-"
+
+    def handle_error(self, t, v, tb):
+        if t is StreamBroken:  # a stream from the mesh broke after its head: one line, no trace
+            log.warning("aborted %s %s to %s: %s", self.environ.get("REQUEST_METHOD"),
+                        self.environ.get("PATH_INFO"), self._client(), v)  # fmt: skip
+            self.close_connection = True  # no last chunk: the client sees an incomplete body
+            return
+        super().handle_error(t, v, tb)
 
     def run_application(self):
         if self.environ.get("HTTP_UPGRADE", "").lower() == "websocket":

@@ -44,7 +44,14 @@ from ..errors import HTTPError, RemoteProtocolError
 from ..peering import codec, keyfile
 from ..peering.codec import RequestFrame, ResponseFrame, Revoke
 from ..peering.dial import connect, peer_tls_context
-from ..peering.forwarding import VIA, Forwarder, error_frame, extend_via, via_of
+from ..peering.forwarding import (
+    STREAM_CAP,
+    VIA,
+    Forwarder,
+    error_frame,
+    extend_via,
+    via_of,
+)
 from ..peering.handshake import Handshake
 from ..peering.identity import Identity
 from ..peering.integrity import EndToEnd
@@ -53,6 +60,7 @@ from ..peering.reasons import FORWARDING_REFUSALS as _FORWARDING_REFUSALS
 from ..peering.routing import RoutingTable, Topology
 from ..peering.session import Closed, LinkLimits, LinkSession
 from ..peering.store import RecordStore, StoreLimits
+from ..peering.streams import Streamed
 from ..peering.transport import WebSocketEndpoint
 from ..request import Caller, Headers, Request, Response
 from ..resource import RawPath, Resource
@@ -553,7 +561,7 @@ class Node:
         closed = self.closed
         handshake = Handshake(
             self.identity, role, self.name, expected_peer_id=expected,
-            caps=(SUMMARY_CAP, REVOKE_CAP) if closed else (SUMMARY_CAP,),
+            caps=(SUMMARY_CAP, STREAM_CAP, REVOKE_CAP) if closed else (SUMMARY_CAP, STREAM_CAP),
             timeout_ms=int(self.config.link_timeout * 1000),
             cert=closed.hello_cert if closed else None,
             peer_check=closed.check_peer if closed else None,
@@ -692,7 +700,7 @@ class Node:
 
     # -- answering ----------------------------------------------------------------------
 
-    def deliver(self, frame: RequestFrame, deadline: float) -> ResponseFrame:
+    def deliver(self, frame: RequestFrame, deadline: float) -> ResponseFrame | Streamed:
         """Answer a request that came over a link for an app hosted here.
 
         The forwarder has checked its end-to-end MAC: ``frame.src`` is the authentic ingress.
@@ -709,8 +717,8 @@ class Node:
                           client=self._caller(frame.src))  # fmt: skip
             response = self.answer_locally(app, req, deadline, trail)
             answer = response_to_frame(response, req.headers.get("Accept"),
-                                       self.forwarder.counts,
-                                       request_id=frame.request_id)  # fmt: skip
+                                       self.forwarder.counts, request_id=frame.request_id,
+                                       stream=frame.win is not None)  # fmt: skip
         # A peer names any app: only hosted ones get a label of their own.
         self.metrics.requests.observe(frame.app if app is not None else "_unknown",
                                       method_label(frame.method), answer.status, "link",

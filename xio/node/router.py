@@ -49,6 +49,7 @@ from ..errors import (
 from ..peering import codec
 from ..peering.codec import DEFAULT_HOPS, MAX_BODY, RequestFrame, ResponseFrame
 from ..peering.names import MAX_NAME, is_app_name
+from ..peering.streams import Streamed
 from ..peering.trace import TRACE, append_entry, header_value
 from ..peering.via import VIA
 from ..request import Headers, Request, Response
@@ -293,9 +294,10 @@ class Router:
             raise BadRequest(f"the request cannot cross the mesh: {exc}") from None
         response = frame_to_response(answer, self.node.forwarder.counts)
         if traced:  # entries checked by the forwarder, in place of any the app set
+            head = answer.head if type(answer) is Streamed else answer
             response.headers.pop(TRACE, None)
-            if answer.trace:
-                response.headers[TRACE] = header_value(answer.trace)
+            if head.trace:
+                response.headers[TRACE] = header_value(head.trace)
         return response
 
     def listing(self, hosts: bool = True) -> dict:
@@ -315,8 +317,11 @@ class Router:
         }
 
 
-def frame_to_response(frame: ResponseFrame, counts: Counter | None = None) -> Response:
-    """Turn a ``res`` frame into the HTTP response sent to the client.
+def frame_to_response(answer: ResponseFrame | Streamed, counts: Counter | None = None) -> Response:
+    """Turn a ``res`` frame, or a streamed answer, into the HTTP response sent to the client.
+
+    A streamed answer's body is the iterator of its pieces, which the HTTP writer sends as
+    they come and closes when it is done (the request is cancelled if that is early).
 
     The HTTP writer frames the body itself: the frame's headers go through the rule of a local
     answer (``xio.responses.header_fields``: framing, hop-by-hop and ``Proxy-*`` fields
@@ -324,6 +329,11 @@ def frame_to_response(frame: ResponseFrame, counts: Counter | None = None) -> Re
     (a status outside 200..599, a control character in a header) becomes a 502 naming it,
     counted as ``bad_response``.
     """
+    body = None
+    if type(answer) is Streamed:
+        frame, body = answer.head, answer.body
+    else:
+        frame = answer
     problem = None
     if not 200 <= frame.status <= 599:  # 1xx would be read as an interim answer
         problem = f"status {frame.status} from the mesh cannot be sent over HTTP/1.1"
@@ -337,6 +347,8 @@ def frame_to_response(frame: ResponseFrame, counts: Counter | None = None) -> Re
         if counts is not None:
             counts["bad_response"] += 1
         log.warning("refused a response from the mesh: %s", problem)
+        if body is not None:
+            body.close()
         return error_response(HTTPError(502, problem))
     content_type = None
     for index, (name, value) in enumerate(headers):
@@ -344,7 +356,8 @@ def frame_to_response(frame: ResponseFrame, counts: Counter | None = None) -> Re
             content_type = value
             del headers[index]
             break
-    return Response(frame.body, frame.status, content_type, Headers(headers))
+    content = frame.body if body is None else body
+    return Response(content, frame.status, content_type, Headers(headers))
 
 
 def raw_path(req: Request) -> str:

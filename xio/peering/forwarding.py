@@ -37,6 +37,15 @@ fields and the answer's ``mac`` on untouched; the destination checks the request
 worker, before the app (a MAC over a large body is not hashed on the link's reader), and
 seals every answer it makes. Those checks use the wall clock (nonces carry their issue time).
 
+Streamed answers (docs/PROTOCOL.md 4.1, ``xio.peering.streams``): the ingress asks for one
+(``win``) on every link whose peer announced the ``stream`` capability; the destination
+streams only a body that is a stream or larger than a ``res`` carries. A relay passes the head
+up, the pieces and the end up, the credit down, holding the stream in flight until its end; a
+piece it cannot queue (the asking link is congested) breaks that stream alone (``end`` with an
+error upstream, ``cancel`` downstream). A link lost mid-stream ends the stream with an error;
+the ingress then aborts its client's transfer. The ingress takes a window of the body budget
+for each stream it receives, until the stream ends.
+
 Traces (docs/PROTOCOL.md 11.2, ``xio.peering.trace``): a ``req`` with ``trace`` is timed at
 every node, on its monotonic clock: the destination puts its entry on its answer, and each
 relay and the ingress append theirs to the checked entries of the ``res`` that came back. An
@@ -57,13 +66,24 @@ from gevent.event import AsyncResult, Event
 from ..budget import Budget
 from ..errors import ConnectionClosed, LocalProtocolError, QueueFull
 from .codec import RequestFrame, ResponseFrame
+from .e2e import BodyMac
 from .integrity import EndToEnd, Sealed
 from .links import Link
 from .session import Closed, error_frame
+from .streams import WINDOW, Answer, Streamed, pump
 from .trace import append_entry, read_trace
 from .via import VIA, extend_via, via_of, with_via
 
-__all__ = ["VIA", "Forwarder", "Workers", "error_frame", "extend_via", "via_of", "with_via"]
+__all__ = [
+    "STREAM_CAP",
+    "VIA",
+    "Forwarder",
+    "Workers",
+    "error_frame",
+    "extend_via",
+    "via_of",
+    "with_via",
+]
 
 log = logging.getLogger("xio.forwarding")
 
@@ -76,6 +96,8 @@ RECORD_WAIT = 2.0
 _RECORD_POLL = 0.05
 #: What a request's deadline timer sets its result to.
 _TIMED_OUT = object()
+#: The capability of a node that speaks streamed answers (docs/PROTOCOL.md 4.1).
+STREAM_CAP = "stream"
 _monotonic = time.monotonic
 
 
@@ -96,18 +118,21 @@ class _Held:
 class Task(_Held):
     """A request answered here by the app, in a worker: ``job`` can cancel it."""
 
-    __slots__ = ("job", "started")
+    __slots__ = ("job", "started", "wake")
 
     def __init__(self, body: int, started: float | None = None) -> None:
         super().__init__(body)
         self.job: Job | None = None
         self.started = started  # when a traced req arrived (monotonic); None: not traced
+        self.wake: Event | None = None  # a streamed answer's producer waits on it for credit
 
 
 class Relay(_Held):
     """A request passed on: ``in_id`` on ``in_link`` is ``out_id`` on ``out_link``."""
 
-    __slots__ = ("in_link", "in_id", "out_link", "out_id", "trail", "started", "sent", "hops")
+    __slots__ = (
+        "in_link", "in_id", "out_link", "out_id", "trail", "started", "sent", "hops", "streaming",
+    )  # fmt: skip
 
     def __init__(self, in_link: Link, in_id: int, out_link: Link, trail: str, body: int):
         super().__init__(body)
@@ -119,6 +144,7 @@ class Relay(_Held):
         self.started: float | None = None  # a traced req: when it arrived (monotonic)
         self.sent = 0.0  # and when it was queued on out_link
         self.hops = 0  # its hops on arrival: the most entries the nodes beyond can add
+        self.streaming = False  # its answer's head has passed: pieces and an end follow
 
 
 class Job:
@@ -262,13 +288,15 @@ class Forwarder:
         if remaining <= 0:
             self.counts["deadline"] += 1
             return error_frame(504, "deadline passed before the request left this node", via=trail)
-        result = AsyncResult()
-        request_id = link.session.open_request(result, deadline)
+        window = WINDOW if STREAM_CAP in link.session.peer_caps else 0
+        result = Answer() if window else AsyncResult()
+        request_id = link.session.open_request(result, deadline, window)
         try:
             frame = RequestFrame(
                 request_id, request.dst, request.app, request.method, request.path, request.query,
                 headers, request.body, hops=request.hops - 1, ttl_ms=int(remaining * 1000),
                 src=self.own_id, nonce=sealed.nonce, mac=sealed.mac, trace=request.trace,
+                win=window or None,
             )  # fmt: skip
         except LocalProtocolError:  # the caller's request breaks a frame rule: the caller says
             link.session.forget_request(request_id)
@@ -290,10 +318,34 @@ class Forwarder:
             return error_frame(502, f"link to {link.peer_name} closed, request lost", via=trail)
         self.counts["forwarded"] += 1
         if not request.trace:
-            return self._await_answer(link, request_id, result, timer, request.dst, trail, sealed)
-        sent = _monotonic()
-        answer = self._await_answer(link, request_id, result, timer, request.dst, trail, sealed)
-        return self._traced(answer, request.hops, started, sent, _monotonic())
+            answer = self._await_answer(link, request_id, result, timer, request.dst, trail,
+                                        sealed)  # fmt: skip
+        else:
+            sent = _monotonic()
+            answer = self._await_answer(link, request_id, result, timer, request.dst, trail,
+                                        sealed)  # fmt: skip
+            answer = self._traced(answer, request.hops, started, sent, _monotonic())
+        if answer.more:
+            return self._stream_in(link, request_id, result, answer, sealed, remaining, trail)
+        return answer
+
+    def _stream_in(
+        self, link: Link, request_id: int, result: Answer, head: ResponseFrame, sealed: Sealed,
+        idle: float, trail: str,
+    ) -> Streamed | ResponseFrame:  # fmt: skip
+        """Return a checked head with the iterator of its body, which the caller must close."""
+        if not self.body_bytes.take(WINDOW):
+            link.cancel_request(request_id)
+            self.counts["body_budget"] += 1
+            return error_frame(503, "the node's budget for bodies is spent", via=trail)
+        self.counts["streams_in"] += 1
+
+        def done(outcome: str) -> None:
+            self.body_bytes.give(WINDOW)
+            self.counts[outcome] += 1
+
+        body = result.body(link, request_id, idle, BodyMac(sealed.key, sealed.nonce), done)
+        return Streamed(head, body)
 
     def _traced(
         self, answer: ResponseFrame, hops: int, started: float, sent: float, back: float
@@ -328,7 +380,10 @@ class Forwarder:
             return error_frame(502, f"link to {link.peer_name} closed, request lost", via=trail)
         if answer.request_id != request_id:  # our session's own 502: a res over the body budget
             return answer
-        return self.e2e.open_response(sealed, answer)
+        opened = self.e2e.open_response(sealed, answer)
+        if answer.more and opened is not answer:  # a head refused: its stream is not wanted
+            link.cancel_request(request_id)
+        return opened
 
     # -- events from links: never block ----------------------------------------------------
 
@@ -359,16 +414,45 @@ class Forwarder:
 
     def _serve(self, link: Link, frame: RequestFrame, deadline: float, task: Task) -> None:
         try:
-            answer = self._answer_here(link, frame, deadline)
+            key, answer = self._answer_here(link, frame, deadline)
+            body = None
+            if type(answer) is Streamed:
+                answer, body = answer.head, answer.body
+            if key is not None:  # every answer of ours is signed, errors too
+                answer = self.e2e.seal_response(key, frame, answer)
+            elif answer.request_id != frame.request_id:  # an error frame made without the id
+                answer = answer.under(frame.request_id)
             if task.started is not None:  # the destination's entry: all its time is its own
                 spent = _monotonic() - task.started
                 answer = answer.with_trace(append_entry((), self.own_id, spent, spent))
-            link.respond(frame.request_id, answer)
+            if body is None:
+                link.respond(frame.request_id, answer)
+            else:
+                self._stream_out(link, frame, task, key, answer, body)
         finally:
             self._finish(task)
 
-    def _answer_here(self, link: Link, frame: RequestFrame, deadline: float) -> ResponseFrame:
-        """Return the answer to a req for this node: checked end to end, the app's, signed."""
+    def _stream_out(
+        self, link: Link, frame: RequestFrame, task: Task, key: bytes | None,
+        head: ResponseFrame, body,
+    ) -> None:  # fmt: skip
+        """Send a signed head, then the body as it is made, within the credit granted."""
+        task.wake = Event()
+        if not link.respond(frame.request_id, head):
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+            return
+        self.counts["streams_out"] += 1
+        body_mac = BodyMac(key, frame.nonce) if key is not None else None
+        pump(link, frame.request_id, body, body_mac, task.wake,
+             link.session.limits.write_timeout)  # fmt: skip
+
+    def _answer_here(
+        self, link: Link, frame: RequestFrame, deadline: float
+    ) -> tuple[bytes | None, ResponseFrame | Streamed]:
+        """Return the answer to a req for this node, checked end to end, and the key to sign
+        it with (None: the request is not authentic, the refusal goes unsigned)."""
         request_id = frame.request_id
         via = extend_via(via_of(frame.headers), self.own_id)
         key = None
@@ -383,11 +467,7 @@ class Forwarder:
         except Exception:
             log.exception("request %s from %s failed", request_id, link.peer_name)
             answer = error_frame(500, "the node failed to answer", request_id, via)
-        if key is not None:  # every answer of ours is signed, errors too
-            return self.e2e.seal_response(key, frame, answer)
-        if answer.request_id != request_id:  # an error frame made without the id
-            answer = ResponseFrame(request_id, answer.status, answer.headers, answer.body)
-        return answer
+        return key, answer
 
     def _await_record(self, src: str, deadline: float) -> None:
         """Wait a little for the record of ``src``, which may trail its request."""
@@ -413,13 +493,16 @@ class Forwarder:
             self._answer(link, request_id, size, 504, "deadline passed before relaying", trail)
             return
         relay = Relay(link, request_id, out, trail, size)
-        relay.out_id = out.session.open_request(relay, deadline)
+        window = frame.win if frame.win is not None and STREAM_CAP in out.session.peer_caps else 0
+        relay.out_id = out.session.open_request(relay, deadline, window)
         try:
             forward = RequestFrame(
                 relay.out_id, frame.dst, frame.app, frame.method, frame.path, frame.query,
                 headers, frame.body, hops=frame.hops - 1, ttl_ms=int(remaining * 1000),
                 src=frame.src, nonce=frame.nonce, mac=frame.mac,  # end to end: never ours
                 trace=frame.trace,
+                # The window is end to end too: credit passes through, so it stays the same.
+                win=frame.win if STREAM_CAP in out.session.peer_caps else None,
             )  # fmt: skip
         except LocalProtocolError as exc:  # our id made the headers too large: refuse it alone
             out.session.forget_request(relay.out_id)
@@ -455,14 +538,62 @@ class Forwarder:
         """Hand a ``res`` to the request waiting for it: an ingress, or a relay's asker."""
         if type(token) is Relay:
             relay = token
-            answer = ResponseFrame(relay.in_id, frame.status, frame.headers, frame.body, frame.mac)
+            if frame.more:
+                answer = frame.under(relay.in_id)
+            else:
+                answer = ResponseFrame(relay.in_id, frame.status, frame.headers, frame.body,
+                                       frame.mac)  # fmt: skip
             if relay.started is not None:  # untraced: a trace the peer sent is not passed on
                 answer = self._traced(answer.with_trace(frame.trace), relay.hops, relay.started,
                                       relay.sent, _monotonic())  # fmt: skip
-            relay.in_link.respond(relay.in_id, answer)
-            self._finish(relay)
+            if not frame.more:
+                relay.in_link.respond(relay.in_id, answer)
+                self._finish(relay)
+                return
+            relay.streaming = True
+            try:
+                passed = relay.in_link.respond(relay.in_id, answer)
+            except LocalProtocolError:  # the asker never asked for a stream: not ours to send
+                passed = False
+            if not passed:
+                self._drop(relay)
         else:
+            if frame.more:
+                token.streaming = True
             token.set(frame)
+
+    # -- streamed answers: pieces and the end go towards the ingress, credit away from it --
+
+    def on_data(self, link: Link, request_id: int, body: bytes, token: object) -> None:
+        """Pass a piece of a streamed answer on towards its ingress, or hand it to it."""
+        if type(token) is not Relay:
+            token.push(body)
+            return
+        relay = token
+        try:
+            passed = relay.in_link.send_data(relay.in_id, body)
+        except (QueueFull, LocalProtocolError):
+            self.counts["queue_full"] += 1
+            description = f"queue_full: link to {relay.in_link.peer_name} is congested"
+            relay.in_link.end_stream(relay.in_id, error=description)
+            passed = False
+        if not passed:
+            self._drop(relay)
+
+    def on_credit(self, link: Link, request_id: int, n: int, token: object) -> None:
+        """Pass credit on towards a streamed answer's producer, or wake it."""
+        if type(token) is Relay:
+            token.out_link.grant(token.out_id, n)
+        elif type(token) is Task and token.wake is not None:
+            token.wake.set()
+
+    def on_end(self, link: Link, request_id: int, mac, error, token: object) -> None:
+        """Pass the end of a streamed answer on, or hand it to its ingress."""
+        if type(token) is not Relay:
+            token.finish(mac, error)
+            return
+        token.in_link.end_stream(token.in_id, mac, error)
+        self._finish(token)
 
     def on_cancel(self, link: Link, request_id: int, token: object) -> None:
         """Stop answering a request the asker no longer wants."""
@@ -475,9 +606,14 @@ class Forwarder:
             self._drop(token)
         elif type(token) is Relay:
             relay = token
-            lost = error_frame(504, "no answer before the deadline", relay.in_id, relay.trail)
-            relay.in_link.respond(relay.in_id, lost)
+            if relay.streaming:
+                relay.in_link.end_stream(relay.in_id, error="the stream went quiet too long")
+            else:
+                lost = error_frame(504, "no answer before the deadline", relay.in_id, relay.trail)
+                relay.in_link.respond(relay.in_id, lost)
             self._finish(relay)
+        elif type(token) is Answer and token.streaming:
+            token.finish(None, "the stream went quiet too long")
         else:
             token.set(_TIMED_OUT)
 
@@ -486,12 +622,19 @@ class Forwarder:
         for _, token in closed.outgoing:
             if type(token) is Relay:
                 relay = token
-                description = f"link to {link.peer_name} closed, request lost"
                 self.counts["next_hop_lost"] += 1
-                relay.in_link.respond(
-                    relay.in_id, error_frame(502, description, relay.in_id, relay.trail)
-                )
+                if relay.streaming:
+                    description = f"link to {link.peer_name} closed mid-stream"
+                    relay.in_link.end_stream(relay.in_id, error=description)
+                else:
+                    description = f"link to {link.peer_name} closed, request lost"
+                    relay.in_link.respond(
+                        relay.in_id, error_frame(502, description, relay.in_id, relay.trail)
+                    )
                 self._finish(relay)
+            elif type(token) is Answer and token.streaming:
+                self.counts["next_hop_lost"] += 1
+                token.finish(None, f"link to {link.peer_name} closed mid-stream")
             else:
                 token.set(None)  # the waiting route() call answers 502
         for _, token in closed.incoming:

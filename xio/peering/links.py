@@ -43,6 +43,9 @@ from .schedule import Backoff
 from .session import (
     CancelArrived,
     Closed,
+    CreditArrived,
+    DataArrived,
+    EndArrived,
     Established,
     Expired,
     LinkSession,
@@ -71,6 +74,9 @@ class LinkForwarder(Protocol):
     def on_response(self, link: Link, frame: ResponseFrame, token: object) -> None: ...
     def on_cancel(self, link: Link, request_id: int, token: object) -> None: ...
     def on_expired(self, link: Link, request_id: int, token: object, incoming: bool) -> None: ...
+    def on_data(self, link: Link, request_id: int, body: bytes, token: object) -> None: ...
+    def on_end(self, link: Link, request_id: int, mac, error, token: object) -> None: ...
+    def on_credit(self, link: Link, request_id: int, n: int, token: object) -> None: ...
     def link_closed(self, link: Link, closed: Closed) -> None: ...
 
 
@@ -97,6 +103,7 @@ class Link:
         self.url = url
         self.closed_event = Event()
         self._ticker = None
+        self._room: Event | None = None  # a producer waits for room in the send queue
 
     # -- identity of the link ------------------------------------------------------------
 
@@ -183,7 +190,12 @@ class Link:
         self._handle(self.session.receive(data, _monotonic()))
 
     def _pull(self, max_bytes: int) -> list[bytes]:
-        return self.session.pull(max_bytes, _monotonic())
+        frames = self.session.pull(max_bytes, _monotonic())
+        room = self._room
+        if room is not None and self.session.queued_bytes <= self.session.limits.queue_bytes // 2:
+            self._room = None
+            room.set()
+        return frames
 
     def _admit(self, size: int, prefix: bytes) -> bool:
         verdict = self.session.admit(size, prefix)
@@ -217,6 +229,13 @@ class Link:
                 owner.forwarder.on_request(self, event.frame, event.deadline)
             elif kind is ResponseArrived:
                 owner.forwarder.on_response(self, event.frame, event.token)
+            elif kind is DataArrived:
+                owner.forwarder.on_data(self, event.request_id, event.body, event.token)
+            elif kind is CreditArrived:
+                owner.forwarder.on_credit(self, event.request_id, event.n, event.token)
+            elif kind is EndArrived:
+                owner.forwarder.on_end(self, event.request_id, event.mac, event.error,
+                                       event.token)  # fmt: skip
             elif kind is MessageArrived:
                 owner.link_message(self, event.message)
             elif kind is CancelArrived:
@@ -237,6 +256,8 @@ class Link:
 
     def _finish(self, closed: Closed) -> None:
         self.transport.close(closed.reason, final=self.session.final_frames())
+        if self._room is not None:  # wake a waiting producer: it finds the link closed
+            self._room.set()
         if self._ticker is not None and self._ticker is not gevent.getcurrent():
             self._ticker.kill(block=False)
         self.closed_event.set()
@@ -285,6 +306,38 @@ class Link:
         """Withdraw a request we sent on this link."""
         self.session.cancel_request(request_id)
         self.transport.wake()
+
+    # -- streamed answers (docs/PROTOCOL.md 4.1) -----------------------------------------
+
+    def send_data(self, request_id: int, piece: bytes) -> bool:
+        """Queue a piece of our streamed answer; see ``LinkSession.send_data``."""
+        if self.session.state is LinkState.CLOSED:
+            return False
+        sent = self.session.send_data(request_id, piece)
+        if sent:
+            self.transport.wake()
+        return sent
+
+    def end_stream(self, request_id: int, mac: bytes | None = None, error: str | None = None):
+        """End our streamed answer to the peer's request ``request_id``."""
+        if self.session.end_stream(request_id, mac, error):
+            self.transport.wake()
+
+    def grant(self, request_id: int, n: int) -> None:
+        """Let the answerer of our request ``request_id`` send ``n`` more bytes."""
+        if self.session.grant(request_id, n):
+            self.transport.wake()
+
+    def wait_room(self, timeout: float) -> bool:
+        """Wait until the send queue is half empty or the link closes; False on timeout.
+
+        For a producer that met ``QueueFull`` (a worker, never a reader): the writer sets it.
+        """
+        if self.session.state is LinkState.CLOSED:
+            return True
+        if self._room is None:
+            self._room = Event()
+        return self._room.wait(timeout)
 
     def close(self, reason: str) -> None:
         """Close the link, saying ``reason`` to the peer."""
