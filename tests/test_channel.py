@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from xio import channel
-from xio.channel import CANCEL, DATA, END, HEAD, REQ, ChannelError
+from xio.channel import ABORT, CANCEL, DATA, END, HEAD, REQ, ChannelError
 from xio.errors import BadRequest
 
 # (name, the message, its bytes in hex): the same table as PROTOCOL.md 16.4.
@@ -35,6 +35,9 @@ VECTORS = [
      "2d54797065222c22746578742f706c61696e3b20636861727365743d7574662d38225d5d7d"),
     ("data", (DATA, 3, None, b"chunk-0\n", 0), "040000000003000000006368756e6b2d300a"),
     ("data_end", (DATA, 3, None, b"", END), "04010000000300000000"),
+    ("data_abort", (DATA, 3, {"error": "link to b closed mid-stream"}, b"", END | ABORT),
+     "040300000003000000277b226572726f72223a226c696e6b20746f206220636c6f736564206d69642d737472"
+     "65616d227d"),
 ]  # fmt: skip
 
 

@@ -13,6 +13,7 @@ body::
 
     kind   u8    REQ 1, CANCEL 2, HEAD 3, DATA 4
     flags  u8    bit 0: END (HEAD, DATA): the body is complete with this message
+                 bit 1: ABORT (with END, on DATA): the body broke off; JSON "error" says why
     id     u32   big-endian; the client's number for the request, 1..2**32-1
     hlen   u32   big-endian; bytes of JSON that follow (0: none, read as {})
     JSON   hlen  UTF-8, an object
@@ -39,6 +40,7 @@ from .errors import BadRequest, RemoteProtocolError
 __all__ = [
     "CANCEL",
     "DATA",
+    "ABORT",
     "END",
     "HEAD",
     "PREFIX_SIZE",
@@ -54,6 +56,8 @@ __all__ = [
 REQ, CANCEL, HEAD, DATA = 1, 2, 3, 4
 KINDS = frozenset({REQ, CANCEL, HEAD, DATA})
 END = 0x01
+#: With END on a node's DATA: the body is incomplete (a stream broke); JSON ``error`` says why.
+ABORT = 0x02
 MAX_ID = 2**32 - 1
 #: Most JSON one message may carry: request headers at their largest, with room to spare.
 MAX_JSON = 256 * 1024

@@ -36,11 +36,12 @@ from collections.abc import Iterator, Mapping
 from secrets import token_bytes
 from urllib.parse import urlsplit
 
-from . import channel
+from . import channel, sse
 from . import content as _content
-from .channel import CANCEL, DATA, END, HEAD, REQ, ChannelError
+from .channel import ABORT, CANCEL, DATA, END, HEAD, REQ, ChannelError
 from .client import Client, _unsent
-from .errors import BadRequest, ConnectError, ReadTimeout, ResponseError
+from .content import EVENT_STREAM
+from .errors import BadRequest, ConnectError, ReadTimeout, ResponseError, StreamBroken
 from .peering import websocket
 from .request import Headers, Response, Verbs
 
@@ -91,6 +92,13 @@ class WSClient(Verbs):
         except BadRequest as exc:
             raise ResponseError(f"{self.base_url}: {exc.description}") from exc
         return Response(content, answer.status, answer.content_type, answer.headers)
+
+    def events(self, path: str = "", query=None, headers=None, timeout: float | None = None):
+        """GET ``path`` as server-sent events: an iterator of ``xio.Event`` as they come
+        (``xio.sse.read``); a non-200 answer raises its ``HTTPError``. ``timeout`` bounds each
+        wait, as for ``stream``."""
+        asked = {**dict(headers or {}), "Accept": EVENT_STREAM}
+        return sse.read(self.stream("GET", path, query=query, headers=asked, timeout=timeout))
 
     def stream(self, method: str, path: str = "", data=None, query=None, headers=None,
                timeout: float | None = None) -> StreamedResponse:  # fmt: skip
@@ -225,6 +233,9 @@ class StreamedResponse:
             if message.end:
                 self._ended = True
                 self._chan.forget(self._id)
+            if message.flags & ABORT:
+                why = message.fields.get("error", "")
+                raise StreamBroken(f"{self._where}: the answer broke off: {why!s:.300}")
             if message.body:
                 yield message.body
 

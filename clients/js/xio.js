@@ -229,6 +229,8 @@ function concat(chunks) {
 
 const [REQ, CANCEL, HEAD, DATA] = [1, 2, 3, 4];
 const END = 0x01;
+// With END on a node's DATA: the body broke off (a stream lost on the way); fields.error says why.
+const ABORT = 0x02;
 const PREFIX_SIZE = 10;
 const MAX_ID = 2 ** 32 - 1;
 
@@ -678,6 +680,12 @@ class WsTransport {
       inbox.put(inbox.head);
     } else if (!inbox.head) {
       return this.refuse(message.id, 'DATA before HEAD');
+    }
+    if (message.flags & ABORT) {
+      this.inFlight.delete(message.id);
+      const why = String(message.fields.error ?? '').slice(0, 300);
+      inbox.fail(new TransportError(`${this.socketUrl}: the answer broke off: ${why}`));
+      return;
     }
     if (message.body.length) inbox.put(message.body);
     if (end) {

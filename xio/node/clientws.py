@@ -41,8 +41,8 @@ import gevent
 from gevent.event import Event
 
 from .. import channel
-from ..channel import CANCEL, DATA, END, HEAD, REQ, ChannelError
-from ..errors import HTTPError, PayloadTooLarge, ServiceUnavailable
+from ..channel import ABORT, CANCEL, DATA, END, HEAD, REQ, ChannelError
+from ..errors import HTTPError, PayloadTooLarge, ServiceUnavailable, StreamBroken
 from ..request import Headers, Request, Response
 from ..responses import error_response, serialize
 from ..server import RAW_FIELDS, RAW_TARGET
@@ -346,9 +346,16 @@ class ClientChannel:
         try:
             if not self._queue(id, channel.encode(HEAD, id, head)):
                 return
-            for piece in _pieces(body):
-                if not self._queue(id, channel.encode(DATA, id, None, piece)):
-                    return
+            try:
+                for piece in _pieces(body):
+                    if not self._queue(id, channel.encode(DATA, id, None, piece)):
+                        return
+            except Exception as exc:  # the body broke after its head: say so, never hang
+                if not isinstance(exc, StreamBroken):
+                    log.exception("the body of answer %d on %s failed", id, self.transport.peer)
+                why = str(exc) if isinstance(exc, StreamBroken) else "the app's body failed"
+                self._queue(id, channel.encode(DATA, id, {"error": why[:1000]}, b"", END | ABORT))
+                return
             self._queue(id, channel.encode(DATA, id, flags=END))
         finally:
             close = getattr(body, "close", None)
