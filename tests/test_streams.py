@@ -120,3 +120,46 @@ def test_a_relay_lost_mid_stream_aborts_the_transfer_and_stops_the_producer(line
     assert time.monotonic() - started < 10  # not left hanging
     wait_until(lambda: forwarding(a).get("stream_broken") == 1, what="a to count it")
     wait_until(lambda: stats(c)["closed_early"] == 1, what="the generator on c to be stopped")
+
+
+def test_the_python_clients_report_a_broken_stream_as_a_transport_error(line):
+    a, b, c = line
+    over_http = xio.client(a.url, timeout=20).stream("GET", "/stream/ticks?n=1000&every=0.05")
+    over_ws = xio.client(ws(a).replace("/_xio/ws", ""), timeout=20)
+    streamed = over_ws.stream("GET", "/stream/ticks?n=1000&every=0.05")
+    http_pieces, ws_pieces = iter(over_http), iter(streamed)
+    assert next(http_pieces).startswith(b"tick 0") and next(ws_pieces).startswith(b"tick 0")
+    b.proc.kill()
+    with pytest.raises(xio.TransportError):
+        for _ in http_pieces:
+            pass
+    with pytest.raises(xio.StreamBroken, match="closed mid-stream"):
+        for _ in ws_pieces:
+            pass
+    over_ws.close()
+
+
+@pytest.mark.parametrize("transport", ["http", "ws"])
+def test_server_sent_events_cross_two_hops_each_as_it_is_yielded(line, transport):
+    a, _, c = line
+    base = a.url if transport == "http" else ws(a).replace("/_xio/ws", "")
+    client = xio.client(base, timeout=20)
+    received = []
+    for event in client.events("/stream/events", query={"n": "4", "every": "0.3"}):
+        received.append((time.time(), event))
+    if transport == "ws":
+        client.close()
+    assert [event.event for _, event in received] == ["tick", "message", "tick", "message"]
+    # An event's id is the last one the stream set, as a browser's EventSource keeps it.
+    assert [event.id for _, event in received] == ["0", "0", "2", "2"]
+    stamps = [event.json()["at"] for _, event in received]
+    assert [event.json()["index"] for _, event in received] == [0, 1, 2, 3]
+    # Each event was in the client's hands before the app yielded the next one.
+    assert all(got < later for (got, _), later in zip(received, stamps[1:], strict=False))
+    assert stats(c)["finished"] == 1
+
+
+def test_an_events_request_to_an_unknown_app_raises_its_error(line):
+    a, _, _ = line
+    with pytest.raises(xio.NotFound, match="no app 'nowhere'"):
+        list(xio.client(a.url, timeout=10).events("/nowhere/live"))

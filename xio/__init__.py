@@ -39,6 +39,7 @@ from .errors import (
     RequestTimeout,
     ResponseError,
     ServiceUnavailable,
+    StreamBroken,
     Timeout,
     TooManyRequests,
     TransportError,
@@ -49,14 +50,16 @@ from .errors import (
 from .node import node  # noqa: E402
 from .request import Caller, Headers, Request, Response
 from .resource import Input, Resource
+from .sse import Event
 from .version import __version__
 
 __all__ = [
     "App", "BadGateway", "BadRequest", "Caller", "Client", "ConfigError", "Conflict", "ConnectError",
-    "Forbidden", "GatewayTimeout", "HTTPError", "Headers", "Input", "InternalServerError",
+    "Event", "Forbidden", "GatewayTimeout", "HTTPError", "Headers", "Input", "InternalServerError",
     "LocalProtocolError", "MethodNotAllowed", "NotAcceptable", "NotFound", "PayloadTooLarge",
     "ProtocolError", "ReadTimeout", "RemoteProtocolError", "Request", "RequestTimeout",
-    "Resource", "Response", "ResponseError", "ServiceUnavailable", "Timeout", "TooManyRequests",
+    "Resource", "Response", "ResponseError", "ServiceUnavailable", "StreamBroken", "Timeout",
+    "TooManyRequests",
     "TransportError", "Unauthorized", "UnsupportedMediaType", "XioError", "__version__",
     "app", "client", "node", "resource",
 ]  # fmt: skip

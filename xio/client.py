@@ -51,7 +51,9 @@ from collections.abc import Mapping
 from urllib.parse import quote, urlencode, urlsplit
 
 from . import content as _content
+from . import sse
 from .constants import DEFAULT_PORT
+from .content import EVENT_STREAM
 from .errors import BadRequest, ConnectError, ReadTimeout, ResponseError
 from .request import Headers, Response, Verbs
 from .version import __version__
@@ -146,6 +148,13 @@ class Client(Verbs):
         timeout = self.timeout if timeout is None else timeout
         response, raw = self._exchange(method, target, head, body, timeout)
         return self._response(method, target, response, raw)
+
+    def events(self, path: str = "", query=None, headers=None, timeout: float | None = None):
+        """GET ``path`` as server-sent events: an iterator of ``xio.Event`` as they come
+        (``xio.sse.read``); a non-200 answer raises its ``HTTPError``. ``timeout`` bounds each
+        wait, as for ``stream``."""
+        asked = {**dict(headers or {}), "Accept": EVENT_STREAM}
+        return sse.read(self.stream("GET", path, query=query, headers=asked, timeout=timeout))
 
     def stream(self, method: str, path: str = "", data=None, query=None, headers=None,
                timeout: float | None = None) -> HTTPStream:  # fmt: skip
@@ -413,6 +422,13 @@ class FailoverClient(Verbs):
     def request(self, method: str, path: str = "", data=None, query=None, headers=None,
                 timeout: float | None = None) -> Response:  # fmt: skip
         return self._first("request", method, path, data, query, headers, timeout)
+
+    def events(self, path: str = "", query=None, headers=None, timeout: float | None = None):
+        """GET ``path`` as server-sent events: an iterator of ``xio.Event`` as they come
+        (``xio.sse.read``); a non-200 answer raises its ``HTTPError``. ``timeout`` bounds each
+        wait, as for ``stream``."""
+        asked = {**dict(headers or {}), "Accept": EVENT_STREAM}
+        return sse.read(self.stream("GET", path, query=query, headers=asked, timeout=timeout))
 
     def stream(self, method: str, path: str = "", data=None, query=None, headers=None,
                timeout: float | None = None):  # fmt: skip

@@ -26,6 +26,7 @@ JSON = "application/json"
 MSGPACK = "application/msgpack"
 TEXT = "text/plain; charset=utf-8"
 BINARY = "application/octet-stream"
+EVENT_STREAM = "text/event-stream"  # server-sent events (xio.sse)
 FORM = "application/x-www-form-urlencoded"
 
 _JSON_TYPES = (dict, list, tuple, int, float, bool, type(None))
@@ -78,6 +79,12 @@ def encode(content, content_type: str | None, accept: str | None = None):
     if hasattr(content, "read"):
         return _read_chunks(content), content_type or BINARY
     if isinstance(content, (Iterator, Iterable)):
+        from . import sse  # noqa: PLC0415 - sse writes its JSON with dump_json, from here
+
+        if media_type(content_type) == sse.EVENT_STREAM or (
+            content_type is None and sse.wants_events(accept)
+        ):  # a live resource: each item one event
+            return _encode_chunks(content, sse.encode), sse.EVENT_STREAM
         return _encode_chunks(content), content_type or BINARY
     raise TypeError(f"a handler cannot return a {type(content).__name__}")
 
@@ -93,18 +100,20 @@ def _read_chunks(stream) -> Iterator[bytes]:
 
 
 class _encode_chunks:  # noqa: N801 - used as the function it replaced
-    """An app's iterable as non-empty bytes chunks.
+    """An app's iterable as non-empty bytes chunks: each item as bytes, or through ``item``
+    (an event's encoding); a str as UTF-8, any other value as a line of JSON (NDJSON).
 
     A class, not a generator, so that ``close`` closes the app's iterable even when no chunk
     was ever asked for (a generator's ``finally`` would not run then): a streamed answer from
     the mesh holds a budget and a request on its path until it is closed.
     """
 
-    __slots__ = ("_source", "_chunks")
+    __slots__ = ("_source", "_chunks", "_item")
 
-    def __init__(self, source) -> None:
+    def __init__(self, source, item=None) -> None:
         self._source = source
         self._chunks = iter(source)
+        self._item = item
 
     def __iter__(self) -> _encode_chunks:
         return self
@@ -112,8 +121,12 @@ class _encode_chunks:  # noqa: N801 - used as the function it replaced
     def __next__(self) -> bytes:
         while True:
             chunk = next(self._chunks)
+            if self._item is not None:
+                return self._item(chunk)
             if isinstance(chunk, str):
                 chunk = chunk.encode()
+            elif not isinstance(chunk, (bytes, bytearray, memoryview)):
+                chunk = dump_json(chunk) + b"\n"
             if chunk:
                 return bytes(chunk)  # no copy of a bytes object
 

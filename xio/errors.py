@@ -150,6 +150,14 @@ class MethodNotAllowed(HTTPError):
         super().__init__(405, description, title=title, headers=headers)
 
 
+def error_for(status: int, description: str | None = None) -> HTTPError:
+    """Return the error of ``status``: its class here (``NotFound`` for 404), else HTTPError."""
+    for cls in _FixedStatus.__subclasses__():
+        if cls.status == status:
+            return cls(description)
+    return HTTPError(status, description)
+
+
 class TransportError(XioError):
     """The Python client could not complete an exchange with the server."""
 

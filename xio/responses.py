@@ -112,6 +112,10 @@ def serialize(response: Response, accept: str | None = None, where: str = "") ->
     has_body = status not in NO_BODY_STATUSES and status >= 200
     headers = [("Content-Type", content_type)] if has_body else []
     headers += [pair for pair in fields if pair[0].lower() != "content-type"]
+    if content_type == _content.EVENT_STREAM and not any(
+        name.lower() == "cache-control" for name, _ in headers
+    ):  # a live resource: no cache on the way may hold its events back
+        headers.append(("Cache-Control", "no-cache"))
     return Wire(status, tuple(headers), body, length, has_body, content)
 
 

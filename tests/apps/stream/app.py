@@ -52,3 +52,21 @@ def ticks(req):
 @app.bind("www/stats")
 def stats(req):
     return STATS
+
+
+@app.bind("www/events")
+def events(req):
+    """Server-sent events: n of them, every ``every`` seconds, each stamped when yielded."""
+    n, every = int(req.query.get("n", "3")), float(req.query.get("every", "0.1"))
+
+    def produce():
+        for index in range(n):
+            if index:
+                time.sleep(every)
+            if index % 2:
+                yield {"index": index, "at": time.time()}  # a plain value: an unnamed event
+            else:
+                yield xio.Event(f'{{"index": {index}, "at": {time.time():.6f}}}', event="tick",
+                                id=str(index))  # fmt: skip
+
+    return _counted(produce())
