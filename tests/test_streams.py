@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
+import shutil
+import subprocess
 import time
 from urllib.parse import urlsplit
 
@@ -16,6 +19,7 @@ import pytest
 import xio
 
 from .conftest import ROOT, wait_until
+from .test_conformance import node_command
 from .test_mesh import apps_seen, ws
 
 STREAM = str(ROOT / "tests/apps/stream")
@@ -163,3 +167,36 @@ def test_an_events_request_to_an_unknown_app_raises_its_error(line):
     a, _, _ = line
     with pytest.raises(xio.NotFound, match="no app 'nowhere'"):
         list(xio.client(a.url, timeout=10).events("/nowhere/live"))
+
+
+@pytest.mark.skipif(not shutil.which("node"), reason="scripts/check installs nodejs")
+def test_the_javascript_client_iterates_server_sent_events_over_both_transports(line):
+    a, _, _ = line
+    script = f"""
+import {{ client }} from {json.dumps((ROOT / "clients/js/xio.js").as_uri())};
+const seen = {{}};
+for (const base of [{json.dumps(a.url)}, {json.dumps(ws(a).replace("/_xio/ws", ""))}]) {{
+  const c = client(base, {{ timeout: 20 }});
+  const events = [];
+  for await (const e of c.events('/stream/events', {{ query: {{ n: '3', every: '0.2' }} }})) {{
+    events.push([e.event, e.id, e.json().index, Date.now() / 1000, e.json().at]);
+  }}
+  let missing;
+  try {{ for await (const e of c.events('/nowhere/live')) {{}} }} catch (error) {{
+    missing = [error.name, error.status];
+  }}
+  c.close();
+  seen[base.slice(0, 2)] = {{ events, missing }};
+}}
+process.stdout.write(JSON.stringify(seen));
+"""
+    done = subprocess.run([*node_command(), "--input-type=module", "-e", script],
+                          capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for transport in json.loads(done.stdout).values():
+        events = transport["events"]
+        assert [event[:3] for event in events] == [["tick", "0", 0], ["message", "0", 1],
+                                                   ["tick", "2", 2]]  # fmt: skip
+        assert events[0][3] < events[2][4]  # the first was in hand before the last was made
+        assert transport["missing"] == ["ResponseError", 404]

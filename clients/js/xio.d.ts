@@ -93,6 +93,18 @@ export interface StreamedResponse {
   cancel(): void;
 }
 
+/** One server-sent event. */
+export interface ServerEvent {
+  /** The event's type: "message" unless the stream named it. */
+  event: string;
+  data: string;
+  /** The last event id the stream set, or null. */
+  id: string | null;
+  retry: number | null;
+  /** data, parsed as JSON. */
+  json(): unknown;
+}
+
 export declare class Client {
   /** A base URL (http(s)://, ws(s)://, or host[:port][/path]), or a list of them to fail over. */
   constructor(url: string | readonly string[], options?: ClientOptions);
@@ -106,6 +118,8 @@ export declare class Client {
   about(path: string, options?: CallOptions): Promise<Response>;
   request(method: string, path: string, options?: RequestOptions): Promise<Response>;
   stream(path: string, options?: StreamOptions): Promise<StreamedResponse>;
+  /** GET path as server-sent events, as they come; a non-200 answer throws a ResponseError. */
+  events(path: string, options?: CallOptions): AsyncIterableIterator<ServerEvent>;
   /** Close the WebSocket (calls in flight on it reject); later calls reconnect. */
   close(): void;
 }

@@ -730,6 +730,58 @@ function transportFor(entry, options) {
   throw new TypeError(`not an http(s):// or ws(s):// URL: ${JSON.stringify(entry)}`);
 }
 
+// Reads text/event-stream bytes as they arrive (the WHATWG HTML standard, 9.2).
+class EventParser {
+  #text = '';
+  #decoder = new TextDecoder();
+  #data = [];
+  #event = null;
+  #id = null;
+  #retry = null;
+
+  *feed(bytes) {
+    this.#text += this.#decoder.decode(bytes, { stream: true });
+    for (;;) {
+      const match = /\r\n|\r|\n/.exec(this.#text);
+      // A CR last may be the half of a CRLF: wait for what follows it.
+      if (!match || (match[0] === '\r' && match.index === this.#text.length - 1)) {
+        if (this.#text.length > MAX_EVENT_LINE) throw new ResponseError('an event line over 1 MiB');
+        return;
+      }
+      const line = this.#text.slice(0, match.index);
+      this.#text = this.#text.slice(match.index + match[0].length);
+      const event = this.#line(line);
+      if (event) yield event;
+    }
+  }
+
+  #line(line) {
+    if (!line) {
+      if (!this.#data.length) {
+        this.#event = null;
+        return null;
+      }
+      const data = this.#data.join('\n');
+      const event = { event: this.#event || 'message', data, id: this.#id, retry: this.#retry };
+      event.json = () => JSON.parse(data);
+      this.#data = [];
+      this.#event = this.#retry = null;
+      return event;
+    }
+    if (line.startsWith(':')) return null;
+    const colon = line.indexOf(':');
+    const name = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? '' : line.slice(colon + 1);
+    if (value.startsWith(' ')) value = value.slice(1);
+    if (name === 'data') this.#data.push(value);
+    else if (name === 'event') this.#event = value;
+    else if (name === 'id' && !value.includes('\0')) this.#id = value;
+    else if (name === 'retry' && /^\d+$/.test(value)) this.#retry = Number(value);
+    return null;
+  }
+}
+const MAX_EVENT_LINE = 1024 * 1024;
+
 export class Client {
   #transports;
   #failover;
@@ -830,6 +882,25 @@ export class Client {
         finished = true;
       },
     };
+  }
+
+  // Server-sent events: an async iterable of {event, data, id, retry, json()} as they come,
+  // over either transport (GET with Accept: text/event-stream). A non-200 answer throws a
+  // ResponseError carrying its status and content; leaving the loop early drops the rest.
+  async *events(path, options = {}) {
+    const headers = mergeHeaders(options.headers, { Accept: 'text/event-stream' });
+    const answer = await this.stream(path, { ...options, method: 'GET', headers });
+    if (answer.status !== 200 || !/^text\/event-stream\b/i.test(answer.contentType || '')) {
+      const chunks = [];
+      for await (const chunk of answer.body) chunks.push(chunk);
+      const content = decodeAnswer(concat(chunks), answer.contentType, 'GET', answer.status, path);
+      const why = (content && content.description) || `status ${answer.status}`;
+      const error = new ResponseError(`GET ${path}: ${answer.status}: ${why}`);
+      Object.assign(error, { status: answer.status, content });
+      throw error;
+    }
+    const parser = new EventParser();
+    for await (const chunk of answer.body) yield* parser.feed(chunk);
   }
 
   // Open the exchange on the first entry that takes it (from the last one that worked).
