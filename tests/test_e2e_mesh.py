@@ -36,9 +36,18 @@ class Tamper:
     def __init__(self, node) -> None:
         self.request = None
         self.response = None
+        self.data = None  # changes a piece of a streamed answer
         self.relayed: list = []  # every req frame R passed on, as it arrived
         forwarder = node.forwarder
         on_request, on_response = forwarder.on_request, forwarder.on_response
+        on_data = forwarder.on_data
+
+        def tampered_data(link, request_id, body, token):
+            if self.data is not None and type(token) is Relay:
+                body = self.data(body)
+            on_data(link, request_id, body, token)
+
+        forwarder.on_data = tampered_data
 
         def tampered_request(link, frame, deadline):
             self.relayed.append(frame)
@@ -123,7 +132,7 @@ def line(request, tmp_path_factory):
 def honest_after(line):
     """Leave R honest after each test, whatever it did in the test."""
     yield line
-    line.tamper.request = line.tamper.response = None
+    line.tamper.request = line.tamper.response = line.tamper.data = None
 
 
 def test_an_honest_relay_passes_requests_and_the_app_sees_the_ingress(honest_after):
@@ -201,6 +210,24 @@ def test_an_answer_changed_by_the_relay_is_a_502_at_the_ingress(honest_after, ch
     assert "the response was altered on the way" in response.content["description"]
     assert "Set-Cookie" not in response.headers
     assert forwarding(line.a)["bad_e2e_mac"] == counted + 1  # A noticed
+
+
+@pytest.mark.parametrize(
+    "change",
+    [lambda piece: piece.replace(b"line 1", b"line 9"), lambda piece: piece + b"extra\n",
+     lambda piece: piece[:-1]],
+    ids=["changed", "added", "dropped"],
+)  # fmt: skip
+def test_a_streamed_answer_changed_by_the_relay_never_arrives_whole(honest_after, change):
+    line = honest_after
+    assert http(line.a, "GET", "/whoami/lines", query={"n": "4"}).content == (
+        b"line 0\nline 1\nline 2\nline 3\n"  # honest: whole, and checked at its end
+    )
+    counted = forwarding(line.a).get("bad_e2e_mac", 0)
+    line.tamper.data = change
+    with pytest.raises(xio.TransportError):  # the transfer is aborted: never a whole answer
+        http(line.a, "GET", "/whoami/lines", query={"n": "4"})
+    assert forwarding(line.a)["bad_e2e_mac"] == counted + 1
 
 
 def test_an_error_made_up_by_the_relay_reaches_the_client_marked_unauthenticated(honest_after):

@@ -25,3 +25,9 @@ def orders(req):
     if req.method == "POST":
         ORDERS.append(req.body)
     return {"orders": len(ORDERS), "last": ORDERS[-1].decode() if ORDERS else None}
+
+
+@app.bind("www/lines")
+def lines(req):
+    """A streamed answer: ``n`` lines, each its own piece (a relay might change one)."""
+    return (f"line {index}\n" for index in range(int(req.query.get("n", "3"))))
