@@ -12,8 +12,8 @@
 
 ``X-Xio-Timeout: <seconds>`` sets the request's deadline (default 30 s, or the app's
 ``--app-timeout``); past it the answer is 504, wherever the request is. ``X-Xio-Retries: N``
-sets the request's retries (xio.node.policy; README, "Policies"). ``X-Xio-Trace`` from a client that may read ``/_xio/``
-asks every node on the way to time the request (``xio.peering.trace``): the answer carries the
+sets how often a request the mesh failed goes again (xio.node.policy; README, "Policies").
+``X-Xio-Trace`` from a client that may read ``/_xio/`` asks every node on the way to time the request (``xio.peering.trace``): the answer carries the
 times in its own ``X-Xio-Trace``; from other clients the header is ignored.
 ``GET /_xio/ws`` or ``/_xio/client-ws`` without a WebSocket upgrade is 426.
 
@@ -336,15 +336,8 @@ class Router:
                         break
                     gevent.sleep(pause)
                 attempt += 1
-                frame = RequestFrame(
-                    0, target, app, req.method, path, req.query_string, headers, req.body,
-                    hops=DEFAULT_HOPS + 1, ttl_ms=0, trace=True if traced else None,
-                )  # fmt: skip
-                answer = node.forwarder.route(frame, deadline)
-                outcome = classify(answer.status, answer.headers, answer.body, node.id, target)
+                answer, outcome = self._send(req, target, app, path, headers, traced, deadline)
                 verdict = verdict_of(outcome)
-            except LocalProtocolError as exc:  # a client's value the frame rules refuse
-                raise BadRequest(f"the request cannot cross the mesh: {exc}") from None
             finally:  # a probe always reports, even when the client went away meanwhile
                 policy.breakers.record(target, admission, verdict, time.monotonic())
             tried.append(target)
@@ -364,6 +357,22 @@ class Router:
             if answer.trace:
                 response.headers[TRACE] = header_value(answer.trace)
         return response
+
+    def _send(
+        self, req: Request, dst: str, app: str, path: str, headers: tuple, traced: bool,
+        deadline: float,
+    ):  # fmt: skip
+        """Send one attempt of ``req`` to ``dst``; return its answer and what it proves."""
+        try:
+            frame = RequestFrame(
+                0, dst, app, req.method, path, req.query_string, headers, req.body,
+                hops=DEFAULT_HOPS + 1, ttl_ms=0, trace=True if traced else None,
+            )  # fmt: skip
+            answer = self.node.forwarder.route(frame, deadline)
+        except LocalProtocolError as exc:  # a client's value the frame rules refuse: its fault
+            raise BadRequest(f"the request cannot cross the mesh: {exc}") from None
+        head = getattr(answer, "head", answer)  # a streamed answer is judged by its head
+        return answer, classify(head.status, head.headers, head.body, self.node.id, dst)
 
     def _choose_host(
         self, app: str, pinned: str | None, tried: list[str], now: float
