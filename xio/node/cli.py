@@ -29,7 +29,7 @@ from pathlib import Path
 from ..errors import ConfigError, StateError
 from ..resource import Resource
 from ..version import __version__
-from . import settings
+from . import policy, settings
 from .config import parse_pin, read_admin_token
 from .cors import parse_origin
 from .logs import FORMATS, parse_access_log
@@ -132,6 +132,39 @@ def node_arguments(
                         help="one line per HTTP request: on (default), off, or the share of "
                         "requests logged, e.g. 0.1 (5xx always); whatever --log-level says")  # fmt: skip
     limit_arguments(parser.add_argument_group("budgets and limits (all ours, none a peer's)"))
+    policy_arguments(parser.add_argument_group('policies (README, "Policies")'))
+
+
+def policy_arguments(group) -> None:
+    """Add the flags of the resilience policies (xio.node.policy); defaults from NodeConfig."""
+    group.add_argument("--retries", type=_retries, default=DEFAULTS.retries, metavar="N",
+                       help="attempts after the first for a request the mesh failed to "
+                       f"deliver or answer, 0 to {policy.MAX_RETRIES} (default "
+                       f"{DEFAULTS.retries}; X-Xio-Retries: N per call)")  # fmt: skip
+    methods = ",".join(DEFAULTS.retry_methods)  # argparse parses a default given as text
+    group.add_argument("--retry-methods", type=_methods, default=methods, metavar="M,M",
+                       help="methods sent again when a request may have reached the app "
+                       f"(default {methods}); other methods only when it surely did not")  # fmt: skip
+    group.add_argument("--breaker-failures", type=_count, default=DEFAULTS.breaker_failures,
+                       metavar="N", help="failures towards one node, within --breaker-window, "
+                       f"that open its circuit (default {DEFAULTS.breaker_failures})")  # fmt: skip
+    group.add_argument("--breaker-window", type=_seconds, default=DEFAULTS.breaker_window,
+                       metavar="SECONDS", help="the window failures are counted in "
+                       f"(default {DEFAULTS.breaker_window:g})")  # fmt: skip
+    group.add_argument("--breaker-cooloff", type=_seconds, default=DEFAULTS.breaker_cooloff,
+                       metavar="SECONDS", help="how long an open circuit refuses before one "
+                       f"probe may go (default {DEFAULTS.breaker_cooloff:g})")  # fmt: skip
+    group.add_argument("--bulkhead", type=_count, default=DEFAULTS.bulkhead, metavar="N",
+                       help="requests one app hosted here runs at once; more are answered 503 "
+                       f"(default {DEFAULTS.bulkhead})")  # fmt: skip
+    for flag, parse, metavar, text in (
+        ("--app-timeout", _app_seconds, "APP=SECONDS", "APP's default deadline, in place of "
+         "--request-timeout"),
+        ("--app-retries", _app_retries, "APP=N", "APP's --retries"),
+        ("--app-bulkhead", _app_count, "APP=N", "APP's --bulkhead"),
+    ):  # fmt: skip
+        group.add_argument(flag, action="append", default=[], type=parse, metavar=metavar,
+                           help=f"{text} (repeatable)")  # fmt: skip
 
 
 #: (flag, NodeConfig field, parser, help) of every budget and limit; defaults from NodeConfig.
@@ -222,6 +255,39 @@ def _origin(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--cors {text!r}: ")) from exc
 
 
+def _retries(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= policy.MAX_RETRIES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 0 to {policy.MAX_RETRIES}")
+    return value
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    try:
+        return policy.parse_methods(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _per_app(parse: Callable[[str], object], what: str) -> Callable[[str], tuple]:
+    """Return the parser of ``APP=VALUE``, ``VALUE`` read by ``parse``."""
+
+    def parse_pair(text: str) -> tuple:
+        from ..peering.names import is_app_name
+
+        app, sep, value = text.partition("=")
+        if not sep or not is_app_name(app.strip()):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected APP={what}")
+        try:
+            return app.strip(), parse(value.strip())
+        except (ValueError, argparse.ArgumentTypeError):
+            raise argparse.ArgumentTypeError(f"{text!r}: {value.strip()!r} is not a "
+                                             f"{what.lower()}") from None  # fmt: skip
+
+    parse_pair.__name__ = f"APP={what}"
+    return parse_pair
+
+
 def _threads_option(text: str) -> tuple[str, int]:
     from ..threads import parse_threads_option
 
@@ -231,6 +297,9 @@ def _threads_option(text: str) -> tuple[str, int]:
 # argparse names the type in its error: "invalid size value: '12x'".
 _count.__name__, _seconds.__name__, _size.__name__ = "count", "seconds", "size"
 _threads_option.__name__ = "APP=N"
+_app_seconds = _per_app(_seconds, "SECONDS")
+_app_count = _per_app(_count, "N")
+_app_retries = _per_app(_retries, "N")
 
 
 def _show(kind: str, value: float) -> str:
@@ -274,6 +343,11 @@ def config_from(args: argparse.Namespace, *, state_dir: Path | None, mdns: bool)
         mdns_interfaces=args.mdns_interface, advertise_addresses=args.advertise_address,
         pin_apps=_pins(args.pin_app), admin_token_file=args.admin_token, cors=args.cors,
         mesh_pub=tuple(args.mesh_pub) if args.mesh_pub else None, cert=args.cert, **limits,
+        retries=args.retries, retry_methods=args.retry_methods,
+        breaker_failures=args.breaker_failures, breaker_window=args.breaker_window,
+        breaker_cooloff=args.breaker_cooloff, bulkhead=args.bulkhead,
+        app_timeouts=dict(args.app_timeout), app_retries=dict(args.app_retries),
+        app_bulkheads=dict(args.app_bulkhead),
     )  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from ..peering.identity import is_node_id
 from ..peering.names import is_app_name
 from ..peering.records import DEFAULT_LIFETIME_MS
 from ..server import DEFAULT_MAX_BODY, HTTPLimits
+from . import policy as _policy
 from .access import TOKEN_RULE
 
 __all__ = ["WS_PATH", "NodeConfig", "parse_peer", "parse_pin", "read_admin_token"]
@@ -80,6 +81,17 @@ class NodeConfig:
     max_connections: int = _HTTP_DEFAULTS.max_connections
     max_connections_per_client: int = _HTTP_DEFAULTS.max_connections_per_client
     max_header_bytes: int = _HTTP_DEFAULTS.max_header_bytes
+    # Resilience (xio.node.policy; README, "Policies"): retries at the ingress, a breaker per
+    # destination node, a bulkhead per app hosted here; the app_* maps override per app.
+    retries: int = _policy.DEFAULT_RETRIES
+    retry_methods: tuple[str, ...] = _policy.DEFAULT_RETRY_METHODS
+    breaker_failures: int = _policy.DEFAULT_BREAKER_FAILURES
+    breaker_window: float = _policy.DEFAULT_BREAKER_WINDOW
+    breaker_cooloff: float = _policy.DEFAULT_BREAKER_COOLOFF
+    bulkhead: int = _policy.DEFAULT_BULKHEAD
+    app_timeouts: dict[str, float] = field(default_factory=dict)
+    app_retries: dict[str, int] = field(default_factory=dict)
+    app_bulkheads: dict[str, int] = field(default_factory=dict)
 
 
 def parse_pin(spec: str) -> tuple[str, frozenset[str]]:

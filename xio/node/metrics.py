@@ -205,6 +205,7 @@ def families(
     for loop, entry in sorted(status.get("loops", {}).items()):
         extra = routing.get("errors", 0) if loop == "routes" else 0  # the route keeper's own
         errors.add(entry.get("errors", 0) + extra, loop=loop)
+    _policies(family, status.get("policy") or {})
     family("xio_uptime_seconds", "gauge", "Seconds since the node started").add(
         status.get("uptime_s", 0)
     )
@@ -213,6 +214,30 @@ def families(
         name=status.get("name", ""),
     )  # fmt: skip
     return out
+
+
+def _policies(family, policy: Mapping) -> None:
+    """Add the families of the retries, breakers and bulkheads (xio.node.policy)."""
+    retries = family("xio_retries_total", "counter", "Retries at the ingress, by event: retried "
+                     "(attempts after the first), recovered, exhausted, unsafe (lost, its method "
+                     "not retried), streamed (its body could not be sent twice)")  # fmt: skip
+    for event, count in sorted(policy.get("retries", {}).items()):
+        retries.add(count, event=event)
+    family("xio_breaker_opens_total", "counter", "Times a destination's circuit breaker "
+           "opened, failed half-open probes included").add(policy.get("breaker_opens", 0))  # fmt: skip
+    state = family("xio_breaker_state", "gauge",
+                   "Each destination node's circuit breaker: 1 for the state it is in")  # fmt: skip
+    for node, entry in sorted(policy.get("breakers", {}).items()):
+        for name in ("closed", "open", "half_open"):
+            state.add(1 if entry.get("state") == name else 0, node=node, state=name)
+    in_use = family("xio_bulkhead_in_use", "gauge", "Requests each app hosted here runs now")
+    limit = family("xio_bulkhead_limit", "gauge", "Each app's bulkhead: requests it may run")
+    rejected = family("xio_bulkhead_rejections_total", "counter",
+                      "Requests refused 503 because their app's bulkhead was full")  # fmt: skip
+    for app, entry in sorted(policy.get("bulkheads", {}).items()):
+        in_use.add(entry.get("in_use", 0), app=app)
+        limit.add(entry.get("limit", 0), app=app)
+        rejected.add(entry.get("rejected", 0), app=app)
 
 
 def _links(family, peers: list[Mapping]) -> None:

@@ -84,6 +84,7 @@ from .linktable import LinkTable
 from .meshmap import RTT_EXT, mesh_map, rtt_ext
 from .metrics import Metrics, method_label
 from .originator import Originator, RecordContent
+from .policy import REFUSED, Policies, policy_settings
 from .reload import ReloadPlan, plan_reload
 from .router import Router
 from .routes import RouteKeeper
@@ -135,6 +136,7 @@ class Node:
         self.in_flight = Budget("in_flight", config.max_in_flight)
         self.body_bytes = Budget("body_bytes", config.body_budget)
         self.metrics = Metrics()  # what only /_xio/metrics reports (xio.node.metrics)
+        self.policy = Policies(policy_settings(config))  # retries, breakers, bulkheads
         # One context for every wss:// dial; a bad --peer-ca fails here, at start, not per dial.
         self._peer_tls = peer_tls_context(config.peer_ca) if config.peer_ca else None
         self._build_mesh_parts(config)
@@ -284,6 +286,7 @@ class Node:
             del self.apps[name]
         self.apps.update(apps)
         self.in_flight.limit, self.body_bytes.limit = config.max_in_flight, config.body_budget
+        self.policy.configure(policy_settings(config))
         if self.server is not None:
             self.wsgi.max_body = config.max_body
         self.link_table.max_inbound = config.max_inbound_links
@@ -431,6 +434,7 @@ class Node:
                            "trimmed": self.originator.trimmed},
             "dialling": [dialer.status() for dialer in dialers],
             "mdns": self.mdns.describe() if self.mdns is not None else None,
+            "policy": self.policy.describe(now, self.table.name_of),
         }  # fmt: skip
 
     def membership_counts(self) -> dict[str, int]:
@@ -748,6 +752,20 @@ class Node:
         return response
 
     def _run_app(self, app: Resource, req: Request, deadline: float) -> Response:
+        # The bulkhead: one app may run so many requests here at once, the rest wait nowhere.
+        name = next((key for key, hosted in self.apps.items() if hosted is app), "_main")
+        bulkhead = self.policy.bulkhead(name)
+        if not bulkhead.enter():
+            self.refused["bulkhead_full"] += 1
+            busy = f"app {name!r} runs {bulkhead.limit} requests at once here, its bulkhead"
+            return error_response(HTTPError(503, busy, headers={"Retry-After": "1",
+                                                                REFUSED: "bulkhead"}))  # fmt: skip
+        try:
+            return self._run_app_now(app, req, deadline)
+        finally:
+            bulkhead.leave()
+
+    def _run_app_now(self, app: Resource, req: Request, deadline: float) -> Response:
         if app.threads:  # on the app's own threads: the hub keeps serving links meanwhile
             return answer_on_threads(app, req, deadline, self.refused)
         # A bare loop timer that throws only if it fires: no gevent.Timeout per request.

@@ -30,6 +30,9 @@ LIVE = frozenset({
     "request_timeout", "max_ttl", "max_body", "max_in_flight", "body_budget",
     "store_max_records", "store_max_bytes", "origin_quota", "max_inbound_links", "advertise",
     "link_timeout", "write_timeout", "link_queue_bytes",
+    # The policies (xio.node.policy): breakers and bulkheads keep their state.
+    "retries", "retry_methods", "breaker_failures", "breaker_window", "breaker_cooloff",
+    "bulkhead", "app_timeouts", "app_retries", "app_bulkheads",
 })  # fmt: skip
 #: Of those, the ones that apply to links set up after the reload (a link keeps its limits).
 LIVE_FOR_NEW_LINKS = frozenset({"link_timeout", "write_timeout", "link_queue_bytes", "max_ttl"})

@@ -10,9 +10,10 @@
                              the nearest node that hosts it (ties spread at random)
     anything else            the main app (``app.main()``), or 404 unknown app
 
-``X-Xio-Timeout: <seconds>`` sets the request's deadline (default 30 s); past it the
-answer is 504, wherever the request is. ``X-Xio-Trace`` from a client that may read ``/_xio/``
-asks every node on the way to time the request (``xio.peering.trace``): the answer carries the
+``X-Xio-Timeout: <seconds>`` sets the request's deadline (default 30 s, or the app's
+``--app-timeout``); past it the answer is 504, wherever the request is. ``X-Xio-Retries: N``
+sets how often a request the mesh failed goes again (xio.node.policy; README, "Policies").
+``X-Xio-Trace`` from a client that may read ``/_xio/`` asks every node on the way to time the request (``xio.peering.trace``): the answer carries the
 times in its own ``X-Xio-Trace``; from other clients the header is ignored.
 ``GET /_xio/ws`` or ``/_xio/client-ws`` without a WebSocket upgrade is 426.
 
@@ -30,11 +31,14 @@ headers (the HTTP writer frames the body itself), repeats kept; what HTTP cannot
 from __future__ import annotations
 
 import logging
+import random
 import re
 import time
 from collections import Counter
 from typing import Protocol
 from urllib.parse import quote, unquote
+
+import gevent
 
 from ..budget import Budget
 from ..errors import (
@@ -61,6 +65,19 @@ from .admin import PUBLIC_PAGES, AdminNode, admin_resource
 from .config import NodeConfig
 from .headers import end_to_end, first_bad_header
 from .metrics import Metrics, method_label
+from .policy import (
+    ATTEMPTS_HEADER,
+    REFUSED,
+    RETRIES_HEADER,
+    RETRY_PAUSE,
+    Admission,
+    Outcome,
+    Policies,
+    classify,
+    parse_retries,
+    retry_after_header,
+    verdict_of,
+)
 from .ui import asset_response, prefers_html
 
 log = logging.getLogger("xio.node")
@@ -95,6 +112,7 @@ class RouterNode(AdminNode, Protocol):
     refused: Counter[str]
     forwarder: RouterForwarder
     metrics: Metrics
+    policy: Policies
 
     @property
     def config(self) -> NodeConfig: ...
@@ -196,7 +214,6 @@ class Router:
                     HTTPError(405, "the mesh listing answers GET", headers={"Allow": "GET, HEAD"})
                 )
             )
-        deadline = time.monotonic() + self._timeout(req)
         if req.header(VIA) is not None:  # only nodes write the trail, never a client
             req.headers.pop(VIA, None)
         # Routing reads the decoded first segments; the rest stays as the client sent it, so
@@ -204,13 +221,17 @@ class Router:
         raw = raw_path(req)
         raw_first, slash, raw_rest = raw.lstrip("/").partition("/")
         first, below = unquote(raw_first), slash + raw_rest
+        app = unquote(raw_rest.partition("/")[0]) if first.startswith("~") else first
+        deadline = time.monotonic() + self._timeout(req, app)
+        if req.header(RETRIES_HEADER) is not None:  # checked here too: a local app's call
+            parse_retries(req.header(RETRIES_HEADER))
         if first.startswith("~"):
             return self._pinned(req, first[1:], below, deadline)
         if first in node.apps and node.table.serves(first, node.id):
             req.url_path = below
             return self._local(node.apps[first], req, deadline)
         if is_app_name(first) and node.table.hosts_of(first):
-            return self._forward(req, node.table.pick_host(first), first, below, deadline)
+            return self._forward(req, None, first, below, deadline)  # a host chosen there
         if node.main_app is not None:
             req.url_path = raw
             return self._local(node.main_app, req, deadline)
@@ -239,10 +260,11 @@ class Router:
             response.headers[TRACE] = header_value(append_entry((), self.node.id, spent, spent))
         return response
 
-    def _timeout(self, req: Request) -> float:
+    def _timeout(self, req: Request, app: str = "") -> float:
         raw = req.header(TIMEOUT_HEADER)
         if raw is None:
-            return self.node.config.request_timeout
+            own = self.node.policy.timeout(app)  # --app-timeout, else --request-timeout
+            return min(own, self.node.config.max_ttl) if own else self.node.config.request_timeout
         try:
             seconds = float(raw)
         except ValueError:
@@ -274,8 +296,15 @@ class Router:
             raise NotFound(f"no app {app!r} on node {token}")
         return self._forward(req, target, app, below, deadline)
 
-    def _forward(self, req: Request, dst: str, app: str, path: str, deadline: float) -> Response:
-        """Carry ``req`` to node ``dst`` as a ``req`` frame; ``path`` is raw, below the app."""
+    def _forward(
+        self, req: Request, dst: str | None, app: str, path: str, deadline: float
+    ) -> Response:
+        """Carry ``req`` to node ``dst`` (None: a host of ``app``) as ``req`` frames.
+
+        A failed attempt goes again under the app's retry policy (xio.node.policy): to
+        another host when ``dst`` is None and one is left, else to the same node; every
+        attempt within the one deadline. ``path`` is raw, below the app.
+        """
         if time.monotonic() >= deadline:
             raise GatewayTimeout("deadline passed")
         if len(req.body) > MAX_BODY:
@@ -284,6 +313,60 @@ class Router:
         check_request_fits(req.method, path, req.query_string, headers)
         # A trace shows the nodes on the way, as X-Xio-Via does: admin clients only.
         traced = req.header(TRACE) is not None and self._may_see_topology(req)
+        node = self.node
+        policy = node.policy
+        asked = req.header(RETRIES_HEADER)
+        retry = policy.retry_policy(app, None if asked is None else parse_retries(asked))
+        # Every body is whole bytes today, read before routing. The hook for streamed ones: a
+        # request whose body was streamed sets ``body_streamed`` and is never sent twice.
+        replayable = not getattr(req, "body_streamed", False)
+        tried: list[str] = []
+        attempt, answer, outcome = 0, None, Outcome.FINAL
+        while True:
+            chosen = self._choose_host(app, dst, tried, time.monotonic())
+            if chosen is None:
+                if answer is None:  # every host's breaker is open: none was asked
+                    return self._circuit_open(app, dst)
+                break
+            target, admission = chosen
+            verdict = None
+            try:
+                if target in tried:  # the same node again: give the table time to re-route
+                    pause = RETRY_PAUSE * attempt
+                    if time.monotonic() + pause >= deadline:
+                        break
+                    gevent.sleep(pause)
+                attempt += 1
+                answer, outcome = self._send(req, target, app, path, headers, traced, deadline)
+                verdict = verdict_of(outcome)
+            finally:  # a probe always reports, even when the client went away meanwhile
+                policy.breakers.record(target, admission, verdict, time.monotonic())
+            tried.append(target)
+            unretried = retry.refusal(outcome, req.method, attempt, replayable)
+            if unretried is not None:
+                if unretried in policy.retries:
+                    policy.retries[unretried] += 1
+                break
+            policy.retries["retried"] += 1
+            if type(answer) is Streamed:  # a failed answer we drop: cancel the rest of it
+                answer.body.close()
+        if attempt > 1:
+            policy.retries["recovered" if outcome is Outcome.ANSWERED else "exhausted"] += 1
+        response = frame_to_response(answer, node.forwarder.counts)
+        if attempt > 1:
+            response.headers[ATTEMPTS_HEADER] = str(attempt)
+        if traced:  # entries checked by the forwarder, in place of any the app set
+            head = answer.head if type(answer) is Streamed else answer
+            response.headers.pop(TRACE, None)
+            if head.trace:
+                response.headers[TRACE] = header_value(head.trace)
+        return response
+
+    def _send(
+        self, req: Request, dst: str, app: str, path: str, headers: tuple, traced: bool,
+        deadline: float,
+    ):  # fmt: skip
+        """Send one attempt of ``req`` to ``dst``; return its answer and what it proves."""
         try:
             frame = RequestFrame(
                 0, dst, app, req.method, path, req.query_string, headers, req.body,
@@ -292,13 +375,49 @@ class Router:
             answer = self.node.forwarder.route(frame, deadline)
         except LocalProtocolError as exc:  # a client's value the frame rules refuse: its fault
             raise BadRequest(f"the request cannot cross the mesh: {exc}") from None
-        response = frame_to_response(answer, self.node.forwarder.counts)
-        if traced:  # entries checked by the forwarder, in place of any the app set
-            head = answer.head if type(answer) is Streamed else answer
-            response.headers.pop(TRACE, None)
-            if head.trace:
-                response.headers[TRACE] = header_value(head.trace)
-        return response
+        head = answer.head if type(answer) is Streamed else answer  # judged by its head
+        return answer, classify(head.status, head.headers, head.body, self.node.id, dst)
+
+    def _choose_host(
+        self, app: str, pinned: str | None, tried: list[str], now: float
+    ) -> tuple[str, Admission] | None:
+        """Return the node to ask next, and its breaker's admission; None if none may be.
+
+        Nearest first, at random among equals; hosts not yet tried before those tried.
+        """
+        if pinned is not None:
+            candidates = [pinned]
+        else:
+            node = self.node
+            table = node.table
+            hosts = [(cost, host) for cost, host in table.hosts_of(app)
+                     if host != node.id and table.serves(app, host)]  # fmt: skip
+            pool = [pair for pair in hosts if pair[1] not in tried] or hosts
+            random.shuffle(pool)
+            pool.sort(key=lambda pair: pair[0])  # stable: equals stay shuffled
+            candidates = [host for _, host in pool]
+        breakers = self.node.policy.breakers
+        for host in candidates:
+            admission = breakers.admit(host, now)
+            if admission is not Admission.REFUSE:
+                return host, admission
+        return None
+
+    def _circuit_open(self, app: str, pinned: str | None) -> Response:
+        """Answer 503 for a request none of whose hosts may be asked now (open breakers)."""
+        node = self.node
+        table = node.table
+        hosts = [pinned] if pinned else [h for _, h in table.hosts_of(app) if h != node.id]
+        wait = node.policy.breakers.retry_after(hosts, time.monotonic())
+        names = ", ".join(table.name_of(host) or host for host in hosts[:4])
+        settings = node.policy.settings
+        node.refused["breaker_open"] += 1
+        raise HTTPError(503, f"the circuit to every host of app {app!r} is open ({names}): "
+                        f"they failed too often (a breaker opens at {settings.breaker_failures} "
+                        f"failures within {settings.breaker_window:g} s); retry in "
+                        f"{retry_after_header(wait)} s",
+                        headers={"Retry-After": retry_after_header(wait),
+                                 REFUSED: "breaker"})  # fmt: skip
 
     def listing(self, hosts: bool = True) -> dict:
         """Return every app in the mesh with the nodes that host it (``hosts``), or its name."""

@@ -371,7 +371,7 @@ def _plain(value: object) -> object:
         isinstance(value, list | tuple)
         and len(value) == 2
         and isinstance(value[0], str)
-        and (isinstance(value[1], frozenset | int) and not isinstance(value[1], bool))
+        and (isinstance(value[1], frozenset | int | float) and not isinstance(value[1], bool))
     ):
         second = value[1]
         return f"{value[0]}={','.join(sorted(second)) if isinstance(second, frozenset) else second}"

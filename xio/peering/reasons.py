@@ -123,6 +123,8 @@ REFUSALS = (
     Reason("queue_full", "a link's send queue is full: the request is answered 503"),
     Reason("overloaded", "a link has 1024 requests in flight from its peer (503)"),
     Reason("threads_full", "an app's threads and their queue are busy (503)"),
+    Reason("bulkhead_full", "an app hosted here runs its --bulkhead of requests already (503)"),
+    Reason("breaker_open", "every host of the app has its circuit open at the ingress (503)"),
     Reason("handshake_rate", "too many links being set up at once: one refused"),
     Reason("inbound_links_full", "--max-inbound-links reached: an inbound link refused"),
     Reason("flood_queue_full", "a record not flooded to a link whose queue is full"),
