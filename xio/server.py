@@ -66,6 +66,13 @@ RAW_TARGET = "xio.raw_target"
 RAW_FIELDS = "xio.raw_fields"
 #: The environ key through which the server tells ``WSGIApp`` its body deadline.
 BODY_TIMEOUT_KEY = "xio.body_timeout"
+#: Set in the environ by ``WSGIApp`` when it refused a body it did not read: the connection
+#: then closes lingering (``_Handler._linger``).
+LINGER_KEY = "xio.linger"
+#: A lingering close reads and drops at most this much, for at most this long: enough for
+#: what a client sent before it saw the refusal; a client that keeps sending is then reset.
+LINGER_BYTES = 8 * 1024 * 1024
+LINGER_SECONDS = 2.0
 
 _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 _COALESCE_LIMIT = 64 * 1024
@@ -124,6 +131,7 @@ class WSGIApp:
         except HTTPError as exc:
             _log_refusal(self.refused, environ.get("REMOTE_ADDR"), exc, environ)
             _stop_reading(environ)
+            environ[LINGER_KEY] = True
             return self._send(environ, start_response, error_response(exc), close=True)
         try:
             return self._respond(environ, start_response, environ["REQUEST_METHOD"], body)
@@ -305,6 +313,9 @@ class _Handler(WSGIHandler):
             self.handle_one_response()
         finally:
             self._uncount()
+        if environ.get(LINGER_KEY):
+            self._linger()
+            return None
         if self.close_connection or self.rfile.closed:
             return None
         # A keep-alive connection whose next request is already buffered is served again
@@ -314,6 +325,27 @@ class _Handler(WSGIHandler):
         if loop.iteration == iteration:
             gevent.sleep(0)
         return True
+
+    def _linger(self) -> None:
+        # The client may still be sending the body we refused. Closing now, with its bytes
+        # arriving, makes the kernel answer them with a reset, and a client such as curl,
+        # reset while it sends, never reads our answer. So: end our side (FIN after the
+        # answer), read and drop what comes, bounded, then close.
+        sock = self.socket
+        timer = self.server.loop.timer(LINGER_SECONDS)
+        timer.start(getcurrent().throw, _Idle)
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            left = LINGER_BYTES
+            while left > 0:
+                data = sock.recv(min(65536, left))
+                if not data:
+                    break
+                left -= len(data)
+        except (OSError, ValueError, _Idle):  # reset, closed, or lingered long enough
+            pass
+        finally:
+            timer.close()
 
     def _uncount(self) -> None:
         if self._counted:
