@@ -152,3 +152,85 @@ def test_an_end_is_queued_even_when_the_queue_is_full():
     assert pair.b.end_stream(request_id, error="the app failed")
     pair.pump()
     assert of(EndArrived, pair.take("a"))[0].error == "the app failed"
+
+
+# -- streamed request bodies (docs/PROTOCOL.md 4.2): the asker sends, the answerer grants ------
+
+
+def upload(pair: Pair, token="t") -> int:
+    """A sends a req whose body is streamed; B registers it and grants nothing yet."""
+    request_id = pair.a.open_request(token, pair.now + 30, upload=True)
+    pair.a.send(dataclasses.replace(request(request_id), more=True))
+    pair.pump()
+    [arrived] = of(RequestArrived, pair.take("b"))
+    assert arrived.frame.more
+    pair.b.attach(request_id, "task")
+    pair.take("a")
+    return request_id
+
+
+def test_a_streamed_body_goes_only_within_the_credit_its_answerer_grants(pair):
+    request_id = upload(pair)
+    assert pair.a.body_credit_of(request_id) == 0  # nothing before the answerer asks
+    assert pair.b.grant_body(request_id, 6)
+    pair.pump()
+    [credit] = of(CreditArrived, pair.take("a"))
+    assert (credit.n, credit.up, credit.token) == (6, True, "t")
+    assert pair.a.send_body_data(request_id, b"hello ")
+    with pytest.raises(LocalProtocolError):
+        pair.a.send_body_data(request_id, b"w")  # over the credit: our own bug, never sent
+    assert pair.a.end_body(request_id, mac=b"m" * 16)
+    pair.pump()
+    events = pair.take("b")
+    assert [(type(e), e.up) for e in events] == [(DataArrived, True), (EndArrived, True)]
+    assert events[0].body == b"hello " and events[0].token == "task"
+    assert events[1].mac == b"m" * 16 and events[1].error is None
+    # The request is still in flight both ways: its answer is to come.
+    assert request_id in pair.a.outgoing and request_id in pair.b.incoming
+    assert pair.a.body_credit_of(request_id) is None  # the body ended: nothing more to send
+
+
+def test_a_body_sent_past_its_credit_is_broken_and_the_link_stays(pair):
+    request_id = upload(pair)
+    pair.b.grant_body(request_id, 4)
+    events = pair.inject("b", DataFrame(request_id, b"12345", True))
+    assert [(e.reason, e.fatal) for e in of(Rejected, events)] == [("credit_exceeded", False)]
+    [end] = of(EndArrived, events)
+    assert end.up and end.error.startswith("credit_exceeded")
+    assert pair.b.established and request_id in pair.b.incoming  # answered by its owner
+    # Whatever the asker sends of that body now is refused, counted, and harms nothing.
+    events = pair.inject("b", DataFrame(request_id, b"more", True))
+    assert [e.reason for e in of(Rejected, events)] == ["unexpected_stream"]
+
+
+def test_body_frames_of_a_request_that_streams_none_are_refused(pair):
+    request_id = ask(pair, window=0)
+    events = pair.inject("b", DataFrame(request_id, b"x", True))
+    assert [e.reason for e in of(Rejected, events)] == ["unexpected_stream"]
+    assert pair.inject("b", EndFrame(request_id, up=True)) == []
+    assert not pair.b.grant_body(request_id, 5)  # never granted: it streams no body
+    assert pair.b.counts["late_end"] == 1 and pair.b.established
+
+
+def test_an_answer_ends_the_upload_and_late_body_frames_are_counted(pair):
+    request_id = upload(pair)
+    pair.b.grant_body(request_id, 100)
+    pair.pump()
+    pair.take("a")
+    assert pair.b.respond(request_id, ResponseFrame(request_id, 413, (), b"too large"))
+    pair.pump()
+    assert of(ResponseArrived, pair.take("a"))
+    assert pair.a.body_credit_of(request_id) is None  # the pump stops
+    assert not pair.a.send_body_data(request_id, b"late")
+    assert pair.inject("b", DataFrame(request_id, b"late", True)) == []
+    assert pair.inject("a", CreditFrame(request_id, 9, True)) == []
+    assert (pair.b.counts["late_data"], pair.a.counts["late_credit"]) == (1, 1)
+
+
+def test_up_flags_must_be_bools_and_a_streamed_req_has_no_body_of_its_own():
+    from xio.errors import LocalProtocolError as Bad
+
+    with pytest.raises(Bad, match="up"):
+        DataFrame(1, b"x", 1)
+    with pytest.raises(Bad, match="body"):
+        dataclasses.replace(request(1, body=b"inline"), more=True)

@@ -187,6 +187,11 @@ def _check_e2e(owner: str, src: Any, nonce: Any, mac: Any) -> None:
     _check_bytes(owner, "mac", mac, E2E_MAC_LENGTH)
 
 
+def _check_flag(frame: str, name: str, value: object) -> None:
+    if type(value) is not bool:
+        raise _fail(frame, name, f"must be a bool, got {value!r:.40}")
+
+
 def _on_wire(**keys: str):
     """Derive a message type's ``WIRE`` table from its fields; ``keys`` renames attributes."""
 
@@ -309,6 +314,9 @@ class RequestFrame:
     trace: bool | None = field(default=None, kw_only=True)
     #: The sender takes a streamed answer (docs/PROTOCOL.md 4.1), ``win`` bytes of it at first.
     win: int | None = field(default=None, kw_only=True)
+    #: True: the body is streamed (docs/PROTOCOL.md 4.2): it follows in ``data`` frames with
+    #: ``up``, within the credit the answerer grants, and an ``end``; this frame has none.
+    more: bool | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         # Hot path: one cheap test of the common exact types, the detailed checks only when it
@@ -353,6 +361,10 @@ class RequestFrame:
             _check_uint("req", "win", self.win, MAX_UINT32)
             if self.win == 0:
                 raise _fail("req", "win", "must be at least 1")
+        if self.more is not None:
+            _check_flag("req", "more", self.more)
+            if self.more and self.body:
+                raise _fail("req", "body", "must be empty when the body is streamed")
 
     def _check_slowly(self) -> None:
         _check_uint("req", "request_id", self.request_id, MAX_UINT32)
@@ -403,8 +415,7 @@ class ResponseFrame:
         if self.mac is not None:
             _check_e2e("res", None, None, self.mac)
         if self.more is not None:
-            if type(self.more) is not bool:
-                raise _fail("res", "more", f"must be a bool, got {self.more!r:.40}")
+            _check_flag("res", "more", self.more)
             if self.more and self.body:
                 raise _fail("res", "body", "must be empty in the head of a streamed answer")
 
@@ -461,11 +472,13 @@ class Cancel:
 @_on_wire(request_id="id", body="b")
 @dataclass(frozen=True, slots=True)
 class DataFrame:
-    """Carry the next piece of the streamed answer to the request ``request_id``."""
+    """Carry the next piece of the streamed answer to the request ``request_id`` or, with
+    ``up``, of that request's streamed body (from the asker to the answerer)."""
 
     TYPE: ClassVar[str] = "data"
     request_id: int
     body: bytes
+    up: bool | None = None
 
     def __post_init__(self) -> None:
         if not (
@@ -478,28 +491,35 @@ class DataFrame:
             _check_bytes("data", "body", self.body)
             if not 0 < len(self.body) <= MAX_PIECE:
                 raise _fail("data", "body", f"must hold 1..{MAX_PIECE} bytes")
+        if self.up is not None:
+            _check_flag("data", "up", self.up)
 
 
 @_on_wire(request_id="id")
 @dataclass(frozen=True, slots=True)
 class CreditFrame:
-    """Let the answerer of ``request_id`` send ``n`` more bytes of its streamed answer."""
+    """Let the answerer of ``request_id`` send ``n`` more bytes of its streamed answer or,
+    with ``up``, let the asker send ``n`` more bytes of the request's streamed body."""
 
     TYPE: ClassVar[str] = "credit"
     request_id: int
     n: int
+    up: bool | None = None
 
     def __post_init__(self) -> None:
         _check_uint("credit", "request_id", self.request_id, MAX_UINT32)
         _check_uint("credit", "n", self.n, MAX_UINT32)
         if self.n == 0:
             raise _fail("credit", "n", "must be at least 1")
+        if self.up is not None:
+            _check_flag("credit", "up", self.up)
 
 
 @_on_wire(request_id="id", error="err")
 @dataclass(frozen=True, slots=True)
 class EndFrame:
-    """End the streamed answer to ``request_id``: whole (with its MAC), or broken (``error``)."""
+    """End the streamed answer to ``request_id`` (or with ``up``, its streamed body): whole
+    (with its MAC), or broken (``error``)."""
 
     TYPE: ClassVar[str] = "end"
     request_id: int
@@ -507,6 +527,8 @@ class EndFrame:
     mac: bytes | None = None
     #: Why the body is incomplete; absent when it is whole.
     error: str | None = None
+    #: True: this ends the request's streamed body (its MAC is the ingress's), not the answer.
+    up: bool | None = None
 
     def __post_init__(self) -> None:
         _check_uint("end", "request_id", self.request_id, MAX_UINT32)
@@ -514,6 +536,8 @@ class EndFrame:
             _check_bytes("end", "mac", self.mac, E2E_MAC_LENGTH)
         if self.error is not None:
             _check_str("end", "error", self.error, MAX_REASON)
+        if self.up is not None:
+            _check_flag("end", "up", self.up)
 
 
 @_on_wire()

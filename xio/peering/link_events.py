@@ -91,30 +91,39 @@ class CancelArrived:
 
 @dataclass(frozen=True, slots=True)
 class DataArrived:
-    """A piece of the streamed answer to our request ``request_id``, within its credit."""
+    """A piece of the streamed answer to our request ``request_id``, within its credit (with
+    ``up``: of the streamed body of the peer's request, within the credit we granted)."""
 
     request_id: int
     body: bytes
     token: object
+    #: Of the request's streamed body (docs/PROTOCOL.md 4.2), not of its answer.
+    up: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class EndArrived:
-    """The streamed answer to our request ended: whole (``mac``) or broken (``error``)."""
+    """The streamed answer to our request ended (with ``up``: the streamed body of the peer's
+    request): whole (``mac``) or broken (``error``)."""
 
     request_id: int
     mac: bytes | None
     error: str | None
     token: object
+    #: Of the request's streamed body (docs/PROTOCOL.md 4.2), not of its answer.
+    up: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class CreditArrived:
-    """The peer lets us send ``n`` more bytes of our streamed answer to its request."""
+    """The peer lets us send ``n`` more bytes of our streamed answer to its request (with
+    ``up``: of the streamed body of our request to it)."""
 
     request_id: int
     n: int
     token: object
+    #: Of the request's streamed body (docs/PROTOCOL.md 4.2), not of its answer.
+    up: bool = False
 
 
 @dataclass(frozen=True, slots=True)

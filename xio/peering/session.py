@@ -45,6 +45,13 @@ a greenlet or reads a clock, so every decision below is tested with a fake clock
   (``credit_exceeded``, ``unexpected_stream``), and the link stays. Data and the end go in the
   normal queue, in order behind the head; an ``end`` is queued even when the queue is full
   (it is small, and frees a request).
+* **Streamed request bodies** (docs/PROTOCOL.md 4.2). A request opened with ``upload`` (its
+  ``req`` carries ``more``) sends its body in ``data`` frames with ``up`` and an ``end`` with
+  ``up``, only within the credit the answerer grants (``grant_body``: ``credit`` with
+  ``up``); nothing before the first grant. An answer (or a cancel) ends the body too. A body
+  sent past its credit is broken for its reader (``credit_exceeded``, an ``EndArrived`` with
+  an error and ``up``); body frames of a request that streams none are refused
+  (``unexpected_stream``); in both cases the link stays.
 * **Large frames.** A message over the transport's admission size is announced by ``admit``
   before it is buffered: its type's size cap is checked, and its bytes are taken from the
   node's body budget; a ``req`` or ``res`` that does not fit is dropped unread and answered
@@ -151,16 +158,21 @@ class LinkState(enum.Enum):
 
 
 class _Entry:
-    """A request in flight: the owner's token, the deadline, and for a streamed answer the
-    credit left (bytes the answerer may still send) and whether its head has passed."""
+    """A request in flight: the owner's token, the deadline, for a streamed answer the
+    credit left (bytes the answerer may still send) and whether its head has passed, and for
+    a streamed body whether it is still being sent and the credit left of it (bytes the
+    asker may still send)."""
 
-    __slots__ = ("token", "deadline", "credit", "streaming")
+    __slots__ = ("token", "deadline", "credit", "streaming", "uploading", "up_credit")
 
-    def __init__(self, token: object, deadline: float, credit: int = 0) -> None:
+    def __init__(self, token: object, deadline: float, credit: int = 0,
+                 uploading: bool = False) -> None:  # fmt: skip
         self.token = token
         self.deadline = deadline
         self.credit = credit
         self.streaming = False
+        self.uploading = uploading
+        self.up_credit = 0
 
 
 class LinkSession:
@@ -294,7 +306,18 @@ class LinkSession:
                 return self._break_stream(message.request_id, entry, "a res inside a stream")
             return [ResponseArrived(message, entry.token)]
         if kind is DataFrame:
+            if message.up:
+                return self._receive_body_data(message)
             return self._receive_data(message)
+        if kind is EndFrame and message.up:
+            return self._receive_body_end(message)
+        if kind is CreditFrame and message.up:
+            entry = self.outgoing.get(message.request_id)
+            if entry is None or not entry.uploading:
+                self.counts["late_credit"] += 1
+                return []
+            entry.up_credit = min(entry.up_credit + message.n, MAX_CREDIT)
+            return [CreditArrived(message.request_id, message.n, entry.token, True)]
         if kind is EndFrame:
             entry = self.outgoing.get(message.request_id)
             if entry is None or not entry.streaming:
@@ -361,6 +384,33 @@ class LinkSession:
         entry.deadline = self._stream_deadline()
         return [DataArrived(frame.request_id, frame.body, entry.token)]
 
+    def _receive_body_data(self, frame: DataFrame) -> list[Event]:
+        entry = self.incoming.get(frame.request_id)
+        if entry is None:
+            self.counts["late_data"] += 1  # it raced our answer, or the deadline
+            return []
+        if not entry.uploading:
+            self.rejected["unexpected_stream"] += 1  # no streamed body, or after its end
+            return [Rejected("unexpected_stream", "data of a body that is not streamed", False)]
+        size = len(frame.body)
+        if size > entry.up_credit:  # the body is broken: its reader fails, the link stays
+            self.rejected["credit_exceeded"] += 1
+            entry.uploading = False
+            detail = f"{size} bytes of body with {entry.up_credit} of credit left"
+            return [Rejected("credit_exceeded", detail, False),
+                    EndArrived(frame.request_id, None, f"credit_exceeded: {detail}",
+                               entry.token, True)]  # fmt: skip
+        entry.up_credit -= size
+        return [DataArrived(frame.request_id, frame.body, entry.token, True)]
+
+    def _receive_body_end(self, frame: EndFrame) -> list[Event]:
+        entry = self.incoming.get(frame.request_id)
+        if entry is None or not entry.uploading:
+            self.counts["late_end"] += 1
+            return []
+        entry.uploading = False
+        return [EndArrived(frame.request_id, frame.mac, frame.error, entry.token, True)]
+
     def _break_stream(self, request_id: int, entry: _Entry, detail: str) -> list[Event]:
         """End our request ``request_id`` whose answer broke the stream rules; keep the link."""
         self.rejected["unexpected_stream"] += 1
@@ -404,7 +454,7 @@ class LinkSession:
         if ttl > self.limits.max_ttl_ms:
             self.counts["ttl_clamped"] += 1
             ttl = self.limits.max_ttl_ms
-        entry = _Entry(None, self._now + ttl / 1000, frame.win or 0)
+        entry = _Entry(None, self._now + ttl / 1000, frame.win or 0, frame.more is True)
         self.incoming[request_id] = entry
         return [RequestArrived(frame, entry.deadline)]
 
@@ -481,10 +531,13 @@ class LinkSession:
 
     # -- requests and frames we send -------------------------------------------------------
 
-    def open_request(self, token: object, deadline: float, window: int = 0) -> int:
+    def open_request(
+        self, token: object, deadline: float, window: int = 0, upload: bool = False
+    ) -> int:
         """Register a request we are about to send; return its id on this link.
 
-        ``window``: the ``win`` its ``req`` carries (0: none), the answerer's first credit.
+        ``window``: the ``win`` its ``req`` carries (0: none), the answerer's first credit;
+        ``upload``: its ``req`` has ``more``, its body follows (``send_body_data``).
         """
         if self.state is not LinkState.ESTABLISHED:
             raise LocalProtocolError(f"cannot open a request in state {self.state.name}")
@@ -493,7 +546,7 @@ class LinkSession:
             self._next_id = (self._next_id + 1) & 0xFFFFFFFF
             if self._next_id not in outgoing:
                 break
-        outgoing[self._next_id] = _Entry(token, deadline, window)
+        outgoing[self._next_id] = _Entry(token, deadline, window, upload)
         return self._next_id
 
     def attach(self, request_id: int, token: object) -> None:
@@ -583,6 +636,49 @@ class LinkSession:
             return False
         entry.credit = min(entry.credit + n, MAX_CREDIT)
         self._urgent.append(codec.encode(CreditFrame(request_id, n)))
+        return True
+
+    # -- streamed request bodies (docs/PROTOCOL.md 4.2) -----------------------------------
+
+    def grant_body(self, request_id: int, n: int) -> bool:
+        """Let the asker of ``request_id`` send ``n`` more bytes of its streamed body; False
+        if it is not in flight or its body has ended."""
+        entry = self.incoming.get(request_id)
+        if entry is None or not entry.uploading or self.state is not LinkState.ESTABLISHED:
+            return False
+        entry.up_credit = min(entry.up_credit + n, MAX_CREDIT)
+        self._urgent.append(codec.encode(CreditFrame(request_id, n, True)))
+        return True
+
+    def body_credit_of(self, request_id: int) -> int | None:
+        """Return the bytes of our request's streamed body we may still send, or None when
+        nobody waits for them any more (answered, cancelled, closed, or the body ended)."""
+        entry = self.outgoing.get(request_id)
+        return entry.up_credit if entry is not None and entry.uploading else None
+
+    def send_body_data(self, request_id: int, piece: bytes) -> bool:
+        """Queue a piece of our request's streamed body; False if it is not wanted any more.
+
+        Raises ``QueueFull`` (wait for room, try again) and ``LocalProtocolError`` for a piece
+        over the credit left, as ``send_data`` does.
+        """
+        entry = self.outgoing.get(request_id)
+        if entry is None or not entry.uploading:
+            return False
+        if len(piece) > entry.up_credit:
+            raise LocalProtocolError(f"{len(piece)} bytes of body with {entry.up_credit} credit")
+        self._queue_normal(codec.encode(DataFrame(request_id, piece, True)))
+        entry.up_credit -= len(piece)
+        return True
+
+    def end_body(self, request_id: int, mac: bytes | None = None, error: str | None = None) -> bool:
+        """End our request's streamed body: whole (with its MAC) or broken (``error``)."""
+        entry = self.outgoing.get(request_id)
+        if entry is None or not entry.uploading:
+            return False
+        entry.uploading = False
+        frame = EndFrame(request_id, mac, error[:MAX_END_ERROR] if error else None, True)
+        self._queue_normal(codec.encode(frame), force=True)
         return True
 
     def send(self, message) -> None:
