@@ -82,11 +82,16 @@ def compute_vectors() -> dict[str, str]:
         "response_mac": res_mac().hex(),
         "stream_head_mac": e2e.head_mac(KEY, **RESPONSE).hex(),
         "stream_body_mac": streamed_body_mac(b"ok", b"!!").hex(),
+        # The same request with its body streamed (4.2): its head's MAC, then its body's.
+        "upload_head_mac": e2e.upload_head_mac(
+            KEY, **{k: v for k, v in REQUEST.items() if k != "body"}
+        ).hex(),
+        "upload_body_mac": streamed_body_mac(b"hel", b"lo", domain=e2e.UPLOAD_BODY_DOMAIN).hex(),
     }
 
 
-def streamed_body_mac(*pieces: bytes) -> bytes:
-    body_mac = e2e.BodyMac(KEY, NONCE)
+def streamed_body_mac(*pieces: bytes, domain: bytes = e2e.STREAM_BODY_DOMAIN) -> bytes:
+    body_mac = e2e.BodyMac(KEY, NONCE, domain)
     for piece in pieces:
         body_mac.update(piece)
     return body_mac.digest()

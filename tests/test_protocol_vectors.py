@@ -155,6 +155,11 @@ def compute_vectors() -> dict[str, str]:
         credit_frame=encode(CreditFrame(1, 65_536)),
         end_frame=encode(EndFrame(1, mac=bytes(range(0x60, 0x70)))),
         end_error_frame=encode(EndFrame(1, error="link to beta closed mid-stream")),
+        # Streamed request bodies (4.2): the req, a piece of its body, credit for it, its end.
+        req_upload_frame=encode(dataclasses.replace(request, method="POST", more=True)),
+        data_up_frame=encode(DataFrame(1, b"hello", True)),
+        credit_up_frame=encode(CreditFrame(1, 262_144, True)),
+        end_up_frame=encode(EndFrame(1, mac=bytes(range(0x70, 0x80)), up=True)),
         ping_frame=encode(Ping(5)),
         pong_frame=encode(Pong(5)),
         bye_frame=encode(Bye("shutting_down")),

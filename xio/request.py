@@ -255,7 +255,7 @@ class Request:
     __slots__ = (
         "method", "path", "url_path", "route", "params", "inputs", "_response",
         "_query", "_query_string", "_headers", "_environ", "_body", "_data", "_profile",
-        "_methods", "_client",
+        "_methods", "_client", "_source",
     )  # fmt: skip
 
     def __init__(
@@ -269,6 +269,7 @@ class Request:
         data=_UNSET,
         environ: dict | None = None,
         client: Caller | None = None,
+        source=None,
     ) -> None:
         self.method = method.upper()
         self.url_path = path
@@ -288,6 +289,8 @@ class Request:
         self._profile = None
         self._methods: frozenset = STANDARD_METHODS
         self._client = client
+        # A body not read yet (large, or chunked): ``read_all()`` or ``pieces()`` once.
+        self._source = source
 
     # -- query ---------------------------------------------------------------------------
 
@@ -356,13 +359,40 @@ class Request:
 
     @property
     def body(self) -> bytes:
-        """Return the raw body bytes (in-process data is encoded on demand)."""
+        """Return the raw body bytes (in-process data is encoded on demand).
+
+        A body that is not read yet (large, chunked, or streamed over the mesh) is read here,
+        whole, within the server's body limit (413 past it).
+        """
+        if self._source is not None:
+            source, self._source = self._source, None
+            self._body = source.read_all()
         if not self._body and self._data is not _UNSET and self._data is not None:
             encoded, content_type = _content.encode(self._data, None)
             if isinstance(encoded, bytes):
                 self._body = encoded
                 self.headers.setdefault("Content-Type", content_type)
         return self._body
+
+    @property
+    def stream(self) -> Iterator[bytes]:
+        """Return the body as an iterator of byte pieces, read as they are taken: a body of
+        any size, held a piece at a time. Once only, and not after ``body``."""
+        if self._source is not None:
+            source, self._source = self._source, None
+            return source.pieces()
+        return iter((self.body,) if self.body else ())
+
+    @property
+    def body_pending(self) -> bool:
+        """Tell whether the body is still to be read (``body`` or ``stream`` reads it)."""
+        return self._source is not None
+
+    def detach_body(self):
+        """Take the body not read yet (its ``pieces()``, ``consumed``), to pass it on whole:
+        the node streams it across the mesh. None when it was read, or is in hand."""
+        source, self._source = self._source, None
+        return source
 
     @property
     def data(self):

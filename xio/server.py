@@ -30,7 +30,7 @@ import socket
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 
 import gevent
@@ -77,6 +77,9 @@ LINGER_SECONDS = 2.0
 _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 _COALESCE_LIMIT = 64 * 1024
 _PIECE = 64 * 1024  # a chunked body is read, and taken from the budget, this much at a time
+#: A body over this many bytes (or chunked) is read when the handler asks for it, not before:
+#: so the node can stream it across the mesh (docs/PROTOCOL.md 4.2) instead of holding it.
+READ_LATER = 1024 * 1024
 _FD_SHARE = 0.75  # connections never take more than this share of the fd limit
 #: ``sample(status) -> bool``: whether a request's access line is written (None: every one);
 #: set by ``xio.node.logs`` from ``--access-log``, and called before the line is built.
@@ -126,6 +129,13 @@ class WSGIApp:
         self.body_budget = body_budget
 
     def __call__(self, environ: dict, start_response):
+        if _read_later(environ):
+            source = HTTPBody(self, environ)
+            try:
+                return self._respond(environ, start_response, environ["REQUEST_METHOD"], b"",
+                                     source)  # fmt: skip
+            finally:
+                source.close()
         try:
             body, held = self._read_body(environ)
         except HTTPError as exc:
@@ -149,7 +159,8 @@ class WSGIApp:
                                      headers={"Retry-After": "1"})  # fmt: skip
         return size
 
-    def _respond(self, environ: dict, start_response, method: str, body: bytes):
+    def _respond(self, environ: dict, start_response, method: str, body: bytes,
+                 source: HTTPBody | None = None):  # fmt: skip
         path = environ.get("PATH_INFO", "")
         if not path.isascii():  # WSGI hands the path over as latin-1; URLs are UTF-8
             try:
@@ -162,8 +173,17 @@ class WSGIApp:
             query=environ.get("QUERY_STRING", ""),
             body=body,
             environ=environ,
+            source=source,
         )
-        return self._send(environ, start_response, self.handle(req))
+        response = self.handle(req)
+        if source is None or source.complete:
+            return self._send(environ, start_response, response)
+        if not source.consumed:  # answered unread (a refusal, or an app that ignores it)
+            _stop_reading(environ)
+            environ[LINGER_KEY] = True
+            return self._send(environ, start_response, response, close=True)
+        # Still being read, streamed on beside the answer: judged once the answer is written.
+        return _JudgedAfter(self._send(environ, start_response, response), source, environ)
 
     def _read_body(self, environ: dict) -> tuple[bytes, int]:
         """Return the body and what it holds of the budget; raise an HTTPError to refuse."""
@@ -229,6 +249,93 @@ class WSGIApp:
             wire.discard()
             return [b""]
         return [wire.body] if type(wire.body) is bytes else wire.body
+
+
+class _JudgedAfter:
+    """An answer's body that, once written and closed, checks that the request's body was
+    read to its end; if not, the rest is dropped (bounded) and the connection closes."""
+
+    __slots__ = ("_body", "_source", "_environ")
+
+    def __init__(self, body, source: HTTPBody, environ: dict) -> None:
+        self._body, self._source, self._environ = body, source, environ
+
+    def __iter__(self):
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()  # a streamed answer's close stops what still sends the request's body
+        finally:
+            if not self._source.complete:
+                _stop_reading(self._environ)
+                self._environ[LINGER_KEY] = True
+
+
+def _read_later(environ: dict) -> bool:
+    # Small bodies are read before the handler, as always; larger ones and chunked ones when
+    # the handler asks (``req.body``), or piece by piece as the node streams them on.
+    if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+        return True
+    length = environ.get("CONTENT_LENGTH")
+    return bool(length) and length.isdigit() and int(length) > READ_LATER
+
+
+class HTTPBody:
+    """A request body still on the connection, read once: whole (``read_all``, within the
+    app's ``max_body`` and the body budget, as small bodies are) or as pieces (``pieces``,
+    each within the body timeout, of any size: they are not held here)."""
+
+    __slots__ = ("_app", "_environ", "consumed", "complete", "_held")
+
+    def __init__(self, app: WSGIApp, environ: dict) -> None:
+        self._app = app
+        self._environ = environ
+        self.consumed = False  # some of it was read: it cannot be read again
+        self.complete = False  # all of it was read
+        self._held = 0
+
+    def read_all(self) -> bytes:
+        self.consumed = True
+        body, self._held = self._app._read_body(self._environ)
+        self.complete = True
+        return body
+
+    def pieces(self) -> Iterator[bytes]:
+        self.consumed = True
+        environ = self._environ
+        stream = environ["wsgi.input"]
+        seconds = environ.get(BODY_TIMEOUT_KEY)
+        length = environ.get("CONTENT_LENGTH")
+        left = int(length) if length else None  # None: chunked, the last chunk ends it
+        while left is None or left > 0:
+            timer = None
+            if seconds:
+                timer = gevent.Timeout(seconds, RequestTimeout(f"no body for {seconds:g} s"))
+                timer.start()
+            try:
+                piece = stream.read(_PIECE if left is None else min(_PIECE, left))
+            except OSError as exc:
+                raise BadRequest(f"malformed or incomplete body: {exc}") from exc
+            finally:
+                if timer is not None:
+                    timer.close()
+            if not piece:
+                if left:
+                    raise BadRequest(f"the body ended {left} bytes short")
+                break
+            if left is not None:
+                left -= len(piece)
+            yield piece
+        self.complete = True
+
+    def close(self) -> None:
+        """Give back what ``read_all`` took of the budget."""
+        if self._held:
+            self._app.body_budget.give(self._held)
+            self._held = 0
 
 
 def _log_refusal(counts: Counter, client, exc: HTTPError, environ: dict | None = None) -> None:

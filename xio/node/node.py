@@ -46,6 +46,7 @@ from ..peering.codec import RequestFrame, ResponseFrame, Revoke
 from ..peering.dial import connect, peer_tls_context
 from ..peering.forwarding import (
     STREAM_CAP,
+    UPLOAD_CAP,
     VIA,
     Forwarder,
     error_frame,
@@ -186,7 +187,7 @@ class Node:
         e2e = EndToEnd(self.identity, self._public_key_of)  # keys from the records we hold
         self.forwarder = Forwarder(
             self.id, self.deliver, self._link_towards, e2e=e2e, in_flight=self.in_flight,
-            body_bytes=self.body_bytes,
+            body_bytes=self.body_bytes, max_body=config.max_body,
         )  # fmt: skip
 
     # -- life cycle ---------------------------------------------------------------------
@@ -288,7 +289,7 @@ class Node:
         self.in_flight.limit, self.body_bytes.limit = config.max_in_flight, config.body_budget
         self.policy.configure(policy_settings(config))
         if self.server is not None:
-            self.wsgi.max_body = config.max_body
+            self.wsgi.max_body = self.forwarder.max_body = config.max_body
         self.link_table.max_inbound = config.max_inbound_links
         self.store.limits = dataclasses.replace(
             self.store.limits, max_records=config.store_max_records,
@@ -565,7 +566,8 @@ class Node:
         closed = self.closed
         handshake = Handshake(
             self.identity, role, self.name, expected_peer_id=expected,
-            caps=(SUMMARY_CAP, STREAM_CAP, REVOKE_CAP) if closed else (SUMMARY_CAP, STREAM_CAP),
+            caps=(SUMMARY_CAP, STREAM_CAP, UPLOAD_CAP, REVOKE_CAP) if closed
+            else (SUMMARY_CAP, STREAM_CAP, UPLOAD_CAP),
             timeout_ms=int(self.config.link_timeout * 1000),
             cert=closed.hello_cert if closed else None,
             peer_check=closed.check_peer if closed else None,
@@ -704,10 +706,14 @@ class Node:
 
     # -- answering ----------------------------------------------------------------------
 
-    def deliver(self, frame: RequestFrame, deadline: float) -> ResponseFrame | Streamed:
+    def deliver(
+        self, frame: RequestFrame, deadline: float, upload=None
+    ) -> ResponseFrame | Streamed:
         """Answer a request that came over a link for an app hosted here.
 
         The forwarder has checked its end-to-end MAC: ``frame.src`` is the authentic ingress.
+        ``upload``: the request's streamed body, read when the app asks (``req.body``, whole;
+        ``req.stream``, as it comes).
         """
         started = time.perf_counter()
         trail = via_of(frame.headers)
@@ -718,7 +724,7 @@ class Node:
         else:
             req = Request(frame.method, frame.path, query=frame.query,
                           headers=Headers(frame.headers), body=frame.body,
-                          client=self._caller(frame.src))  # fmt: skip
+                          client=self._caller(frame.src), source=upload)  # fmt: skip
             response = self.answer_locally(app, req, deadline, trail)
             answer = response_to_frame(response, req.headers.get("Accept"),
                                        self.forwarder.counts, request_id=frame.request_id,
@@ -767,6 +773,11 @@ class Node:
 
     def _run_app_now(self, app: Resource, req: Request, deadline: float) -> Response:
         if app.threads:  # on the app's own threads: the hub keeps serving links meanwhile
+            if req.body_pending:  # a body still arriving is read by the hub, not a thread
+                try:
+                    _ = req.body
+                except HTTPError as exc:
+                    return error_response(exc)
             return answer_on_threads(app, req, deadline, self.refused)
         # A bare loop timer that throws only if it fires: no gevent.Timeout per request.
         timer = get_hub().loop.timer(max(deadline - time.monotonic(), 0.0))

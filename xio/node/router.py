@@ -307,8 +307,13 @@ class Router:
         """
         if time.monotonic() >= deadline:
             raise GatewayTimeout("deadline passed")
-        if len(req.body) > MAX_BODY:
-            raise PayloadTooLarge(f"a body crossing the mesh is at most {MAX_BODY} bytes")
+        # A large or chunked body not read yet is streamed (docs/PROTOCOL.md 4.2), if the
+        # next hop takes it, else read whole here; a body read already crosses whole.
+        body, source = b"", req.detach_body()
+        if source is None:
+            body = req.body
+            if len(body) > MAX_BODY:
+                raise PayloadTooLarge(f"a body crossing the mesh is at most {MAX_BODY} bytes")
         headers = request_headers(req)
         check_request_fits(req.method, path, req.query_string, headers)
         # A trace shows the nodes on the way, as X-Xio-Via does: admin clients only.
@@ -317,9 +322,6 @@ class Router:
         policy = node.policy
         asked = req.header(RETRIES_HEADER)
         retry = policy.retry_policy(app, None if asked is None else parse_retries(asked))
-        # Every body is whole bytes today, read before routing. The hook for streamed ones: a
-        # request whose body was streamed sets ``body_streamed`` and is never sent twice.
-        replayable = not getattr(req, "body_streamed", False)
         tried: list[str] = []
         attempt, answer, outcome = 0, None, Outcome.FINAL
         while True:
@@ -337,11 +339,19 @@ class Router:
                         break
                     gevent.sleep(pause)
                 attempt += 1
-                answer, outcome = self._send(req, target, app, path, headers, traced, deadline)
+                if source is not None and not node.forwarder.can_stream_body(target):
+                    body, source = source.read_all(), None  # within --max-body
+                    if len(body) > MAX_BODY:
+                        raise PayloadTooLarge(f"a body crossing the mesh is at most {MAX_BODY}"
+                                              " bytes unless streamed")  # fmt: skip
+                answer, outcome = self._send(req, target, app, path, headers, traced, deadline,
+                                             body, source)  # fmt: skip
                 verdict = verdict_of(outcome)
             finally:  # a probe always reports, even when the client went away meanwhile
                 policy.breakers.record(target, admission, verdict, time.monotonic())
             tried.append(target)
+            # A body streamed even in part is gone: that request is never sent twice.
+            replayable = source is None or not source.consumed
             unretried = retry.refusal(outcome, req.method, attempt, replayable)
             if unretried is not None:
                 if unretried in policy.retries:
@@ -364,15 +374,17 @@ class Router:
 
     def _send(
         self, req: Request, dst: str, app: str, path: str, headers: tuple, traced: bool,
-        deadline: float,
+        deadline: float, body: bytes, source,
     ):  # fmt: skip
-        """Send one attempt of ``req`` to ``dst``; return its answer and what it proves."""
+        """Send one attempt of ``req`` to ``dst``, with ``body`` or the stream ``source``;
+        return its answer and what it proves."""
         try:
             frame = RequestFrame(
-                0, dst, app, req.method, path, req.query_string, headers, req.body,
+                0, dst, app, req.method, path, req.query_string, headers, body,
                 hops=DEFAULT_HOPS + 1, ttl_ms=0, trace=True if traced else None,
+                more=True if source is not None else None,
             )  # fmt: skip
-            answer = self.node.forwarder.route(frame, deadline)
+            answer = self.node.forwarder.route(frame, deadline, source)
         except LocalProtocolError as exc:  # a client's value the frame rules refuse: its fault
             raise BadRequest(f"the request cannot cross the mesh: {exc}") from None
         head = answer.head if type(answer) is Streamed else answer  # judged by its head

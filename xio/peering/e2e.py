@@ -58,6 +58,8 @@ __all__ = [
     "RESPONSE_DOMAIN",
     "STREAM_BODY_DOMAIN",
     "STREAM_HEAD_DOMAIN",
+    "UPLOAD_BODY_DOMAIN",
+    "UPLOAD_HEAD_DOMAIN",
     "BodyMac",
     "head_mac",
     "VIA_HEADER",
@@ -70,9 +72,11 @@ __all__ = [
     "pairwise_key",
     "request_mac",
     "response_mac",
+    "upload_head_mac",
     "verify_head",
     "verify_request",
     "verify_response",
+    "verify_upload_head",
 ]
 
 MAC_LENGTH = 16
@@ -84,6 +88,9 @@ RESPONSE_DOMAIN = b"xio-e2e-res-v1\x00"
 #: A streamed answer has two MACs: its head's (status and headers) and its body's, in the end.
 STREAM_HEAD_DOMAIN = b"xio-e2e-head-v1\x00"
 STREAM_BODY_DOMAIN = b"xio-e2e-body-v1\x00"
+#: So does a request whose body is streamed (PROTOCOL.md 4.2): its head's MAC, then its body's.
+UPLOAD_HEAD_DOMAIN = b"xio-e2e-reqhead-v1\x00"
+UPLOAD_BODY_DOMAIN = b"xio-e2e-reqbody-v1\x00"
 #: The one header relays change (they append their id), so no MAC covers it, in any case.
 VIA_HEADER = "x-xio-via"
 
@@ -190,12 +197,14 @@ def _check_nonce(nonce: object) -> None:
         raise LocalProtocolError("an e2e nonce is exactly 16 bytes")
 
 
-def _request_parts(src, dst, app, method, path, query, headers, body, nonce) -> list[bytes]:
+def _request_parts(
+    src, dst, app, method, path, query, headers, body, nonce, domain: bytes = REQUEST_DOMAIN
+) -> list[bytes]:
     # The encoding in three pieces (all before the body, the body, after it), so that a MAC
     # hashes a large body in place instead of copying it into one string first. Runs twice per
     # request (sealed and checked): plain appends, no helper per field.
     _check_nonce(nonce)
-    parts = [REQUEST_DOMAIN]
+    parts = [domain]
     pack, append = _U32.pack, parts.append
     for text in (src, dst, app, method, path, query):
         data = text.encode("utf-8")
@@ -249,6 +258,14 @@ def request_mac(key, src, dst, app, method, path, query, headers, body, nonce) -
     return _mac(key, _request_parts(src, dst, app, method, path, query, headers, body, nonce))
 
 
+def upload_head_mac(key, src, dst, app, method, path, query, headers, nonce) -> bytes:
+    """Return the MAC of a request whose body is streamed: a request's encoding behind its
+    own domain, with an empty body (so no relay can pass it off as a request with none)."""
+    parts = _request_parts(src, dst, app, method, path, query, headers, b"", nonce,
+                           UPLOAD_HEAD_DOMAIN)  # fmt: skip
+    return _mac(key, parts)
+
+
 def response_mac(key, request_nonce, status, headers, body) -> bytes:
     """Return the 16-byte MAC of the answer to the request of nonce ``request_nonce``."""
     return _mac(key, _response_parts(request_nonce, status, headers, body))
@@ -263,20 +280,22 @@ def head_mac(key, request_nonce, status, headers) -> bytes:
 class BodyMac:
     """The MAC of a streamed body, computed piece by piece as it passes.
 
-    It covers ``STREAM_BODY_DOMAIN``, the request's nonce (length-prefixed, as in a response),
+    It covers ``STREAM_BODY_DOMAIN`` (an answer's; ``UPLOAD_BODY_DOMAIN`` for a request's
+    streamed body), the request's nonce (length-prefixed, as in a response),
     every byte of the body in order, and the body's total length as 8 bytes big-endian: pieces
     may be cut anywhere, but no byte can be added, dropped or moved.
     """
 
     __slots__ = ("size", "_hasher")
 
-    def __init__(self, key: bytes, request_nonce: bytes) -> None:
+    def __init__(
+        self, key: bytes, request_nonce: bytes, domain: bytes = STREAM_BODY_DOMAIN
+    ) -> None:
         _check_nonce(request_nonce)
         if not isinstance(key, bytes) or len(key) != KEY_LENGTH:
             raise LocalProtocolError("an e2e key is exactly 32 bytes")
         self.size = 0
-        self._hasher = hmac.new(key, STREAM_BODY_DOMAIN + _NONCE_FIELD + request_nonce,
-                                hashlib.sha256)  # fmt: skip
+        self._hasher = hmac.new(key, domain + _NONCE_FIELD + request_nonce, hashlib.sha256)
 
     def update(self, piece: bytes) -> None:
         self.size += len(piece)
@@ -296,6 +315,13 @@ class BodyMac:
 def _check(expected: bytes, mac: object, what: str) -> None:
     if not isinstance(mac, bytes) or not hmac.compare_digest(expected, mac):
         raise RemoteProtocolError("bad_e2e_mac", f"the {what} MAC does not verify")
+
+
+def verify_upload_head(key, src, dst, app, method, path, query, headers, nonce, mac) -> None:
+    """Raise ``RemoteProtocolError("bad_e2e_mac")`` unless ``mac`` is the MAC of a request
+    whose body is streamed."""
+    expected = upload_head_mac(key, src, dst, app, method, path, query, headers, nonce)
+    _check(expected, mac, "req")
 
 
 def verify_request(key, src, dst, app, method, path, query, headers, body, nonce, mac) -> None:

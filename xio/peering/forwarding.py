@@ -64,18 +64,19 @@ from gevent import GreenletExit, get_hub, getcurrent
 from gevent.event import AsyncResult, Event
 
 from ..budget import Budget
-from ..errors import ConnectionClosed, LocalProtocolError, QueueFull
+from ..errors import ConnectionClosed, HTTPError, LocalProtocolError, QueueFull
 from .codec import RequestFrame, ResponseFrame
-from .e2e import BodyMac
+from .e2e import UPLOAD_BODY_DOMAIN, BodyMac
 from .integrity import EndToEnd, Sealed
 from .links import Link
 from .session import Closed, error_frame
-from .streams import WINDOW, Answer, Streamed, pump
+from .streams import WINDOW, Answer, Streamed, Upload, pump, send_body
 from .trace import append_entry, read_trace
 from .via import VIA, extend_via, via_of, with_via
 
 __all__ = [
     "STREAM_CAP",
+    "UPLOAD_CAP",
     "VIA",
     "Forwarder",
     "Workers",
@@ -98,6 +99,8 @@ _RECORD_POLL = 0.05
 _TIMED_OUT = object()
 #: The capability of a node that speaks streamed answers (docs/PROTOCOL.md 4.1).
 STREAM_CAP = "stream"
+#: The capability of a node that takes streamed request bodies (docs/PROTOCOL.md 4.2).
+UPLOAD_CAP = "upload"
 _monotonic = time.monotonic
 
 
@@ -118,13 +121,14 @@ class _Held:
 class Task(_Held):
     """A request answered here by the app, in a worker: ``job`` can cancel it."""
 
-    __slots__ = ("job", "started", "wake")
+    __slots__ = ("job", "started", "wake", "upload")
 
     def __init__(self, body: int, started: float | None = None) -> None:
         super().__init__(body)
         self.job: Job | None = None
         self.started = started  # when a traced req arrived (monotonic); None: not traced
         self.wake: Event | None = None  # a streamed answer's producer waits on it for credit
+        self.upload: Upload | None = None  # the request's streamed body, as it arrives
 
 
 class Relay(_Held):
@@ -252,8 +256,10 @@ class Forwarder:
         in_flight: Budget | None = None,
         body_bytes: Budget | None = None,
         idle_workers: int = DEFAULT_IDLE_WORKERS,
+        max_body: int = 16 * 1024 * 1024,
     ) -> None:
         self.own_id = own_id
+        self.max_body = max_body  # a streamed body read whole by an app: at most this
         self._deliver = deliver
         self._next_link = next_link
         self.in_flight = in_flight or Budget("in_flight", 4096)
@@ -264,9 +270,17 @@ class Forwarder:
 
     # -- the ingress: an HTTP greenlet waits for the answer --------------------------------
 
-    def route(self, request: RequestFrame, deadline: float) -> ResponseFrame:
+    def can_stream_body(self, dst: str) -> bool:
+        """Tell whether a request to ``dst`` may have its body streamed (the next hop takes
+        streamed bodies; the nodes beyond it answer 502 if they do not)."""
+        link = self._next_link(dst)
+        return link is not None and UPLOAD_CAP in link.session.peer_caps
+
+    def route(self, request: RequestFrame, deadline: float, body=None) -> ResponseFrame:
         """Carry ``request`` (its id is ignored) one hop towards ``request.dst`` and wait.
 
+        ``body``: a body still to be read (``pieces()``), streamed after the ``req``
+        (docs/PROTOCOL.md 4.2) when the next hop takes it; ``request.body`` is then empty.
         Errors met here are answered here, with this node last on the ``X-Xio-Via`` trail.
         A traced request's answer (``request.trace``) gets this node's trace entry last.
         """
@@ -289,14 +303,17 @@ class Forwarder:
             self.counts["deadline"] += 1
             return error_frame(504, "deadline passed before the request left this node", via=trail)
         window = WINDOW if STREAM_CAP in link.session.peer_caps else 0
-        result = Answer() if window else AsyncResult()
-        request_id = link.session.open_request(result, deadline, window)
+        upload = body is not None
+        if upload and UPLOAD_CAP not in link.session.peer_caps:
+            return error_frame(502, f"node {link.peer_name} takes no streamed body", via=trail)
+        result = Answer() if window or upload else AsyncResult()
+        request_id = link.session.open_request(result, deadline, window, upload)
         try:
             frame = RequestFrame(
                 request_id, request.dst, request.app, request.method, request.path, request.query,
                 headers, request.body, hops=request.hops - 1, ttl_ms=int(remaining * 1000),
                 src=self.own_id, nonce=sealed.nonce, mac=sealed.mac, trace=request.trace,
-                win=window or None,
+                win=window or None, more=True if upload else None,
             )  # fmt: skip
         except LocalProtocolError:  # the caller's request breaks a frame rule: the caller says
             link.session.forget_request(request_id)
@@ -317,30 +334,78 @@ class Forwarder:
             self.counts["next_hop_lost"] += 1
             return error_frame(502, f"link to {link.peer_name} closed, request lost", via=trail)
         self.counts["forwarded"] += 1
-        if not request.trace:
-            answer = self._await_answer(link, request_id, result, timer, request.dst, trail,
-                                        sealed)  # fmt: skip
-        else:
-            sent = _monotonic()
-            answer = self._await_answer(link, request_id, result, timer, request.dst, trail,
-                                        sealed)  # fmt: skip
-            answer = self._traced(answer, request.hops, started, sent, _monotonic())
-        if answer.more:
-            return self._stream_in(link, request_id, result, answer, sealed, remaining, trail)
-        return answer
+        # A streamed body goes from a greenlet of its own, so that its answer (which may come
+        # before the body's end: a refusal, or an app that answers as it reads) is taken here.
+        sender = self._send_body(link, request_id, result, body, sealed, remaining) if upload \
+            else None  # fmt: skip
+        try:
+            if not request.trace:
+                answer = self._await_answer(link, request_id, result, timer, request.dst, trail,
+                                            sealed)  # fmt: skip
+            else:
+                sent = _monotonic()
+                answer = self._await_answer(link, request_id, result, timer, request.dst, trail,
+                                            sealed)  # fmt: skip
+                answer = self._traced(answer, request.hops, started, sent, _monotonic())
+            if answer.more:
+                answer = self._stream_in(link, request_id, result, answer, sealed, remaining,
+                                         trail, sender)  # fmt: skip
+                sender = None  # the body goes on beside the answer's; the answer's end stops it
+            return answer
+        finally:
+            if sender is not None:  # answered whole: the rest of the body is not wanted
+                sender.kill(block=True)
+
+    def _send_body(self, link: Link, request_id: int, result: Answer, body, sealed: Sealed,
+                   idle: float):  # fmt: skip
+        """Start streaming the request's body to the destination, within its credit, until
+        it ends or the request is answered whole; return the sending greenlet.
+
+        A body the client fails to send (malformed, too slow, gone) is ended with an error
+        there, and the request answered here with the client's error (400, 408).
+        """
+        result.credit_wake = Event()
+        self.counts["bodies_out"] += 1
+        body_mac = BodyMac(sealed.key, sealed.nonce, UPLOAD_BODY_DOMAIN)
+
+        def send() -> None:
+            try:
+                send_body(link, request_id, body.pieces(), body_mac, result, result.credit_wake,
+                          idle, link.session.limits.write_timeout)  # fmt: skip
+            except HTTPError as exc:  # the client's mistake: it hears of it, the app does not
+                link.cancel_request(request_id)
+                if not result.ready():
+                    result.set(error_frame(exc.status, str(exc), via=self.own_id))
+            except Exception:
+                log.exception("sending the body of request %s failed", request_id)
+                link.cancel_request(request_id)
+                if not result.ready():
+                    result.set(
+                        error_frame(500, "the node failed to send the body", via=self.own_id)
+                    )
+
+        return gevent.spawn(send)
 
     def _stream_in(
         self, link: Link, request_id: int, result: Answer, head: ResponseFrame, sealed: Sealed,
-        idle: float, trail: str,
+        idle: float, trail: str, sender=None,
     ) -> Streamed | ResponseFrame:  # fmt: skip
-        """Return a checked head with the iterator of its body, which the caller must close."""
+        """Return a checked head with the iterator of its body, which the caller must close.
+
+        ``sender``: the greenlet still sending the request's body, stopped when the answer
+        ends (it may not outlive the exchange: the client's connection is read by it).
+        """
         if not self.body_bytes.take(WINDOW):
             link.cancel_request(request_id)
             self.counts["body_budget"] += 1
+            if sender is not None:
+                sender.kill(block=True)
             return error_frame(503, "the node's budget for bodies is spent", via=trail)
         self.counts["streams_in"] += 1
 
         def done(outcome: str) -> None:
+            if sender is not None:
+                sender.kill(block=True)
             self.body_bytes.give(WINDOW)
             self.counts[outcome] += 1
 
@@ -395,12 +460,18 @@ class Forwarder:
             self._refuse(link, frame, "in_flight_budget", "too many requests in flight here")
             return
         size = len(frame.body)
+        if frame.more and frame.dst == self.own_id:  # a streamed body: a window of it here
+            size = WINDOW
         if size and not self.body_bytes.take(size):
             self.in_flight.give()
             self._refuse(link, frame, "body_budget", "the node's budget for bodies is spent")
             return
         if frame.dst == self.own_id:
             task = Task(size, started)
+            if frame.more:  # its pieces queue here, within the credit the app's reading grants
+                self.counts["bodies_in"] += 1
+                task.upload = Upload(link, request_id, max(deadline - _monotonic(), 0.001),
+                                     self.max_body, self.body_bytes)  # fmt: skip
             link.session.attach(request_id, task)
             self.counts["served"] += 1
             task.job = self.workers.run(self._serve, link, frame, deadline, task)
@@ -414,7 +485,7 @@ class Forwarder:
 
     def _serve(self, link: Link, frame: RequestFrame, deadline: float, task: Task) -> None:
         try:
-            key, answer = self._answer_here(link, frame, deadline)
+            key, answer = self._answer_here(link, frame, deadline, task.upload)
             body = None
             if type(answer) is Streamed:
                 answer, body = answer.head, answer.body
@@ -430,6 +501,8 @@ class Forwarder:
             else:
                 self._stream_out(link, frame, task, key, answer, body)
         finally:
+            if task.upload is not None:
+                task.upload.close()
             self._finish(task)
 
     def _stream_out(
@@ -449,7 +522,7 @@ class Forwarder:
              link.session.limits.write_timeout)  # fmt: skip
 
     def _answer_here(
-        self, link: Link, frame: RequestFrame, deadline: float
+        self, link: Link, frame: RequestFrame, deadline: float, upload: Upload | None = None
     ) -> tuple[bytes | None, ResponseFrame | Streamed]:
         """Return the answer to a req for this node, checked end to end, and the key to sign
         it with (None: the request is not authentic, the refusal goes unsigned)."""
@@ -461,7 +534,11 @@ class Forwarder:
                 self._await_record(frame.src, deadline)
             key, answer = self.e2e.open_request(frame, _wall_ms(), via)  # counted if refused
             if answer is None:  # authentic and fresh: the app may run
-                answer = self._deliver(frame, deadline)
+                if upload is None:
+                    answer = self._deliver(frame, deadline)
+                else:  # authentic: its body is checked with the same key, in the end
+                    upload.body_mac = BodyMac(key, frame.nonce, UPLOAD_BODY_DOMAIN)
+                    answer = self._deliver(frame, deadline, upload)
         except GreenletExit:
             raise
         except Exception:
@@ -492,9 +569,14 @@ class Forwarder:
             self.counts["deadline"] += 1
             self._answer(link, request_id, size, 504, "deadline passed before relaying", trail)
             return
+        if frame.more and UPLOAD_CAP not in out.session.peer_caps:
+            self.counts["no_upload"] += 1
+            description = f"node {out.peer_name} on the way takes no streamed body"
+            self._answer(link, request_id, size, 502, description, trail)
+            return
         relay = Relay(link, request_id, out, trail, size)
         window = frame.win if frame.win is not None and STREAM_CAP in out.session.peer_caps else 0
-        relay.out_id = out.session.open_request(relay, deadline, window)
+        relay.out_id = out.session.open_request(relay, deadline, window, frame.more is True)
         try:
             forward = RequestFrame(
                 relay.out_id, frame.dst, frame.app, frame.method, frame.path, frame.query,
@@ -503,6 +585,7 @@ class Forwarder:
                 trace=frame.trace,
                 # The window is end to end too: credit passes through, so it stays the same.
                 win=frame.win if STREAM_CAP in out.session.peer_caps else None,
+                more=frame.more,
             )  # fmt: skip
         except LocalProtocolError as exc:  # our id made the headers too large: refuse it alone
             out.session.forget_request(relay.out_id)
@@ -594,6 +677,39 @@ class Forwarder:
             return
         token.in_link.end_stream(token.in_id, mac, error)
         self._finish(token)
+
+    # -- streamed request bodies: pieces and the end go towards the destination, credit
+    # -- away from it (docs/PROTOCOL.md 4.2)
+
+    def on_body_data(self, link: Link, request_id: int, body: bytes, token: object) -> None:
+        """Pass a piece of a request's streamed body on, or hand it to the app's reader."""
+        if type(token) is Task:
+            if token.upload is not None:
+                token.upload.push(body)
+            return
+        if type(token) is not Relay:
+            return
+        relay = token
+        try:
+            relay.out_link.send_body_data(relay.out_id, body)
+        except (QueueFull, LocalProtocolError):  # within the credit: the next link is stuck
+            self.counts["queue_full"] += 1
+            description = f"queue_full: link to {relay.out_link.peer_name} is congested"
+            relay.out_link.end_body(relay.out_id, error=description)
+
+    def on_body_credit(self, link: Link, request_id: int, n: int, token: object) -> None:
+        """Pass the destination's credit on towards the ingress, or wake its sender."""
+        if type(token) is Relay:
+            token.in_link.grant_body(token.in_id, n)
+        elif type(token) is Answer and token.credit_wake is not None:
+            token.credit_wake.set()
+
+    def on_body_end(self, link: Link, request_id: int, mac, error, token: object) -> None:
+        """Pass the end of a request's streamed body on, or hand it to the app's reader."""
+        if type(token) is Relay:
+            token.out_link.end_body(token.out_id, mac, error)
+        elif type(token) is Task and token.upload is not None:
+            token.upload.finish(mac, error)
 
     def on_cancel(self, link: Link, request_id: int, token: object) -> None:
         """Stop answering a request the asker no longer wants."""

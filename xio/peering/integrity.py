@@ -150,10 +150,16 @@ class EndToEnd:
             self.counts["e2e_unknown_node"] += 1
             return None
         nonce = now_ms.to_bytes(_TIME_BYTES, "big") + self._random_bytes(8)
-        mac = e2e.request_mac(
-            key, self.own_id, frame.dst, frame.app, frame.method, frame.path, frame.query,
-            frame.headers, frame.body, nonce,
-        )  # fmt: skip
+        if frame.more:  # its body follows, under a MAC of its own (e2e.BodyMac)
+            mac = e2e.upload_head_mac(
+                key, self.own_id, frame.dst, frame.app, frame.method, frame.path, frame.query,
+                frame.headers, nonce,
+            )  # fmt: skip
+        else:
+            mac = e2e.request_mac(
+                key, self.own_id, frame.dst, frame.app, frame.method, frame.path, frame.query,
+                frame.headers, frame.body, nonce,
+            )  # fmt: skip
         return Sealed(key, nonce, mac)
 
     def open_response(self, sealed: Sealed, frame: ResponseFrame) -> ResponseFrame:
@@ -205,10 +211,16 @@ class EndToEnd:
             why = f"node {src} that sent the request has no record here: not authenticated"
             return None, self._refused("e2e_unknown_node", f"{why}, not served", via)
         try:
-            e2e.verify_request(
-                key, src, frame.dst, frame.app, frame.method, frame.path, frame.query,
-                frame.headers, frame.body, nonce, mac,
-            )  # fmt: skip
+            if frame.more:
+                e2e.verify_upload_head(
+                    key, src, frame.dst, frame.app, frame.method, frame.path, frame.query,
+                    frame.headers, nonce, mac,
+                )  # fmt: skip
+            else:
+                e2e.verify_request(
+                    key, src, frame.dst, frame.app, frame.method, frame.path, frame.query,
+                    frame.headers, frame.body, nonce, mac,
+                )  # fmt: skip
         except RemoteProtocolError:
             why = "bad_e2e_mac: the request was altered on the way (its MAC does not verify)"
             return key, self._refused("bad_e2e_mac", f"{why}: not served", via)

@@ -230,12 +230,16 @@ class Link:
             elif kind is ResponseArrived:
                 owner.forwarder.on_response(self, event.frame, event.token)
             elif kind is DataArrived:
-                owner.forwarder.on_data(self, event.request_id, event.body, event.token)
+                on_data = owner.forwarder.on_body_data if event.up else owner.forwarder.on_data
+                on_data(self, event.request_id, event.body, event.token)
             elif kind is CreditArrived:
-                owner.forwarder.on_credit(self, event.request_id, event.n, event.token)
+                on_credit = (
+                    owner.forwarder.on_body_credit if event.up else owner.forwarder.on_credit
+                )
+                on_credit(self, event.request_id, event.n, event.token)
             elif kind is EndArrived:
-                owner.forwarder.on_end(self, event.request_id, event.mac, event.error,
-                                       event.token)  # fmt: skip
+                on_end = owner.forwarder.on_body_end if event.up else owner.forwarder.on_end
+                on_end(self, event.request_id, event.mac, event.error, event.token)
             elif kind is MessageArrived:
                 owner.link_message(self, event.message)
             elif kind is CancelArrived:
@@ -326,6 +330,27 @@ class Link:
     def grant(self, request_id: int, n: int) -> None:
         """Let the answerer of our request ``request_id`` send ``n`` more bytes."""
         if self.session.grant(request_id, n):
+            self.transport.wake()
+
+    # -- streamed request bodies (docs/PROTOCOL.md 4.2) ------------------------------------
+
+    def send_body_data(self, request_id: int, piece: bytes) -> bool:
+        """Queue a piece of our request's streamed body; see ``LinkSession.send_body_data``."""
+        if self.session.state is LinkState.CLOSED:
+            return False
+        sent = self.session.send_body_data(request_id, piece)
+        if sent:
+            self.transport.wake()
+        return sent
+
+    def end_body(self, request_id: int, mac: bytes | None = None, error: str | None = None):
+        """End the streamed body of our request ``request_id``."""
+        if self.session.end_body(request_id, mac, error):
+            self.transport.wake()
+
+    def grant_body(self, request_id: int, n: int) -> None:
+        """Let the asker of ``request_id`` send ``n`` more bytes of its streamed body."""
+        if self.session.grant_body(request_id, n):
             self.transport.wake()
 
     def wait_room(self, timeout: float) -> bool:

@@ -171,6 +171,9 @@ FORWARDING = (
     Reason("streams_out", "a streamed answer begun here, by an app on this node"),
     Reason("streams_in", "a streamed answer received here, as the ingress"),
     Reason("streamed", "a streamed answer that reached its client whole, its MAC checked"),
+    Reason("bodies_out", "a request body streamed from here, as the ingress"),
+    Reason("bodies_in", "a streamed request body received here, for an app on this node"),
+    Reason("no_upload", "a streamed request body for a next hop that takes none (502)"),
     Reason(
         "stream_broken",
         "a streamed answer ended by an error on the way (a link lost, a congested relay, the app)",

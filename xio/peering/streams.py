@@ -28,13 +28,33 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterator
 
+import gevent
 from gevent import GreenletExit
 from gevent.event import AsyncResult, Event
 
-from ..errors import QueueFull, RemoteProtocolError, StreamBroken
+from ..errors import (
+    BadGateway,
+    LocalProtocolError,
+    PayloadTooLarge,
+    QueueFull,
+    RemoteProtocolError,
+    ServiceUnavailable,
+    StreamBroken,
+)
 from .codec import ResponseFrame
 
-__all__ = ["PIECE", "WINDOW", "Answer", "Pieces", "StreamBroken", "Streamed", "pieces_of", "pump"]
+__all__ = [
+    "PIECE",
+    "WINDOW",
+    "Answer",
+    "Pieces",
+    "StreamBroken",
+    "Streamed",
+    "Upload",
+    "pieces_of",
+    "pump",
+    "send_body",
+]
 
 log = logging.getLogger("xio.forwarding")
 
@@ -71,11 +91,12 @@ def pieces_of(data: bytes, size: int = PIECE) -> Iterator[bytes]:
 class Answer(AsyncResult):
     """What an ingress waits on for a request that may be answered by a stream."""
 
-    __slots__ = ("streaming", "_pieces", "_wake", "_ended", "_mac", "_error")
+    __slots__ = ("streaming", "credit_wake", "_pieces", "_wake", "_ended", "_mac", "_error")
 
     def __init__(self) -> None:
         super().__init__()
         self.streaming = False  # set once a head with ``more`` has been taken
+        self.credit_wake: Event | None = None  # a streamed body's sender waits on it
         self._pieces: deque[bytes] = deque()
         self._wake = Event()
         self._ended = False
@@ -94,6 +115,8 @@ class Answer(AsyncResult):
         if not self._ended:
             self._ended, self._mac, self._error = True, mac, error
             self._wake.set()
+            if self.credit_wake is not None:  # a body still being sent: nobody takes it now
+                self.credit_wake.set()
 
     # -- from the writer's greenlet ----------------------------------------------------
 
@@ -184,6 +207,152 @@ class Pieces:
                 self._outcome = "stream_abandoned"
         answer._pieces.clear()
         done(self._outcome)
+
+
+class Upload:
+    """A request's streamed body at its destination (docs/PROTOCOL.md 4.2), read once by the
+    app: as pieces (``pieces``, held a window at a time) or whole (``read_all``, within
+    ``max_body`` and the node's body budget, like a body that came whole).
+
+    Nothing is granted until the app asks for the body: an app that never reads it costs
+    nothing, and its answer ends the upload. Then a window is granted, and each piece taken
+    is granted back. The link's reader ``push``-es pieces and ``finish``-es the body; a
+    broken, altered, or idle body raises a 502 in the app, which it answers with.
+    """
+
+    __slots__ = ("_link", "_request_id", "_idle", "body_mac", "_max_body", "_budget", "_pieces",
+                 "_wake", "_ended", "_end_mac", "_error", "consumed", "complete", "_held")  # fmt: skip
+
+    def __init__(self, link, request_id: int, idle: float, max_body: int,
+                 budget=None) -> None:  # fmt: skip
+        self._link = link
+        self._request_id = request_id
+        self._idle = idle
+        self.body_mac = None  # an e2e.BodyMac, set once the request is found authentic
+        self._max_body = max_body
+        self._budget = budget
+        self._pieces: deque[bytes] = deque()
+        self._wake = Event()
+        self._ended = False
+        self._end_mac: bytes | None = None
+        self._error: str | None = None
+        self.consumed = False
+        self.complete = False
+        self._held = 0
+
+    # -- from the link's reader: never block -------------------------------------------
+
+    def push(self, piece: bytes) -> None:
+        self._pieces.append(piece)
+        self._wake.set()
+
+    def finish(self, mac: bytes | None, error: str | None) -> None:
+        if not self._ended:
+            self._ended, self._end_mac, self._error = True, mac, error
+            self._wake.set()
+
+    # -- from the app ------------------------------------------------------------------
+
+    def pieces(self) -> Iterator[bytes]:
+        if self.consumed:
+            raise LocalProtocolError("the streamed body was read already")
+        self.consumed = True
+        link, request_id = self._link, self._request_id
+        link.grant_body(request_id, WINDOW)
+        taken = 0
+        while True:
+            while not self._pieces:
+                if self._ended:
+                    self._check_end()
+                    self.complete = True
+                    return
+                self._wake.clear()
+                if not self._wake.wait(self._idle):
+                    raise BadGateway(f"no piece of the streamed body for {self._idle:g} s")
+            piece = self._pieces.popleft()
+            if self.body_mac is not None:
+                self.body_mac.update(piece)
+            yield piece
+            taken += len(piece)  # the app took it: the asker may send as much again
+            if taken >= _GRANT_BATCH:
+                link.grant_body(request_id, taken)
+                taken = 0
+
+    def _check_end(self) -> None:
+        if self._error is not None:
+            raise BadGateway(f"the streamed body broke on the way: {self._error}")
+        if self.body_mac is not None:
+            try:
+                self.body_mac.verify(self._end_mac)
+            except RemoteProtocolError:
+                raise BadGateway("bad_e2e_mac: the streamed body was altered on the way") from None
+
+    def read_all(self) -> bytes:
+        body = bytearray()
+        budget = self._budget
+        for piece in self.pieces():
+            if len(body) + len(piece) > self._max_body:
+                raise PayloadTooLarge(f"body is over the limit of {self._max_body} bytes")
+            if budget is not None:
+                if not budget.take(len(piece)):
+                    raise ServiceUnavailable("the node's budget for request bodies is spent",
+                                             headers={"Retry-After": "1"})  # fmt: skip
+                self._held += len(piece)
+            body += piece
+        return bytes(body)
+
+    def close(self) -> None:
+        """Give back what ``read_all`` took of the budget."""
+        if self._held:
+            self._budget.give(self._held)
+            self._held = 0
+
+
+def send_body(link, request_id: int, body: Iterator[bytes], body_mac, answered: Answer,
+              wake: Event, idle: float, write_timeout: float) -> None:  # fmt: skip
+    """Send ``body`` as the streamed body of our request ``request_id``, then its ``end``.
+
+    Run by the ingress in a greenlet of its own, beside the one that waits for the answer: it
+    sends only within the credit the destination grants (``wake`` is set when some arrives)
+    and stops once the request is answered whole (``answered`` is set: early, by a refusal,
+    the deadline or a closed link) or is no longer in flight. After a streamed answer's head
+    it goes on (an app may answer as it reads), each wait for credit then bounded by
+    ``idle``. A body that cannot be read (the client's mistake, or it went away) is ended
+    with an error and the error raised; a kill (the answer ended) ends it with an error too.
+    """
+    session = link.session
+    try:
+        for chunk in body:
+            offset, size = 0, len(chunk)
+            while offset < size:
+                credit = session.body_credit_of(request_id)
+                if credit is None or (answered.ready() and not answered.streaming):
+                    return
+                if credit == 0:
+                    wake.clear()
+                    if not answered.ready():
+                        gevent.wait((wake, answered), count=1)
+                    elif not wake.wait(idle):
+                        link.end_body(request_id, error=f"no credit for {idle:g} s")
+                        return
+                    continue
+                piece = chunk[offset : offset + min(PIECE, credit)]
+                try:
+                    if not link.send_body_data(request_id, bytes(piece)):
+                        return
+                except QueueFull:
+                    link.wait_room(write_timeout)
+                    continue
+                if body_mac is not None:
+                    body_mac.update(piece)
+                offset += len(piece)
+    except GreenletExit:
+        link.end_body(request_id, error="the answer ended before the body")
+        raise
+    except Exception as exc:
+        link.end_body(request_id, error=f"the client's body could not be read: {exc}")
+        raise
+    link.end_body(request_id, body_mac.digest() if body_mac is not None else None)
 
 
 def pump(link, request_id: int, body: Iterator[bytes], body_mac, wake: Event,

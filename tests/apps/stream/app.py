@@ -3,6 +3,7 @@ bytes are its index mod 256, so any lost, doubled or moved piece shows), ``ticks
 yields n lines, one every ``every`` seconds, and ``stats`` says how many streams were closed
 before their end (the client went away), how many ran to it, and how many pieces were made."""
 
+import hashlib
 import os
 import time
 
@@ -14,6 +15,7 @@ STATS = {
     "finished": 0,
     "closed_early": 0,
     "yielded": 0,
+    "sunk": 0,
     "node": os.environ.get("XIO_TEST_NODE"),
 }
 
@@ -70,3 +72,43 @@ def events(req):
                                 id=str(index))  # fmt: skip
 
     return _counted(produce())
+
+
+@app.bind("www/sink")
+def sink(req):
+    """Read the body as it comes (``req.stream``), ``pause`` seconds after each piece; answer
+    its size, its SHA-256 and the largest piece the app was handed."""
+    pause = float(req.query.get("pause", "0"))
+    digest, size, largest = hashlib.sha256(), 0, 0
+    try:
+        for piece in req.stream:
+            digest.update(piece)
+            size += len(piece)
+            largest = max(largest, len(piece))
+            STATS["sunk"] = size
+            if pause:
+                time.sleep(pause)
+    except xio.HTTPError as exc:  # the body broke on the way: the app is told, and says so
+        STATS["broken"] = STATS.get("broken", 0) + 1
+        STATS["broken_reason"] = str(exc)
+        raise
+    return {"size": size, "sha256": digest.hexdigest(), "largest": largest}
+
+
+@app.bind("www/upper")
+def upper(req):
+    """Answer as it reads: each piece of the body, upper-cased, as soon as it arrives."""
+    return (piece.upper() for piece in req.stream)
+
+
+@app.bind("www/whole")
+def whole(req):
+    """Read the body whole (``req.body``, within the node's --max-body)."""
+    return {"size": len(req.body), "sha256": hashlib.sha256(req.body).hexdigest()}
+
+
+@app.bind("www/ignore")
+def ignore(req):
+    """Answer without reading the body."""
+    req.response.status = 201
+    return "not read"
