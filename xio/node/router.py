@@ -309,11 +309,8 @@ class Router:
             raise GatewayTimeout("deadline passed")
         # A large or chunked body not read yet is streamed (docs/PROTOCOL.md 4.2), if the
         # next hop takes it, else read whole here; a body read already crosses whole.
-        body, source = b"", req.detach_body()
-        if source is None:
-            body = req.body
-            if len(body) > MAX_BODY:
-                raise PayloadTooLarge(f"a body crossing the mesh is at most {MAX_BODY} bytes")
+        source = req.detach_body()
+        body = b"" if source is not None else _whole(req.body)
         headers = request_headers(req)
         check_request_fits(req.method, path, req.query_string, headers)
         # A trace shows the nodes on the way, as X-Xio-Via does: admin clients only.
@@ -340,10 +337,7 @@ class Router:
                     gevent.sleep(pause)
                 attempt += 1
                 if source is not None and not node.forwarder.can_stream_body(target):
-                    body, source = source.read_all(), None  # within --max-body
-                    if len(body) > MAX_BODY:
-                        raise PayloadTooLarge(f"a body crossing the mesh is at most {MAX_BODY}"
-                                              " bytes unless streamed")  # fmt: skip
+                    body, source = _whole(source.read_all()), None  # within --max-body
                 answer, outcome = self._send(req, target, app, path, headers, traced, deadline,
                                              body, source)  # fmt: skip
                 verdict = verdict_of(outcome)
@@ -545,3 +539,10 @@ def check_request_fits(method: str, path: str, query: str, headers) -> None:
     if total > codec.MAX_HEADER_BYTES - _TRAIL_ROOM:
         limit = codec.MAX_HEADER_BYTES - _TRAIL_ROOM
         raise HTTPError(431, f"the headers hold {total} bytes; at most {limit} cross the mesh")
+
+
+def _whole(body: bytes) -> bytes:
+    """Return a body that crosses the mesh whole, or refuse one no ``req`` frame carries."""
+    if len(body) > MAX_BODY:
+        raise PayloadTooLarge(f"a body crossing the mesh whole is at most {MAX_BODY} bytes")
+    return body
